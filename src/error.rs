@@ -1,0 +1,121 @@
+//! Typed errors at the gateway's boundaries: why an upstream fetch failed,
+//! why a document was refused, and why the server could not start.
+//!
+//! Each fetch failure maps to one bounded `outcome` label (for metrics and
+//! logs) and to the HTTP status a client gets when no document can be served.
+
+use actix_web::http::StatusCode;
+use thiserror::Error;
+
+/// Why an upstream document was refused (RFC 8414 §2, §3.3).
+#[derive(Debug, Clone, Error, PartialEq, Eq)]
+pub enum InvalidDocument {
+    /// The body did not parse as JSON.
+    #[error("the document is not valid JSON: {0}")]
+    NotJson(String),
+    /// The body is JSON but not an object.
+    #[error("the document is not a JSON object")]
+    NotAnObject,
+    /// A REQUIRED member is absent.
+    #[error("the document has no `{0}` (REQUIRED by RFC 8414 §2)")]
+    MissingField(&'static str),
+    /// A member has the wrong JSON type.
+    #[error("`{0}` must be {1}")]
+    WrongType(&'static str, &'static str),
+    /// RFC 8414 §3.3: `issuer` differs from the configured issuer.
+    #[error("the document's issuer {declared:?} is not the expected {expected:?} (RFC 8414 §3.3)")]
+    IssuerMismatch {
+        /// The configured issuer.
+        expected: String,
+        /// What the document declared.
+        declared: String,
+    },
+}
+
+/// Why one upstream fetch did not produce a usable document.
+#[derive(Debug, Clone, Error, PartialEq, Eq)]
+pub enum FetchError {
+    /// The whole fetch exceeded `--upstream-timeout`.
+    #[error("the upstream did not answer within {0:?}")]
+    Timeout(std::time::Duration),
+    /// No connection (refused, DNS, TLS, reset before a response).
+    #[error("cannot reach the upstream: {0}")]
+    Connect(String),
+    /// The upstream answered with a status other than 200.
+    #[error("the upstream answered HTTP {0}")]
+    HttpStatus(u16),
+    /// The response was not `application/json`.
+    #[error("the upstream sent content type {0:?}, not application/json (RFC 8414 §3.2)")]
+    ContentType(String),
+    /// The body exceeded `--max-body-size`.
+    #[error("the upstream document is larger than {0} bytes")]
+    TooLarge(usize),
+    /// The body broke off or could not be read.
+    #[error("the upstream response body could not be read: {0}")]
+    Body(String),
+    /// The body was read but is not acceptable metadata.
+    #[error(transparent)]
+    Invalid(#[from] InvalidDocument),
+    /// The fetcher thread is gone (only during shutdown).
+    #[error("the upstream fetcher has stopped")]
+    FetcherStopped,
+}
+
+impl FetchError {
+    /// Bounded label for `metadata_gateway_upstream_fetches_total{outcome}`.
+    pub fn outcome_label(&self) -> &'static str {
+        match self {
+            Self::Timeout(_) => "timeout",
+            Self::Connect(_) | Self::FetcherStopped => "connect_error",
+            Self::HttpStatus(_) => "http_status",
+            Self::ContentType(_) | Self::Invalid(_) | Self::Body(_) => "invalid_document",
+            Self::TooLarge(_) => "too_large",
+        }
+    }
+
+    /// Status for a client when this is why no document can be served:
+    /// 504 when the upstream was too slow, 503 when it cannot be reached,
+    /// 502 when it answered with something unusable.
+    pub fn client_status(&self) -> StatusCode {
+        match self {
+            Self::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
+            Self::Connect(_) | Self::FetcherStopped => StatusCode::SERVICE_UNAVAILABLE,
+            _ => StatusCode::BAD_GATEWAY,
+        }
+    }
+
+    /// The upstream's HTTP status when it sent one (RFC 9211 `fwd-status`).
+    pub fn upstream_status(&self) -> Option<u16> {
+        match self {
+            Self::HttpStatus(s) => Some(*s),
+            _ => None,
+        }
+    }
+}
+
+/// Why the gateway could not start or stopped with an error.
+#[derive(Debug, Error)]
+pub enum RunError {
+    /// Binding or running an HTTP server failed.
+    #[error("{context}: {source}")]
+    Io {
+        /// What was being done.
+        context: String,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Registering metrics failed.
+    #[error("cannot register metrics: {0}")]
+    Metrics(String),
+    /// Building the upstream TLS client failed.
+    #[error("cannot set up TLS for the upstream: {0}")]
+    Tls(String),
+}
+
+impl RunError {
+    pub(crate) fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> Self {
+        let context = context.into();
+        move |source| Self::Io { context, source }
+    }
+}

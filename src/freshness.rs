@@ -1,0 +1,159 @@
+//! Freshness rules, written once: when a stored document is fresh, when it
+//! may still be served stale, when it must be dropped, and when the
+//! background refresher should fetch its successor.
+//!
+//! - RFC 9111 §4.2: a stored response is fresh while its age is below its
+//!   freshness lifetime; here the lifetime is `--ttl`, and age is counted
+//!   from the moment the gateway received the document (RFC 9111 §4.2.3,
+//!   "resident time"; the upstream's own `Age` is not added, see README).
+//! - RFC 5861 §4 (stale-if-error): past its lifetime a response may still be
+//!   used when revalidation fails, for at most `--max-stale`.
+//! - RFC 5861 §3 (stale-while-revalidate), done ahead of time: the refresher
+//!   fetches a successor shortly *before* the lifetime ends, so a healthy
+//!   upstream never lets a client see a stale or missing document.
+
+use std::time::Duration;
+
+/// Lifetime settings of one document.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Freshness {
+    /// Freshness lifetime (`--ttl`).
+    pub ttl: Duration,
+    /// How long past `ttl` the document may be served (`--max-stale`).
+    pub max_stale: Duration,
+    /// Upper bound on one upstream fetch (`--upstream-timeout`); the refresh
+    /// starts this long before expiry so it normally completes in time.
+    pub fetch_budget: Duration,
+}
+
+/// Where a stored document stands at a given age.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FreshnessState {
+    /// Age below TTL; `remaining` is the freshness left.
+    Fresh {
+        /// Time until the document turns stale.
+        remaining: Duration,
+    },
+    /// Past TTL, within max-stale; `past` is how long past TTL.
+    Stale {
+        /// Time since the document turned stale.
+        past: Duration,
+    },
+    /// Past TTL + max-stale: must not be served.
+    Expired,
+}
+
+impl Freshness {
+    /// Classifies a document of age `age`.
+    pub fn classify(&self, age: Duration) -> FreshnessState {
+        if age < self.ttl {
+            FreshnessState::Fresh {
+                remaining: self.ttl - age,
+            }
+        } else if age < self.hard_lifetime() {
+            FreshnessState::Stale {
+                past: age - self.ttl,
+            }
+        } else {
+            FreshnessState::Expired
+        }
+    }
+
+    /// How long the cache may hold the entry at all: TTL + max-stale.
+    pub fn hard_lifetime(&self) -> Duration {
+        self.ttl.saturating_add(self.max_stale)
+    }
+
+    /// Age at which the refresher fetches a successor: a margin before the
+    /// TTL ends, the smaller of one fetch budget and a tenth of the TTL, so a
+    /// refresh normally lands in time while the fetch rate stays close to one
+    /// per TTL.
+    pub fn refresh_age(&self) -> Duration {
+        let margin = self.fetch_budget.min(self.ttl / 10);
+        self.ttl - margin
+    }
+}
+
+/// Whole seconds of a duration, rounded down (for `Age`, RFC 9111 §5.1).
+pub fn whole_seconds(d: Duration) -> u64 {
+    d.as_secs()
+}
+
+/// Whole seconds rounded up, for deadlines told to clients (`Retry-After`,
+/// `max-age`), so a client never comes back too early.
+pub fn ceil_seconds(d: Duration) -> u64 {
+    d.as_secs() + u64::from(d.subsec_nanos() > 0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const F: Freshness = Freshness {
+        ttl: Duration::from_secs(300),
+        max_stale: Duration::from_secs(60),
+        fetch_budget: Duration::from_secs(5),
+    };
+
+    #[test]
+    fn classifies_across_the_boundaries() {
+        assert_eq!(
+            F.classify(Duration::ZERO),
+            FreshnessState::Fresh {
+                remaining: Duration::from_secs(300)
+            }
+        );
+        assert_eq!(
+            F.classify(Duration::from_millis(299_999)),
+            FreshnessState::Fresh {
+                remaining: Duration::from_millis(1)
+            }
+        );
+        assert_eq!(
+            F.classify(Duration::from_secs(300)),
+            FreshnessState::Stale {
+                past: Duration::ZERO
+            }
+        );
+        assert_eq!(
+            F.classify(Duration::from_millis(359_999)),
+            FreshnessState::Stale {
+                past: Duration::from_millis(59_999)
+            }
+        );
+        assert_eq!(
+            F.classify(Duration::from_secs(360)),
+            FreshnessState::Expired
+        );
+    }
+
+    #[test]
+    fn zero_max_stale_means_never_stale() {
+        let f = Freshness {
+            max_stale: Duration::ZERO,
+            ..F
+        };
+        assert_eq!(
+            f.classify(Duration::from_secs(300)),
+            FreshnessState::Expired
+        );
+    }
+
+    #[test]
+    fn refresh_starts_before_expiry() {
+        assert_eq!(F.refresh_age(), Duration::from_secs(295));
+        let short = Freshness {
+            ttl: Duration::from_secs(1),
+            ..F
+        };
+        assert_eq!(short.refresh_age(), Duration::from_millis(900));
+    }
+
+    #[test]
+    fn rounding() {
+        assert_eq!(whole_seconds(Duration::from_millis(1999)), 1);
+        assert_eq!(ceil_seconds(Duration::from_millis(1001)), 2);
+        assert_eq!(ceil_seconds(Duration::from_secs(2)), 2);
+        assert_eq!(ceil_seconds(Duration::ZERO), 0);
+    }
+}

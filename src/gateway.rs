@@ -1,0 +1,77 @@
+//! The assembled gateway: configuration turned into document slots, the
+//! upstream fetcher, the cache and the metrics, shared by every HTTP worker
+//! and the refreshers.
+
+use std::sync::Arc;
+
+use crate::cache::{Backoff, DocumentSlot, MetadataCache};
+use crate::config::Config;
+use crate::error::RunError;
+use crate::metrics::{DocumentState, Metrics};
+use crate::upstream::Fetcher;
+
+/// Everything a request handler or refresher needs.
+pub struct Gateway {
+    /// The document cache.
+    pub cache: Arc<MetadataCache>,
+    /// The configured documents, indexed by slot id.
+    pub slots: Vec<Arc<DocumentSlot>>,
+    /// The metrics registry.
+    pub metrics: Arc<Metrics>,
+}
+
+impl Gateway {
+    /// Builds the gateway and starts its fetcher thread (no request is made
+    /// until the refreshers or a client ask).
+    pub fn new(config: &Config) -> Result<Arc<Self>, RunError> {
+        let documents = std::slice::from_ref(&config.document);
+        let backoff = Backoff {
+            min: config.upstream.backoff_min,
+            max: config.upstream.backoff_max,
+        };
+        let slots: Vec<_> = documents
+            .iter()
+            .enumerate()
+            .map(|(id, doc)| Arc::new(DocumentSlot::new(id, doc, config.upstream.timeout, backoff)))
+            .collect();
+        let names: Vec<&'static str> = slots.iter().map(|s| s.name).collect();
+        let metrics = Arc::new(Metrics::new(&names).map_err(|e| RunError::Metrics(e.to_string()))?);
+        let fetcher = Fetcher::start(&config.upstream)?;
+        let cache = Arc::new(MetadataCache::new(slots.len(), fetcher, metrics.clone()));
+        Ok(Arc::new(Self {
+            cache,
+            slots,
+            metrics,
+        }))
+    }
+
+    /// Refreshes the document gauges from the cache (at scrape time).
+    pub async fn update_document_gauges(&self) {
+        for slot in &self.slots {
+            let state = self
+                .cache
+                .servable(slot)
+                .await
+                .map(|(_, age)| DocumentState {
+                    age,
+                    stale: age >= slot.freshness.ttl,
+                });
+            self.metrics.set_document_state(slot.id, state);
+        }
+    }
+
+    /// Names of documents with nothing servable, with the reason.
+    pub async fn unready_documents(&self) -> Vec<String> {
+        let mut missing = Vec::new();
+        for slot in &self.slots {
+            if self.cache.servable(slot).await.is_none() {
+                let reason = match slot.last_error() {
+                    Some(e) => format!("{}: {e}", slot.name),
+                    None => format!("{}: not fetched yet", slot.name),
+                };
+                missing.push(reason);
+            }
+        }
+        missing
+    }
+}

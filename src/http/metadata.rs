@@ -1,0 +1,119 @@
+//! The metadata route: turns a cache [`Lookup`] into the HTTP response.
+//!
+//! The body is the stored upstream bytes, untouched. Headers come from the
+//! lookup alone: `ETag` (precomputed at fetch time), `Cache-Control` with
+//! the freshness left, `Age` (RFC 9111 §5.1), and `Cache-Status`
+//! (RFC 9211) rendered from the [`CacheOutcome`](crate::outcome::CacheOutcome).
+//! `If-None-Match` is answered with 304. HEAD gets the same headers as GET;
+//! actix-web omits the body and keeps `Content-Length`.
+
+use actix_web::http::header::{self, HeaderValue};
+use actix_web::http::StatusCode;
+use actix_web::{HttpRequest, HttpResponse, HttpResponseBuilder};
+
+use crate::cache::{DocumentSlot, Lookup};
+use crate::freshness::{ceil_seconds, whole_seconds, FreshnessState};
+use crate::outcome::{CacheOutcome, StatusDetail};
+
+use super::conditional::none_match;
+use super::errors::json_error;
+
+const JSON: HeaderValue = HeaderValue::from_static("application/json");
+
+/// Builds the response for one metadata request.
+pub fn respond(req: &HttpRequest, slot: &DocumentSlot, lookup: &Lookup) -> HttpResponse {
+    let Some(stored) = &lookup.stored else {
+        return unavailable(lookup);
+    };
+    let (ttl_secs, max_age) = match lookup.freshness(slot) {
+        FreshnessState::Fresh { remaining } => {
+            let secs = whole_seconds(remaining);
+            (secs as i64, secs)
+        }
+        FreshnessState::Stale { past } => (-(ceil_seconds(past).max(1) as i64), 0),
+        FreshnessState::Expired => (0, 0),
+    };
+    let detail = StatusDetail {
+        ttl: Some(ttl_secs),
+        fwd_status: match lookup.outcome {
+            CacheOutcome::Miss | CacheOutcome::Collapsed => Some(200),
+            CacheOutcome::Stale => lookup.error.as_ref().and_then(|e| e.upstream_status()),
+            _ => None,
+        },
+        detail: match lookup.outcome {
+            CacheOutcome::Stale => lookup.error.as_ref().map(|e| e.outcome_label()),
+            _ => None,
+        },
+    };
+    let etag = &stored.document.etag;
+    let not_modified = none_match(req.headers(), etag);
+    let mut builder = if not_modified {
+        HttpResponse::NotModified()
+    } else {
+        HttpResponse::Ok()
+    };
+    common_headers(&mut builder, lookup, detail, max_age);
+    builder.insert_header((header::ETAG, etag.clone()));
+    if not_modified {
+        return builder.finish();
+    }
+    builder
+        .insert_header((header::CONTENT_TYPE, JSON))
+        .body(stored.document.body.clone())
+}
+
+fn common_headers(
+    b: &mut HttpResponseBuilder,
+    lookup: &Lookup,
+    detail: StatusDetail,
+    max_age: u64,
+) {
+    let mut num = itoa::Buffer::new();
+    let age = whole_seconds(lookup.age);
+    b.insert_header((
+        header::AGE,
+        HeaderValue::from_str(num.format(age)).unwrap_or(HeaderValue::from_static("0")),
+    ));
+    let cache_control = format!("public, max-age={max_age}");
+    if let Ok(v) = HeaderValue::from_str(&cache_control) {
+        b.insert_header((header::CACHE_CONTROL, v));
+    }
+    b.insert_header(("cache-status", lookup.outcome.cache_status(detail)));
+}
+
+/// Nothing servable: 502/503/504 with an OAuth-style JSON error and
+/// `Retry-After` set to the time until the next upstream attempt.
+fn unavailable(lookup: &Lookup) -> HttpResponse {
+    let (status, description, detail) = match &lookup.error {
+        Some(e) => (
+            e.client_status(),
+            e.to_string(),
+            StatusDetail {
+                ttl: None,
+                fwd_status: e.upstream_status(),
+                detail: Some(e.outcome_label()),
+            },
+        ),
+        None => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "no metadata document is available".to_string(),
+            StatusDetail::default(),
+        ),
+    };
+    let mut res = json_error(
+        status,
+        "temporarily_unavailable",
+        &format!("the authorization server metadata is unavailable: {description}"),
+    );
+    let retry = ceil_seconds(lookup.retry_after).max(1);
+    let mut num = itoa::Buffer::new();
+    let headers = res.headers_mut();
+    if let Ok(v) = HeaderValue::from_str(num.format(retry)) {
+        headers.insert(header::RETRY_AFTER, v);
+    }
+    headers.insert(
+        header::HeaderName::from_static("cache-status"),
+        CacheOutcome::Error.cache_status(detail),
+    );
+    res
+}

@@ -1,0 +1,148 @@
+//! The HTTP front: routes, middleware and the actix-web server.
+//!
+//! Route map:
+//! - `/.well-known/...` (a scope with CORS on every response):
+//!   each configured document answers GET/HEAD from the cache, OPTIONS with
+//!   a preflight, anything else with 405; other paths answer OPTIONS with a
+//!   preflight and everything else with a JSON 404.
+//! - `/metrics`, `/healthz`, `/readyz`: operations.
+//! - anything else: JSON 404.
+//!
+//! Every resource is named after its route pattern, which labels the HTTP
+//! metrics (bounded cardinality: never the raw path).
+
+pub mod conditional;
+pub mod cors;
+pub mod errors;
+pub mod metadata;
+pub mod ops;
+
+use std::net::TcpListener;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix_web::dev::{Server, Service as _};
+use actix_web::http::Method;
+use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
+
+use crate::cache::DocumentSlot;
+use crate::error::RunError;
+use crate::freshness::ceil_seconds;
+use crate::gateway::Gateway;
+use crate::metrics::UNMATCHED_ROUTE;
+
+/// Server-level settings.
+#[derive(Debug, Clone, Copy)]
+pub struct ServerSettings {
+    /// Worker threads; `None` = one per core.
+    pub workers: Option<usize>,
+    /// Bound on graceful shutdown.
+    pub shutdown_timeout: Duration,
+}
+
+/// Builds the gateway's HTTP server on `listener` (not yet polled).
+pub fn server(
+    gw: Arc<Gateway>,
+    listener: TcpListener,
+    settings: ServerSettings,
+) -> Result<Server, RunError> {
+    let factory = move || {
+        let gw = gw.clone();
+        let metrics = gw.metrics.clone();
+        App::new()
+            .wrap_fn(move |req, srv| {
+                let started = Instant::now();
+                let metrics = metrics.clone();
+                let fut = srv.call(req);
+                async move {
+                    let res = fut.await?;
+                    let route = res.request().match_name().unwrap_or(UNMATCHED_ROUTE);
+                    metrics.record_http(route, res.status().as_u16(), started.elapsed());
+                    Ok(res)
+                }
+            })
+            .configure(|cfg| routes(cfg, &gw))
+    };
+    let mut server = HttpServer::new(factory)
+        .disable_signals()
+        .shutdown_timeout(ceil_seconds(settings.shutdown_timeout))
+        .client_request_timeout(Duration::from_secs(5))
+        .keep_alive(Duration::from_secs(15));
+    if let Some(n) = settings.workers {
+        server = server.workers(n);
+    }
+    let server = server
+        .listen(listener)
+        .map_err(RunError::io("cannot listen"))?;
+    Ok(server.run())
+}
+
+/// Registers every route of the gateway.
+pub fn routes(cfg: &mut web::ServiceConfig, gw: &Arc<Gateway>) {
+    let mut wellknown = web::scope("/.well-known").wrap(cors::response_headers());
+    for slot in &gw.slots {
+        wellknown = wellknown.service(document_resource(gw.clone(), slot.clone()));
+    }
+    let wellknown = wellknown.default_service(web::to(wellknown_fallback));
+    let (m, r) = (gw.clone(), gw.clone());
+    cfg.service(wellknown)
+        .service(
+            web::resource("/metrics")
+                .name("/metrics")
+                .route(web::get().to(move || ops::metrics(m.clone())))
+                .default_service(web::to(errors::method_not_allowed)),
+        )
+        .service(
+            web::resource("/healthz")
+                .name("/healthz")
+                .route(web::get().to(ops::healthz))
+                .route(web::head().to(ops::healthz))
+                .default_service(web::to(errors::method_not_allowed)),
+        )
+        .service(
+            web::resource("/readyz")
+                .name("/readyz")
+                .route(web::method(Method::GET).to({
+                    let r = r.clone();
+                    move || ops::readyz(r.clone())
+                }))
+                .route(web::head().to(move || ops::readyz(r.clone())))
+                .default_service(web::to(errors::method_not_allowed)),
+        )
+        .default_service(web::to(|| async { errors::not_found() }));
+}
+
+fn document_resource(gw: Arc<Gateway>, slot: Arc<DocumentSlot>) -> actix_web::Resource {
+    let path = slot
+        .route
+        .strip_prefix("/.well-known")
+        .unwrap_or(&slot.route)
+        .to_string();
+    let serve = move |req: HttpRequest| {
+        let gw = gw.clone();
+        let slot = slot.clone();
+        async move {
+            let lookup = gw.cache.lookup(&slot).await;
+            gw.metrics.record_lookup(slot.id, lookup.outcome);
+            tracing::debug!(document = slot.name, outcome = %lookup.outcome, "metadata request");
+            metadata::respond(&req, &slot, &lookup)
+        }
+    };
+    let name = format!("/.well-known{path}");
+    web::resource(path)
+        .name(&name)
+        .route(web::get().to(serve.clone()))
+        .route(web::head().to(serve))
+        .route(web::method(Method::OPTIONS).to(|| async { cors::preflight() }))
+        .default_service(web::to(errors::method_not_allowed))
+}
+
+/// Unknown paths under `/.well-known/`: preflights succeed (so the browser
+/// gets to see the real answer), everything else is a 404 with CORS.
+async fn wellknown_fallback(req: HttpRequest) -> HttpResponse {
+    if req.method() == Method::OPTIONS {
+        cors::preflight()
+    } else {
+        errors::not_found()
+    }
+}

@@ -1,0 +1,56 @@
+//! Operational endpoints: `/metrics` (Prometheus text format), `/healthz`
+//! (liveness: the process answers) and `/readyz` (readiness: every
+//! configured document is servable, fresh or within max-stale).
+
+use std::sync::Arc;
+
+use actix_web::http::header::{self, HeaderValue};
+use actix_web::http::StatusCode;
+use actix_web::HttpResponse;
+
+use crate::gateway::Gateway;
+
+use super::errors::json_error;
+
+/// `GET /metrics`.
+pub async fn metrics(gw: Arc<Gateway>) -> HttpResponse {
+    gw.update_document_gauges().await;
+    match gw.metrics.render() {
+        Ok(body) => HttpResponse::Ok()
+            .insert_header((
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+            ))
+            .insert_header((header::CACHE_CONTROL, HeaderValue::from_static("no-store")))
+            .body(body),
+        Err(e) => json_error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "server_error",
+            &format!("cannot render metrics: {e}"),
+        ),
+    }
+}
+
+/// `GET /healthz`.
+pub async fn healthz() -> HttpResponse {
+    HttpResponse::Ok()
+        .insert_header((header::CACHE_CONTROL, HeaderValue::from_static("no-store")))
+        .json(serde_json::json!({"status": "ok"}))
+}
+
+/// `GET /readyz`.
+pub async fn readyz(gw: Arc<Gateway>) -> HttpResponse {
+    let missing = gw.unready_documents().await;
+    if missing.is_empty() {
+        HttpResponse::Ok()
+            .insert_header((header::CACHE_CONTROL, HeaderValue::from_static("no-store")))
+            .json(serde_json::json!({"status": "ready"}))
+    } else {
+        HttpResponse::ServiceUnavailable()
+            .insert_header((header::CACHE_CONTROL, HeaderValue::from_static("no-store")))
+            .json(serde_json::json!({
+                "status": "not_ready",
+                "reason": format!("no servable document: {}", missing.join("; ")),
+            }))
+    }
+}

@@ -1,0 +1,103 @@
+//! oauth-metadata-gateway: a caching gateway for OAuth authorization-server
+//! metadata (RFC 8414) in front of MCP servers.
+//!
+//! Module map (see ARCHITECTURE.md for the invariants):
+//! - [`config`]: command line and environment, validated into [`Config`].
+//! - [`gateway`]: the assembled service state shared by workers.
+//! - [`cache`]: moka-backed document cache, coalescing and back-off.
+//! - [`freshness`]: fresh / stale / expired and refresh-ahead rules.
+//! - [`outcome`]: the cache-outcome enum behind `Cache-Status`, metrics, logs.
+//! - [`refresher`]: background refresh-ahead and retry loop.
+//! - [`upstream`]: awc fetches on a dedicated thread; [`tls`]: rustls setup.
+//! - [`document`]: RFC 8414 validation of fetched bytes.
+//! - [`http`]: routes, CORS, conditional requests, error bodies, ops.
+//! - [`metrics`]: Prometheus registry.
+//! - [`demo`]: the built-in demo authorization server.
+//! - [`error`]: typed errors at the boundaries.
+
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod cache;
+pub mod config;
+pub mod demo;
+pub mod document;
+pub mod error;
+pub mod freshness;
+pub mod gateway;
+pub mod http;
+pub mod metrics;
+pub mod outcome;
+pub mod refresher;
+pub mod tls;
+pub mod upstream;
+
+use std::future::Future;
+use std::net::TcpListener;
+
+pub use config::{Cli, Config};
+pub use error::RunError;
+pub use gateway::Gateway;
+
+/// Runs the gateway on `listener` until `shutdown` resolves, then stops
+/// accepting, lets in-flight requests finish (bounded by
+/// `config.shutdown_timeout`), stops the refreshers and returns.
+///
+/// Must be called inside a tokio runtime. Tests call it with a
+/// `127.0.0.1:0` listener.
+pub async fn run(
+    config: Config,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), RunError> {
+    let demo = match config.demo {
+        Some(addr) => demo::start(addr, config.document.issuer.as_str())?,
+        None => None,
+    };
+    let gateway = Gateway::new(&config)?;
+    let (stop_refreshers, stop) = tokio::sync::watch::channel(());
+    let refreshers: Vec<_> = gateway
+        .slots
+        .iter()
+        .map(|slot| {
+            tokio::spawn(refresher::run(
+                gateway.cache.clone(),
+                slot.clone(),
+                stop.clone(),
+            ))
+        })
+        .collect();
+
+    let addr = listener
+        .local_addr()
+        .map_err(RunError::io("listener has no address"))?;
+    let server = http::server(
+        gateway.clone(),
+        listener,
+        http::ServerSettings {
+            workers: config.workers,
+            shutdown_timeout: config.shutdown_timeout,
+        },
+    )?;
+    let handle = server.handle();
+    tracing::info!(%addr, upstream = %config.document.upstream_url, issuer = config.document.issuer.as_str(), "gateway listening");
+
+    let mut server = std::pin::pin!(server);
+    let result = tokio::select! {
+        res = &mut server => res,
+        () = shutdown => {
+            tracing::info!("shutting down: finishing in-flight requests");
+            handle.stop(true).await;
+            server.await
+        }
+    };
+    drop(stop_refreshers);
+    for task in refreshers {
+        let _ = task.await;
+    }
+    if let Some(demo) = demo {
+        demo.stop(true).await;
+    }
+    tracing::info!("gateway stopped");
+    result.map_err(RunError::io("HTTP server failed"))
+}

@@ -1,0 +1,262 @@
+//! Prometheus metrics, in one private registry rendered at `/metrics`.
+//!
+//! Names and labels are part of the public interface (README, Grafana
+//! dashboard, alert rules). Every label value is bounded: `document` is a
+//! configured document name, `result` comes from [`CacheOutcome`], `outcome`
+//! from [`crate::error::FetchError::outcome_label`], `route` is a route
+//! pattern, never a raw path. Per-document handles are resolved once at
+//! start-up so the request path does no label lookups.
+
+use std::time::Duration;
+
+use prometheus::{
+    Encoder, Gauge, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec,
+    IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
+};
+
+use crate::outcome::{CacheOutcome, RESULT_LABELS};
+
+/// Every value of the `outcome` label of upstream fetches.
+pub const FETCH_OUTCOMES: [&str; 6] = [
+    "ok",
+    "timeout",
+    "connect_error",
+    "http_status",
+    "invalid_document",
+    "too_large",
+];
+
+/// Label used for requests that matched no route.
+pub const UNMATCHED_ROUTE: &str = "unmatched";
+
+/// Handles for one document, resolved at start-up.
+#[derive(Debug)]
+struct DocumentMetrics {
+    name: &'static str,
+    lookups: [IntCounter; 4],
+    fetch_duration: Histogram,
+    age: Gauge,
+    stale: IntGauge,
+    cached: IntGauge,
+}
+
+/// All metrics of one gateway.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    documents: Vec<DocumentMetrics>,
+    fetches: IntCounterVec,
+    http_requests: IntCounterVec,
+    http_duration: HistogramVec,
+}
+
+/// The state of one cached document, read at scrape time.
+#[derive(Debug, Clone, Copy)]
+pub struct DocumentState {
+    /// Age of the stored document.
+    pub age: Duration,
+    /// Past its TTL.
+    pub stale: bool,
+}
+
+impl Metrics {
+    /// Registers every metric; `documents` are the configured document
+    /// names, in slot order.
+    pub fn new(documents: &[&'static str]) -> Result<Self, prometheus::Error> {
+        let registry = Registry::new();
+        let lookups = IntCounterVec::new(
+            Opts::new(
+                "metadata_gateway_lookups_total",
+                "Metadata requests served or refused, by cache result (hit, stale, miss, error).",
+            ),
+            &["document", "result"],
+        )?;
+        let fetches = IntCounterVec::new(
+            Opts::new(
+                "metadata_gateway_upstream_fetches_total",
+                "Upstream fetches of metadata documents, by outcome.",
+            ),
+            &["document", "outcome"],
+        )?;
+        let fetch_duration = HistogramVec::new(
+            HistogramOpts::new(
+                "metadata_gateway_upstream_fetch_duration_seconds",
+                "Duration of upstream fetches, including validation.",
+            )
+            .buckets(vec![
+                0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+            ]),
+            &["document"],
+        )?;
+        let age = GaugeVec::new(
+            Opts::new(
+                "metadata_gateway_document_age_seconds",
+                "Age of the cached document (0 when none is cached).",
+            ),
+            &["document"],
+        )?;
+        let stale = IntGaugeVec::new(
+            Opts::new(
+                "metadata_gateway_document_stale",
+                "1 while the cached document is past its TTL and served stale, else 0.",
+            ),
+            &["document"],
+        )?;
+        let cached = IntGaugeVec::new(
+            Opts::new(
+                "metadata_gateway_document_cached",
+                "1 while a servable document (fresh or within max-stale) is cached, else 0.",
+            ),
+            &["document"],
+        )?;
+        let http_requests = IntCounterVec::new(
+            Opts::new(
+                "metadata_gateway_http_requests_total",
+                "HTTP requests by route pattern and status code.",
+            ),
+            &["route", "status"],
+        )?;
+        let http_duration = HistogramVec::new(
+            HistogramOpts::new(
+                "metadata_gateway_http_request_duration_seconds",
+                "Time to produce an HTTP response, by route pattern.",
+            )
+            .buckets(vec![
+                0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.05, 0.25, 1.0, 5.0,
+            ]),
+            &["route"],
+        )?;
+        let build_info = IntGaugeVec::new(
+            Opts::new(
+                "metadata_gateway_build_info",
+                "Always 1; the version label says which build is running.",
+            ),
+            &["version"],
+        )?;
+        build_info
+            .with_label_values(&[env!("CARGO_PKG_VERSION")])
+            .set(1);
+
+        registry.register(Box::new(lookups.clone()))?;
+        registry.register(Box::new(fetches.clone()))?;
+        registry.register(Box::new(fetch_duration.clone()))?;
+        registry.register(Box::new(age.clone()))?;
+        registry.register(Box::new(stale.clone()))?;
+        registry.register(Box::new(cached.clone()))?;
+        registry.register(Box::new(http_requests.clone()))?;
+        registry.register(Box::new(http_duration.clone()))?;
+        registry.register(Box::new(build_info))?;
+        #[cfg(target_os = "linux")]
+        registry.register(Box::new(
+            prometheus::process_collector::ProcessCollector::for_self(),
+        ))?;
+
+        let documents = documents
+            .iter()
+            .map(|&name| {
+                for outcome in FETCH_OUTCOMES {
+                    fetches.with_label_values(&[name, outcome]);
+                }
+                DocumentMetrics {
+                    name,
+                    lookups: RESULT_LABELS.map(|r| lookups.with_label_values(&[name, r])),
+                    fetch_duration: fetch_duration.with_label_values(&[name]),
+                    age: age.with_label_values(&[name]),
+                    stale: stale.with_label_values(&[name]),
+                    cached: cached.with_label_values(&[name]),
+                }
+            })
+            .collect();
+        Ok(Self {
+            registry,
+            documents,
+            fetches,
+            http_requests,
+            http_duration,
+        })
+    }
+
+    /// Counts one metadata request for document `doc`.
+    pub fn record_lookup(&self, doc: usize, outcome: CacheOutcome) {
+        if let Some(d) = self.documents.get(doc) {
+            d.lookups[outcome.result_index()].inc();
+        }
+    }
+
+    /// Counts one upstream fetch and its duration.
+    pub fn record_fetch(&self, doc: usize, outcome: &'static str, elapsed: Duration) {
+        if let Some(d) = self.documents.get(doc) {
+            self.fetches.with_label_values(&[d.name, outcome]).inc();
+            d.fetch_duration.observe(elapsed.as_secs_f64());
+        }
+    }
+
+    /// Counts one HTTP response.
+    pub fn record_http(&self, route: &str, status: u16, elapsed: Duration) {
+        let mut buf = itoa::Buffer::new();
+        self.http_requests
+            .with_label_values(&[route, buf.format(status)])
+            .inc();
+        self.http_duration
+            .with_label_values(&[route])
+            .observe(elapsed.as_secs_f64());
+    }
+
+    /// Sets the document gauges (called at scrape time).
+    pub fn set_document_state(&self, doc: usize, state: Option<DocumentState>) {
+        if let Some(d) = self.documents.get(doc) {
+            match state {
+                Some(s) => {
+                    d.age.set(s.age.as_secs_f64());
+                    d.stale.set(i64::from(s.stale));
+                    d.cached.set(1);
+                }
+                None => {
+                    d.age.set(0.0);
+                    d.stale.set(0);
+                    d.cached.set(0);
+                }
+            }
+        }
+    }
+
+    /// Renders the Prometheus text exposition format.
+    pub fn render(&self) -> Result<Vec<u8>, prometheus::Error> {
+        let mut out = Vec::with_capacity(8 * 1024);
+        TextEncoder::new().encode(&self.registry.gather(), &mut out)?;
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn all_lookup_labels_exist_from_start() {
+        let m = Metrics::new(&["oauth-authorization-server"]).unwrap();
+        let text = String::from_utf8(m.render().unwrap()).unwrap();
+        for r in RESULT_LABELS {
+            let line = format!(
+                "metadata_gateway_lookups_total{{document=\"oauth-authorization-server\",result=\"{r}\"}} 0"
+            );
+            assert!(text.contains(&line), "missing {line}");
+        }
+        for o in FETCH_OUTCOMES {
+            assert!(text.contains(&format!("outcome=\"{o}\"")));
+        }
+        assert!(text.contains("metadata_gateway_build_info{version="));
+    }
+
+    #[test]
+    fn counts_move_by_exactly_one() {
+        let m = Metrics::new(&["a"]).unwrap();
+        m.record_lookup(0, CacheOutcome::Collapsed);
+        m.record_lookup(0, CacheOutcome::Hit);
+        m.record_lookup(0, CacheOutcome::Hit);
+        m.record_lookup(7, CacheOutcome::Hit); // unknown document: ignored
+        let text = String::from_utf8(m.render().unwrap()).unwrap();
+        assert!(text.contains("metadata_gateway_lookups_total{document=\"a\",result=\"hit\"} 2"));
+        assert!(text.contains("metadata_gateway_lookups_total{document=\"a\",result=\"miss\"} 1"));
+    }
+}

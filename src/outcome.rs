@@ -1,0 +1,182 @@
+//! The one enum of cache outcomes. Every metadata request ends in exactly
+//! one [`CacheOutcome`]; it builds the `Cache-Status` header (RFC 9211), the
+//! `result` label of `metadata_gateway_lookups_total`, and the log field, so
+//! the three can never disagree.
+
+use std::fmt::Write as _;
+
+use actix_web::http::header::HeaderValue;
+
+/// The cache name used in `Cache-Status` (RFC 9211 §2).
+pub const CACHE_NAME: &str = "oauth-metadata-gateway";
+
+/// How a metadata request was answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum CacheOutcome {
+    /// A fresh stored document was served.
+    Hit,
+    /// A stored document past its TTL (within `--max-stale`) was served,
+    /// because the upstream is failing or a refresh is still under way.
+    Stale,
+    /// Nothing was stored; this request's fetch stored the document.
+    Miss,
+    /// Nothing was stored; this request waited for a fetch already in flight
+    /// (RFC 9211 `collapsed`).
+    Collapsed,
+    /// Nothing servable is stored and the upstream failed: an error was sent.
+    Error,
+}
+
+/// The distinct `result` label values, in a fixed order for metrics.
+pub const RESULT_LABELS: [&str; 4] = ["hit", "stale", "miss", "error"];
+
+/// What `Cache-Status` needs beyond the outcome itself.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StatusDetail {
+    /// Remaining freshness in seconds (negative when stale), RFC 9211 §2.5.
+    pub ttl: Option<i64>,
+    /// The upstream status behind the answer, RFC 9211 §2.3.
+    pub fwd_status: Option<u16>,
+    /// A short token saying why the upstream failed, RFC 9211 §2.8.
+    pub detail: Option<&'static str>,
+}
+
+impl CacheOutcome {
+    /// The `result` label: hit, stale, miss or error.
+    pub const fn result_label(self) -> &'static str {
+        match self {
+            Self::Hit => "hit",
+            Self::Stale => "stale",
+            Self::Miss | Self::Collapsed => "miss",
+            Self::Error => "error",
+        }
+    }
+
+    /// Index of [`Self::result_label`] in [`RESULT_LABELS`].
+    pub const fn result_index(self) -> usize {
+        match self {
+            Self::Hit => 0,
+            Self::Stale => 1,
+            Self::Miss | Self::Collapsed => 2,
+            Self::Error => 3,
+        }
+    }
+
+    /// Renders `Cache-Status` (RFC 9211), e.g.
+    /// `oauth-metadata-gateway; hit; ttl=241`,
+    /// `oauth-metadata-gateway; fwd=miss; fwd-status=200; stored; ttl=300`,
+    /// `oauth-metadata-gateway; fwd=stale; fwd-status=503; ttl=-12`.
+    pub fn cache_status(self, d: StatusDetail) -> HeaderValue {
+        let mut s = String::with_capacity(64);
+        s.push_str(CACHE_NAME);
+        match self {
+            Self::Hit => s.push_str("; hit"),
+            Self::Stale => s.push_str("; fwd=stale"),
+            Self::Miss | Self::Collapsed | Self::Error => s.push_str("; fwd=miss"),
+        }
+        if let Some(status) = d.fwd_status {
+            let _ = write!(s, "; fwd-status={status}");
+        }
+        match self {
+            Self::Miss => s.push_str("; stored"),
+            Self::Collapsed => s.push_str("; collapsed"),
+            _ => {}
+        }
+        if let Some(ttl) = d.ttl {
+            let _ = write!(s, "; ttl={ttl}");
+        }
+        if let Some(detail) = d.detail {
+            let _ = write!(s, "; detail={detail}");
+        }
+        // Only ASCII tokens and integers are written above.
+        HeaderValue::from_str(&s).unwrap_or_else(|_| HeaderValue::from_static(CACHE_NAME))
+    }
+}
+
+impl std::fmt::Display for CacheOutcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Collapsed => "collapsed",
+            other => other.result_label(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn render(o: CacheOutcome, d: StatusDetail) -> String {
+        o.cache_status(d).to_str().unwrap().to_string()
+    }
+
+    #[test]
+    fn renders_rfc9211_forms() {
+        assert_eq!(
+            render(
+                CacheOutcome::Hit,
+                StatusDetail {
+                    ttl: Some(241),
+                    ..Default::default()
+                }
+            ),
+            "oauth-metadata-gateway; hit; ttl=241"
+        );
+        assert_eq!(
+            render(
+                CacheOutcome::Miss,
+                StatusDetail {
+                    ttl: Some(300),
+                    fwd_status: Some(200),
+                    detail: None
+                }
+            ),
+            "oauth-metadata-gateway; fwd=miss; fwd-status=200; stored; ttl=300"
+        );
+        assert_eq!(
+            render(
+                CacheOutcome::Collapsed,
+                StatusDetail {
+                    ttl: Some(300),
+                    fwd_status: Some(200),
+                    detail: None
+                }
+            ),
+            "oauth-metadata-gateway; fwd=miss; fwd-status=200; collapsed; ttl=300"
+        );
+        assert_eq!(
+            render(
+                CacheOutcome::Stale,
+                StatusDetail {
+                    ttl: Some(-12),
+                    fwd_status: Some(503),
+                    detail: None
+                }
+            ),
+            "oauth-metadata-gateway; fwd=stale; fwd-status=503; ttl=-12"
+        );
+        assert_eq!(
+            render(
+                CacheOutcome::Error,
+                StatusDetail {
+                    detail: Some("connect_error"),
+                    ..Default::default()
+                }
+            ),
+            "oauth-metadata-gateway; fwd=miss; detail=connect_error"
+        );
+    }
+
+    #[test]
+    fn labels_are_the_four_results() {
+        for o in [
+            CacheOutcome::Hit,
+            CacheOutcome::Stale,
+            CacheOutcome::Miss,
+            CacheOutcome::Collapsed,
+            CacheOutcome::Error,
+        ] {
+            assert_eq!(RESULT_LABELS[o.result_index()], o.result_label());
+        }
+    }
+}

@@ -1,0 +1,176 @@
+//! Upstream fetches with awc, on a thread of their own.
+//!
+//! awc's `Client` is `!Send` (it holds `Rc`s), while the cache, the
+//! refresher and the HTTP workers live on many threads. So one dedicated
+//! thread owns the single awc client and its connection pool, and everything
+//! else talks to it through [`Fetcher`], a cheap `Send + Sync` handle that
+//! sends a job and awaits the reply. Jobs run concurrently on that thread's
+//! event loop. The thread ends when the last handle is dropped.
+//!
+//! One fetch is one GET with a whole-fetch deadline (connect + head + body),
+//! a status check (200 only), a content-type check (`application/json`,
+//! RFC 8414 §3.2) and a body size limit. Validation of the JSON itself is
+//! the caller's job ([`crate::document`]).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_web::http::header;
+use awc::error::{PayloadError, SendRequestError};
+use bytes::Bytes;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::config::UpstreamConfig;
+use crate::error::{FetchError, RunError};
+
+/// A `Send + Sync` handle to the fetcher thread.
+#[derive(Debug, Clone)]
+pub struct Fetcher {
+    jobs: mpsc::UnboundedSender<Job>,
+}
+
+#[derive(Debug)]
+struct Job {
+    url: Arc<str>,
+    reply: oneshot::Sender<Result<Bytes, FetchError>>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Limits {
+    timeout: Duration,
+    max_body_size: usize,
+}
+
+impl Fetcher {
+    /// Starts the fetcher thread with one pooled awc client.
+    pub fn start(config: &UpstreamConfig) -> Result<Self, RunError> {
+        let tls = Arc::new(crate::tls::client_config(&config.extra_roots)?);
+        let limits = Limits {
+            timeout: config.timeout,
+            max_body_size: config.max_body_size,
+        };
+        let (jobs, rx) = mpsc::unbounded_channel();
+        std::thread::Builder::new()
+            .name("upstream-fetcher".into())
+            .spawn(move || fetcher_thread(rx, tls, limits))
+            .map_err(RunError::io("cannot start the upstream fetcher thread"))?;
+        Ok(Self { jobs })
+    }
+
+    /// Fetches `url` and returns the body of a 200 `application/json`
+    /// response no larger than the limit.
+    pub async fn fetch(&self, url: Arc<str>) -> Result<Bytes, FetchError> {
+        let (reply, answer) = oneshot::channel();
+        self.jobs
+            .send(Job { url, reply })
+            .map_err(|_| FetchError::FetcherStopped)?;
+        answer.await.map_err(|_| FetchError::FetcherStopped)?
+    }
+}
+
+fn fetcher_thread(
+    mut rx: mpsc::UnboundedReceiver<Job>,
+    tls: Arc<rustls::ClientConfig>,
+    limits: Limits,
+) {
+    actix_web::rt::System::new().block_on(async move {
+        let connector = awc::Connector::new()
+            .rustls_0_23(tls)
+            .timeout(limits.timeout)
+            .handshake_timeout(limits.timeout)
+            .conn_keep_alive(Duration::from_secs(30));
+        let client = awc::Client::builder()
+            .connector(connector)
+            .timeout(limits.timeout)
+            .no_default_headers()
+            .add_default_header((
+                header::USER_AGENT,
+                concat!("oauth-metadata-gateway/", env!("CARGO_PKG_VERSION")),
+            ))
+            .finish();
+        while let Some(job) = rx.recv().await {
+            let client = client.clone();
+            actix_web::rt::spawn(async move {
+                let result = fetch_once(&client, &job.url, limits).await;
+                // The requester may have given up; nothing to do then.
+                let _ = job.reply.send(result);
+            });
+        }
+    });
+}
+
+async fn fetch_once(client: &awc::Client, url: &str, limits: Limits) -> Result<Bytes, FetchError> {
+    let work = async {
+        let mut response = client
+            .get(url)
+            .insert_header((header::ACCEPT, "application/json"))
+            .send()
+            .await
+            .map_err(|e| send_error(e, limits.timeout))?;
+        let status = response.status();
+        if status != awc::http::StatusCode::OK {
+            return Err(FetchError::HttpStatus(status.as_u16()));
+        }
+        check_content_type(response.headers().get(header::CONTENT_TYPE))?;
+        response
+            .body()
+            .limit(limits.max_body_size)
+            .await
+            .map_err(|e| match e {
+                PayloadError::Overflow => FetchError::TooLarge(limits.max_body_size),
+                other => FetchError::Body(other.to_string()),
+            })
+    };
+    match tokio::time::timeout(limits.timeout, work).await {
+        Ok(result) => result,
+        Err(_) => Err(FetchError::Timeout(limits.timeout)),
+    }
+}
+
+fn send_error(e: SendRequestError, timeout: Duration) -> FetchError {
+    match e {
+        SendRequestError::Timeout => FetchError::Timeout(timeout),
+        SendRequestError::Connect(awc::error::ConnectError::Timeout) => {
+            FetchError::Timeout(timeout)
+        }
+        other => FetchError::Connect(other.to_string()),
+    }
+}
+
+/// RFC 8414 §3.2: the response uses `application/json`. Parameters such as
+/// `charset` are allowed, and so is a structured `+json` suffix type.
+fn check_content_type(value: Option<&header::HeaderValue>) -> Result<(), FetchError> {
+    let raw = value.and_then(|v| v.to_str().ok()).unwrap_or("");
+    let essence = raw
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    if essence == "application/json"
+        || (essence.starts_with("application/") && essence.ends_with("+json"))
+    {
+        Ok(())
+    } else {
+        Err(FetchError::ContentType(raw.to_string()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ct(v: &str) -> Result<(), FetchError> {
+        check_content_type(Some(&header::HeaderValue::from_str(v).unwrap()))
+    }
+
+    #[test]
+    fn content_types() {
+        assert!(ct("application/json").is_ok());
+        assert!(ct("Application/JSON; charset=utf-8").is_ok());
+        assert!(ct("application/jwk-set+json").is_ok());
+        assert!(ct("text/html").is_err());
+        assert!(ct("application/jsonp").is_err());
+        assert!(check_content_type(None).is_err());
+    }
+}
