@@ -162,6 +162,16 @@ impl Cli {
         }
     }
 
+    /// Parses an explicit argument list (the first item is the program
+    /// name) into a validated [`Config`]; environment variables still apply.
+    pub fn config_from_args<I, T>(args: I) -> Result<Config, clap::Error>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<std::ffi::OsString> + Clone,
+    {
+        Self::try_parse_from(args)?.into_config()
+    }
+
     /// Validates cross-field rules and loads files named by flags.
     pub fn into_config(self) -> Result<Config, clap::Error> {
         if self.retry_backoff_min > self.retry_backoff_max {
@@ -298,7 +308,7 @@ mod tests {
     fn parse(args: &[&str]) -> Result<Config, clap::Error> {
         let mut full = vec!["oauth-metadata-gateway"];
         full.extend_from_slice(args);
-        Cli::try_parse_from(full)?.into_config()
+        Cli::config_from_args(full)
     }
 
     #[test]

@@ -87,8 +87,10 @@ pub async fn run(
         res = &mut server => res,
         () = shutdown => {
             tracing::info!("shutting down: finishing in-flight requests");
-            handle.stop(true).await;
-            server.await
+            // The stop command is handled by the server future itself, so
+            // both are polled together.
+            let ((), res) = tokio::join!(handle.stop(true), &mut server);
+            res
         }
     };
     drop(stop_refreshers);

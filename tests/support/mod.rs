@@ -1,0 +1,395 @@
+//! Test harness: a switchable upstream authorization server, a gateway
+//! started in-process through `run`, and a small HTTP client. Every server
+//! listens on 127.0.0.1 with an ephemeral port.
+
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use oauth_metadata_gateway::{run, Cli};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpListener;
+use tokio::sync::{oneshot, watch};
+
+/// A realistic document, exactly as the reference server sends it (for an
+/// issuer the test fills in).
+pub fn document(issuer: &str) -> String {
+    format!(
+        r#"{{"issuer":"{issuer}","authorization_endpoint":"{issuer}/oauth/authorize","token_endpoint":"{issuer}/oauth/token","registration_endpoint":"{issuer}/oauth/register","scopes_supported":["user:read","entries:read"],"response_types_supported":["code"],"response_modes_supported":["query"],"grant_types_supported":["authorization_code","refresh_token"],"token_endpoint_auth_methods_supported":["client_secret_basic","client_secret_post","none"],"revocation_endpoint":"{issuer}/oauth/token","code_challenge_methods_supported":["plain","S256"]}}"#
+    )
+}
+
+/// What the upstream does with the next requests.
+#[derive(Debug, Clone)]
+pub enum Behaviour {
+    /// Answer with this status, content type and body after `delay`.
+    Respond {
+        status: u16,
+        content_type: String,
+        body: Vec<u8>,
+        delay: Duration,
+    },
+    /// Read the request, then close the connection without answering.
+    Close,
+}
+
+impl Behaviour {
+    pub fn json(body: impl Into<Vec<u8>>) -> Self {
+        Self::Respond {
+            status: 200,
+            content_type: "application/json".into(),
+            body: body.into(),
+            delay: Duration::ZERO,
+        }
+    }
+
+    pub fn status(status: u16) -> Self {
+        Self::Respond {
+            status,
+            content_type: "application/json".into(),
+            body: br#"{"error":"server_error"}"#.to_vec(),
+            delay: Duration::ZERO,
+        }
+    }
+
+    pub fn with_content_type(content_type: &str, body: impl Into<Vec<u8>>) -> Self {
+        Self::Respond {
+            status: 200,
+            content_type: content_type.into(),
+            body: body.into(),
+            delay: Duration::ZERO,
+        }
+    }
+
+    pub fn delayed(self, d: Duration) -> Self {
+        match self {
+            Self::Respond {
+                status,
+                content_type,
+                body,
+                ..
+            } => Self::Respond {
+                status,
+                content_type,
+                body,
+                delay: d,
+            },
+            other => other,
+        }
+    }
+}
+
+struct UpstreamState {
+    behaviour: Mutex<Behaviour>,
+    requests: AtomicUsize,
+    in_flight: AtomicUsize,
+    paths: Mutex<Vec<String>>,
+    held: watch::Sender<bool>,
+}
+
+/// A test authorization server whose behaviour can be switched at any time.
+#[derive(Clone)]
+pub struct Upstream {
+    pub addr: SocketAddr,
+    pub base_url: String,
+    state: Arc<UpstreamState>,
+}
+
+impl Upstream {
+    /// Plain-HTTP upstream serving `behaviour`.
+    pub async fn start(behaviour: Behaviour) -> Self {
+        Self::start_inner(behaviour, None).await
+    }
+
+    /// HTTPS upstream with the given rustls server config.
+    pub async fn start_tls(behaviour: Behaviour, tls: Arc<rustls::ServerConfig>) -> Self {
+        Self::start_inner(behaviour, Some(tokio_rustls::TlsAcceptor::from(tls))).await
+    }
+
+    async fn start_inner(behaviour: Behaviour, tls: Option<tokio_rustls::TlsAcceptor>) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind upstream");
+        let addr = listener.local_addr().unwrap();
+        let (held, _) = watch::channel(false);
+        let state = Arc::new(UpstreamState {
+            behaviour: Mutex::new(behaviour),
+            requests: AtomicUsize::new(0),
+            in_flight: AtomicUsize::new(0),
+            paths: Mutex::new(Vec::new()),
+            held,
+        });
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        let st = state.clone();
+        tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    return;
+                };
+                let st = st.clone();
+                let tls = tls.clone();
+                tokio::spawn(async move {
+                    match tls {
+                        Some(acceptor) => {
+                            if let Ok(s) = acceptor.accept(stream).await {
+                                serve_connection(s, st).await;
+                            }
+                        }
+                        None => serve_connection(stream, st).await,
+                    }
+                });
+            }
+        });
+        Self {
+            addr,
+            base_url: format!("{scheme}://{addr}"),
+            state,
+        }
+    }
+
+    pub fn set(&self, behaviour: Behaviour) {
+        *self.state.behaviour.lock().unwrap() = behaviour;
+    }
+
+    /// Requests received so far (each is one upstream fetch).
+    pub fn requests(&self) -> usize {
+        self.state.requests.load(Ordering::SeqCst)
+    }
+
+    /// Requests received and not answered yet.
+    pub fn in_flight(&self) -> usize {
+        self.state.in_flight.load(Ordering::SeqCst)
+    }
+
+    pub fn paths(&self) -> Vec<String> {
+        self.state.paths.lock().unwrap().clone()
+    }
+
+    /// Holds every answer until [`Upstream::release`].
+    pub fn hold(&self) {
+        self.state.held.send_replace(true);
+    }
+
+    pub fn release(&self) {
+        self.state.held.send_replace(false);
+    }
+
+    /// Waits until the upstream has received at least `n` requests.
+    pub async fn wait_for_requests(&self, n: usize, limit: Duration) {
+        let deadline = tokio::time::Instant::now() + limit;
+        while self.requests() < n {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "upstream saw {} requests, expected {n} within {limit:?}",
+                self.requests()
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+}
+
+async fn serve_connection<S: AsyncRead + AsyncWrite + Unpin>(
+    mut stream: S,
+    st: Arc<UpstreamState>,
+) {
+    let mut buf = Vec::with_capacity(1024);
+    let mut chunk = [0u8; 1024];
+    loop {
+        match stream.read(&mut chunk).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+        if buf.windows(4).any(|w| w == b"\r\n\r\n") {
+            break;
+        }
+        if buf.len() > 64 * 1024 {
+            return;
+        }
+    }
+    let head = String::from_utf8_lossy(&buf).to_string();
+    let path = head.split_whitespace().nth(1).unwrap_or("").to_string();
+    st.paths.lock().unwrap().push(path);
+    st.requests.fetch_add(1, Ordering::SeqCst);
+    st.in_flight.fetch_add(1, Ordering::SeqCst);
+    let mut held = st.held.subscribe();
+    let _ = held.wait_for(|h| !*h).await;
+    let behaviour = st.behaviour.lock().unwrap().clone();
+    match behaviour {
+        Behaviour::Close => {}
+        Behaviour::Respond {
+            status,
+            content_type,
+            body,
+            delay,
+        } => {
+            tokio::time::sleep(delay).await;
+            let head = format!(
+                "HTTP/1.1 {status} X\r\ncontent-type: {content_type}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+                body.len()
+            );
+            let _ = stream.write_all(head.as_bytes()).await;
+            let _ = stream.write_all(&body).await;
+            let _ = stream.flush().await;
+            let _ = stream.shutdown().await;
+        }
+    }
+    st.in_flight.fetch_sub(1, Ordering::SeqCst);
+}
+
+/// A gateway running in-process on an ephemeral port.
+pub struct Gateway {
+    pub addr: SocketAddr,
+    pub base_url: String,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<Result<(), oauth_metadata_gateway::RunError>>>,
+}
+
+impl Gateway {
+    /// Starts a gateway with these command-line arguments (the listener is
+    /// the test's own `127.0.0.1:0`).
+    pub async fn start(args: &[&str]) -> Self {
+        let mut full = vec!["oauth-metadata-gateway", "--workers", "2"];
+        full.extend_from_slice(args);
+        let config = Cli::config_from_args(full).expect("valid test arguments");
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(run(config, listener, async move {
+            let _ = stopped.await;
+        }));
+        Self {
+            addr,
+            base_url: format!("http://{addr}"),
+            stop: Some(stop),
+            task: Some(task),
+        }
+    }
+
+    /// Gateway in front of `upstream` with these extra arguments.
+    pub async fn in_front_of(upstream: &Upstream, args: &[&str]) -> Self {
+        let mut full = vec!["--upstream", upstream.base_url.as_str()];
+        full.extend_from_slice(args);
+        Self::start(&full).await
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base_url)
+    }
+
+    /// Stops the gateway gracefully and returns what `run` returned.
+    pub async fn stop(mut self) -> Result<(), oauth_metadata_gateway::RunError> {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        self.task.take().unwrap().await.expect("run task panicked")
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+    }
+}
+
+pub const AS_PATH: &str = "/.well-known/oauth-authorization-server";
+
+/// A response as the tests look at it.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: u16,
+    pub headers: awc::http::header::HeaderMap,
+    pub body: Vec<u8>,
+}
+
+impl Reply {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    pub fn cache_status(&self) -> &str {
+        self.header("cache-status").unwrap_or("")
+    }
+
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).expect("JSON body")
+    }
+}
+
+/// An HTTP client (awc; tests run on the actix runtime).
+pub fn client() -> awc::Client {
+    awc::Client::builder()
+        .connector(awc::Connector::new().limit(0))
+        .timeout(Duration::from_secs(10))
+        .disable_redirects()
+        .finish()
+}
+
+/// Sends `method url` with `headers`; a client-side timeout fails the test
+/// rather than hanging it.
+pub async fn send(method: &str, url: &str, headers: &[(&str, &str)]) -> Reply {
+    send_with(&client(), method, url, headers).await
+}
+
+pub async fn send_with(
+    c: &awc::Client,
+    method: &str,
+    url: &str,
+    headers: &[(&str, &str)],
+) -> Reply {
+    let mut req = c.request(
+        awc::http::Method::from_bytes(method.as_bytes()).unwrap(),
+        url,
+    );
+    for (k, v) in headers {
+        req = req.insert_header((*k, *v));
+    }
+    let mut res = req
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{method} {url}: {e}"));
+    let body = res
+        .body()
+        .limit(16 * 1024 * 1024)
+        .await
+        .expect("body")
+        .to_vec();
+    Reply {
+        status: res.status().as_u16(),
+        headers: res.headers().clone(),
+        body,
+    }
+}
+
+pub async fn get(url: &str) -> Reply {
+    send("GET", url, &[]).await
+}
+
+/// Polls `url` until `pred` holds (bounded), returning the matching reply.
+pub async fn poll_until(url: &str, limit: Duration, pred: impl Fn(&Reply) -> bool) -> Reply {
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        let r = get(url).await;
+        if pred(&r) {
+            return r;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "condition not reached within {limit:?}; last reply: {} {:?} {}",
+            r.status,
+            r.cache_status(),
+            String::from_utf8_lossy(&r.body)
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A port on 127.0.0.1 where nothing listens.
+pub fn closed_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().port()
+}
