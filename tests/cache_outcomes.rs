@@ -1,0 +1,91 @@
+//! The cache's outcomes through the library API, without the refresher, so
+//! the request path's own fetch (`Miss`, RFC 9211 `stored`) and the error
+//! path can be observed deterministically.
+
+mod support;
+
+use std::time::Duration;
+
+use oauth_metadata_gateway::outcome::CacheOutcome;
+use oauth_metadata_gateway::{Cli, Gateway};
+use support::*;
+
+fn gateway_for(upstream: &str, extra: &[&str]) -> std::sync::Arc<Gateway> {
+    let mut args = vec!["oauth-metadata-gateway", "--upstream", upstream];
+    args.extend_from_slice(extra);
+    Gateway::new(&Cli::config_from_args(args).unwrap()).unwrap()
+}
+
+#[actix_web::test]
+async fn a_request_on_an_empty_cache_fetches_stores_then_hits() {
+    let upstream = Upstream::start(Behaviour::status(500)).await;
+    let body = document(&upstream.base_url);
+    upstream.set(Behaviour::json(body.clone()));
+    let gw = gateway_for(&upstream.base_url, &[]);
+    let slot = &gw.slots[0];
+
+    let first = gw.cache.lookup(slot).await;
+    assert_eq!(first.outcome, CacheOutcome::Miss);
+    assert_eq!(
+        first.stored.as_ref().unwrap().document.body,
+        body.as_bytes()
+    );
+    let second = gw.cache.lookup(slot).await;
+    assert_eq!(second.outcome, CacheOutcome::Hit);
+    assert_eq!(upstream.requests(), 1);
+}
+
+#[actix_web::test]
+async fn concurrent_lookups_collapse_onto_one_fetch() {
+    let upstream = Upstream::start(Behaviour::status(500)).await;
+    upstream.set(Behaviour::json(document(&upstream.base_url)).delayed(Duration::from_millis(200)));
+    let gw = gateway_for(&upstream.base_url, &[]);
+    let slot = &gw.slots[0];
+    let outcomes: Vec<_> = futures_util::future::join_all((0..50).map(|_| gw.cache.lookup(slot)))
+        .await
+        .into_iter()
+        .map(|l| l.outcome)
+        .collect();
+    assert_eq!(
+        outcomes
+            .iter()
+            .filter(|o| **o == CacheOutcome::Miss)
+            .count(),
+        1
+    );
+    assert_eq!(
+        outcomes
+            .iter()
+            .filter(|o| **o == CacheOutcome::Collapsed)
+            .count(),
+        49
+    );
+    assert_eq!(upstream.requests(), 1);
+}
+
+#[actix_web::test]
+async fn a_failed_fetch_stores_nothing_and_backs_off() {
+    let upstream = Upstream::start(Behaviour::status(500)).await;
+    let gw = gateway_for(
+        &upstream.base_url,
+        &["--retry-backoff-min", "10s", "--retry-backoff-max", "10s"],
+    );
+    let slot = &gw.slots[0];
+    let first = gw.cache.lookup(slot).await;
+    assert_eq!(first.outcome, CacheOutcome::Error);
+    assert!(first.stored.is_none());
+    assert!(
+        first.retry_after > Duration::from_secs(7),
+        "{:?}",
+        first.retry_after
+    );
+    // During the back-off: the same error at once, and no new fetch.
+    upstream.set(Behaviour::json(document(&upstream.base_url)));
+    for _ in 0..10 {
+        let l = gw.cache.lookup(slot).await;
+        assert_eq!(l.outcome, CacheOutcome::Error);
+        assert_eq!(l.error.as_ref().unwrap().outcome_label(), "http_status");
+    }
+    assert_eq!(upstream.requests(), 1);
+    assert!(gw.cache.servable(slot).await.is_none());
+}
