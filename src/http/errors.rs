@@ -49,3 +49,17 @@ pub async fn method_not_allowed() -> HttpResponse {
     res.headers_mut().insert(name, value);
     res
 }
+
+/// 405 for the operational endpoints (`/metrics`, `/healthz`, `/readyz`),
+/// which answer GET and HEAD only; RFC 9110 §15.5.6: `Allow` lists exactly
+/// the methods the resource supports.
+pub async fn ops_method_not_allowed() -> HttpResponse {
+    let mut res = json_error(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "this path answers GET and HEAD only",
+    );
+    res.headers_mut()
+        .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
+    res
+}

@@ -5,7 +5,8 @@
 //!   each configured document answers GET/HEAD from the cache, OPTIONS with
 //!   a preflight, anything else with 405; other paths answer OPTIONS with a
 //!   preflight and everything else with a JSON 404.
-//! - `/metrics`, `/healthz`, `/readyz`: operations.
+//! - `/metrics`, `/healthz`, `/readyz`: operations, GET and HEAD (405 with
+//!   `Allow: GET, HEAD` for anything else).
 //! - anything else: JSON 404.
 //!
 //! Every resource is named after its route pattern, which labels the HTTP
@@ -89,15 +90,19 @@ pub fn routes(cfg: &mut web::ServiceConfig, gw: &Arc<Gateway>) {
         .service(
             web::resource("/metrics")
                 .name("/metrics")
-                .route(web::get().to(move || ops::metrics(m.clone())))
-                .default_service(web::to(errors::method_not_allowed)),
+                .route(web::get().to({
+                    let m = m.clone();
+                    move || ops::metrics(m.clone())
+                }))
+                .route(web::head().to(move || ops::metrics(m.clone())))
+                .default_service(web::to(errors::ops_method_not_allowed)),
         )
         .service(
             web::resource("/healthz")
                 .name("/healthz")
                 .route(web::get().to(ops::healthz))
                 .route(web::head().to(ops::healthz))
-                .default_service(web::to(errors::method_not_allowed)),
+                .default_service(web::to(errors::ops_method_not_allowed)),
         )
         .service(
             web::resource("/readyz")
@@ -107,7 +112,7 @@ pub fn routes(cfg: &mut web::ServiceConfig, gw: &Arc<Gateway>) {
                     move || ops::readyz(r.clone())
                 }))
                 .route(web::head().to(move || ops::readyz(r.clone())))
-                .default_service(web::to(errors::method_not_allowed)),
+                .default_service(web::to(errors::ops_method_not_allowed)),
         )
         .default_service(web::to(|| async { errors::not_found() }));
 }

@@ -12,7 +12,7 @@ use crate::gateway::Gateway;
 
 use super::errors::json_error;
 
-/// `GET /metrics`.
+/// `GET /metrics` (and `HEAD`: the same headers, actix-web drops the body).
 pub async fn metrics(gw: Arc<Gateway>) -> HttpResponse {
     gw.update_document_gauges().await;
     match gw.metrics.render() {
@@ -31,14 +31,14 @@ pub async fn metrics(gw: Arc<Gateway>) -> HttpResponse {
     }
 }
 
-/// `GET /healthz`.
+/// `GET /healthz` (and `HEAD`).
 pub async fn healthz() -> HttpResponse {
     HttpResponse::Ok()
         .insert_header((header::CACHE_CONTROL, HeaderValue::from_static("no-store")))
         .json(serde_json::json!({"status": "ok"}))
 }
 
-/// `GET /readyz`.
+/// `GET /readyz` (and `HEAD`).
 pub async fn readyz(gw: Arc<Gateway>) -> HttpResponse {
     let missing = gw.unready_documents().await;
     if missing.is_empty() {
