@@ -29,7 +29,14 @@ fi
 export DEBIAN_FRONTEND=noninteractive
 $sudo apt-get update -qq
 $sudo apt-get install -y -qq --no-install-recommends "${pkgs[@]}" >/dev/null
-# Debian's package may start a prometheus service; the tests start their own.
+for tool in promtool prometheus; do
+    if ! command -v "$tool" >/dev/null 2>&1; then
+        echo "error: $tool is still not on PATH after installing ${pkgs[*]}" >&2
+        exit 1
+    fi
+done
+# Debian's package may start a prometheus service; the tests start their own
+# on an ephemeral port, so it is only stopped to save resources.
 if command -v systemctl >/dev/null 2>&1; then
     $sudo systemctl stop prometheus >/dev/null 2>&1 || true
 fi
