@@ -281,7 +281,7 @@ async fn max_stale_bounds_how_long_a_stale_document_is_served() {
 
 #[actix_web::test]
 async fn cold_start_with_the_upstream_down_answers_503_and_keeps_running() {
-    let port = closed_port();
+    let (_reserved, port) = refusing_port();
     let upstream = format!("http://127.0.0.1:{port}");
     let gw = Gateway::start(&args(&[
         "--upstream",

@@ -9,7 +9,7 @@ use support::*;
 
 #[actix_web::test]
 async fn demo_serves_a_valid_document_through_the_gateway() {
-    let port = closed_port();
+    let port = free_port();
     let demo = format!("127.0.0.1:{port}");
     let upstream = format!("http://127.0.0.1:{port}");
     let gw = Gateway::start(&["--demo", "--demo-listen", &demo, "--upstream", &upstream]).await;

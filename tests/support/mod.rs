@@ -388,8 +388,18 @@ pub async fn poll_until(url: &str, limit: Duration, pred: impl Fn(&Reply) -> boo
     }
 }
 
-/// A port on 127.0.0.1 where nothing listens.
-pub fn closed_port() -> u16 {
+/// A free port on 127.0.0.1, for a server the test starts by address
+/// (released at once, so another socket could take it in between).
+pub fn free_port() -> u16 {
     let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     l.local_addr().unwrap().port()
+}
+
+/// A port on 127.0.0.1 that refuses connections: bound but not listening,
+/// so no other socket can take it while the returned socket lives.
+pub fn refusing_port() -> (tokio::net::TcpSocket, u16) {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let port = socket.local_addr().unwrap().port();
+    (socket, port)
 }
