@@ -11,6 +11,11 @@
 //! - After a failed fetch the document's slot is in back-off: until the retry
 //!   time, requests with nothing to serve get the last error at once instead
 //!   of starting another fetch. There is never a fetch per client request.
+//! - One fetch tries the slot's upstream URLs in order (RFC 8414 path, then
+//!   the OpenID Connect locations): a 4xx answer means "not published
+//!   here" and moves on to the next URL, as discovery clients do; any other
+//!   failure, or a document that fails validation, ends the fetch. Metrics
+//!   and back-off count the whole attempt as one fetch.
 //! - moka drops an entry once it is older than TTL + max-stale (its
 //!   per-entry [`Expiry`] reads the lifetime stored in the entry), so memory
 //!   holds nothing that can no longer be served.
@@ -21,6 +26,7 @@ use std::time::{Duration, Instant};
 use moka::Expiry;
 
 use crate::config::DocumentConfig;
+use crate::discovery::DocumentKind;
 use crate::document::{ExpectedIssuer, ValidatedDocument};
 use crate::error::FetchError;
 use crate::freshness::{Freshness, FreshnessState};
@@ -44,13 +50,15 @@ pub struct StoredDocument {
 pub struct DocumentSlot {
     /// Index of this slot (the cache key and metrics index).
     pub id: usize,
-    /// Name for logs and metrics labels.
-    pub name: &'static str,
-    /// Path it is served at.
-    pub route: String,
+    /// Name for logs and metrics labels (bounded, from configuration).
+    pub name: Arc<str>,
+    /// What the document is.
+    pub kind: DocumentKind,
+    /// Paths it is served at.
+    pub routes: Vec<String>,
     /// Freshness rules.
     pub freshness: Freshness,
-    url: Arc<str>,
+    urls: Vec<Arc<str>>,
     issuer: ExpectedIssuer,
     backoff: Backoff,
     failures: Mutex<FailureState>,
@@ -84,23 +92,30 @@ impl Backoff {
 }
 
 impl DocumentSlot {
-    /// Builds a slot from its configuration.
+    /// Builds a slot from its configuration; `fetch_timeout` bounds one
+    /// upstream request (a fetch may make one per upstream URL).
     pub fn new(
         id: usize,
         config: &DocumentConfig,
-        fetch_budget: Duration,
+        fetch_timeout: Duration,
         backoff: Backoff,
     ) -> Self {
+        let attempts = u32::try_from(config.upstream_urls.len().max(1)).unwrap_or(u32::MAX);
         Self {
             id,
-            name: config.name,
-            route: config.route.clone(),
+            name: Arc::from(config.name.as_str()),
+            kind: config.kind,
+            routes: config.routes.clone(),
             freshness: Freshness {
                 ttl: config.ttl,
                 max_stale: config.max_stale,
-                fetch_budget,
+                fetch_budget: fetch_timeout.saturating_mul(attempts),
             },
-            url: Arc::from(config.upstream_url.as_str()),
+            urls: config
+                .upstream_urls
+                .iter()
+                .map(|u| Arc::from(u.as_str()))
+                .collect(),
             issuer: config.issuer.clone(),
             backoff,
             failures: Mutex::new(FailureState::default()),
@@ -124,6 +139,11 @@ impl DocumentSlot {
         state.last_error = Some(error.clone());
         state.retry_at = Some(now + delay);
         delay
+    }
+
+    /// The upstream URLs, in the order they are tried.
+    pub fn upstream_urls(&self) -> &[Arc<str>] {
+        &self.urls
     }
 
     /// The last fetch error, while the upstream is failing.
@@ -312,10 +332,7 @@ impl MetadataCache {
     /// One upstream fetch and validation, with its log line and metrics.
     async fn fetch(&self, slot: &DocumentSlot) -> Result<Arc<StoredDocument>, FetchError> {
         let started = Instant::now();
-        let result = match self.fetcher.fetch(slot.url.clone()).await {
-            Ok(body) => ValidatedDocument::validate(body, &slot.issuer).map_err(FetchError::from),
-            Err(e) => Err(e),
-        };
+        let (result, url) = self.fetch_first_published(slot).await;
         let elapsed = started.elapsed();
         let outcome = match &result {
             Ok(_) => "ok",
@@ -326,8 +343,8 @@ impl MetadataCache {
             Ok(document) => {
                 slot.record_success();
                 tracing::info!(
-                    document = slot.name,
-                    url = %slot.url,
+                    document = &*slot.name,
+                    url = %url,
                     outcome,
                     duration_ms = elapsed.as_millis() as u64,
                     bytes = document.body.len(),
@@ -342,8 +359,8 @@ impl MetadataCache {
             Err(error) => {
                 let retry_in = slot.record_failure(&error, Instant::now());
                 tracing::warn!(
-                    document = slot.name,
-                    url = %slot.url,
+                    document = &*slot.name,
+                    url = %url,
                     outcome,
                     duration_ms = elapsed.as_millis() as u64,
                     retry_in_ms = retry_in.as_millis() as u64,
@@ -353,6 +370,38 @@ impl MetadataCache {
                 Err(error)
             }
         }
+    }
+
+    /// Tries the slot's URLs in order until one does not answer 4xx, and
+    /// validates what it sent. Returns the result and the URL it is from
+    /// (the last one tried).
+    async fn fetch_first_published(
+        &self,
+        slot: &DocumentSlot,
+    ) -> (Result<ValidatedDocument, FetchError>, Arc<str>) {
+        let mut last = (
+            Err(FetchError::Connect("no upstream URL is configured".into())),
+            Arc::from(""),
+        );
+        for url in &slot.urls {
+            match self.fetcher.fetch(url.clone()).await {
+                Ok(body) => {
+                    // RFC 8414 §5: OpenID Provider metadata is validated by
+                    // the same rules, issuer check included.
+                    let validated =
+                        ValidatedDocument::validate(body, &slot.issuer).map_err(FetchError::from);
+                    return (validated, url.clone());
+                }
+                // Not published at this location: try the next one, as
+                // discovery clients do (RFC 8414 §3, OpenID Connect Discovery §4).
+                Err(e @ FetchError::HttpStatus(400..=499)) => {
+                    tracing::debug!(document = &*slot.name, url = %url, error = %e, "not published here, trying the next location");
+                    last = (Err(e), url.clone());
+                }
+                Err(e) => return (Err(e), url.clone()),
+            }
+        }
+        last
     }
 }
 

@@ -7,17 +7,26 @@
 //! exit code 2 (clap's usage-error code), never later and never as a panic.
 //! [`Cli::try_parse_from`] plus [`Cli::into_config`] make the whole path
 //! testable without a process.
+//!
+//! The documents to serve come either from the single-upstream flags
+//! (`--upstream`, `--issuer`, `--openid-configuration`, `--resource ...`),
+//! the short form, or from a TOML file (`--config`, see
+//! [`crate::config_file`]); the two are exclusive. Either way they end up
+//! as the same [`DocumentConfig`] and [`ProtectedResourceConfig`] lists,
+//! with every route checked to be claimed once.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::error::ErrorKind;
-use clap::{CommandFactory, Parser, ValueEnum};
+use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::CertificateDer;
 
+use crate::discovery::{self, AuthorizationServerSpec, DocumentKind};
 use crate::document::ExpectedIssuer;
+use crate::protected_resource::{ProtectedResourceConfig, ResourceMetadata};
 
 /// Command-line interface, as the user types it.
 #[derive(Debug, Clone, Parser)]
@@ -27,24 +36,72 @@ use crate::document::ExpectedIssuer;
     about = "Caching gateway for OAuth authorization-server metadata (RFC 8414) in front of MCP servers"
 )]
 pub struct Cli {
+    /// What to do instead of running the gateway.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+
     /// Address to listen on.
     #[arg(long, env = "GATEWAY_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
 
-    /// Base URL of the authorization server; the document is fetched with GET
-    /// from `<upstream>/.well-known/oauth-authorization-server`.
-    #[arg(long, env = "GATEWAY_UPSTREAM", default_value = "http://localhost:7788", value_parser = parse_base_url)]
+    /// Where the gateway reaches the authorization server: its issuer URL as
+    /// seen from the gateway. The document is fetched with GET from
+    /// `/.well-known/oauth-authorization-server<path>` there (RFC 8414 §3.1),
+    /// falling back to the openid-configuration locations on a 4xx.
+    #[arg(long, env = "GATEWAY_UPSTREAM", default_value = "http://localhost:7788", value_parser = parse_base_url, conflicts_with = "config")]
     pub upstream: url::Url,
 
     /// Issuer the document must declare (RFC 8414 §3.3); defaults to the upstream URL.
-    #[arg(long, env = "GATEWAY_ISSUER", value_parser = parse_issuer)]
+    /// Its path gives the served route: /.well-known/oauth-authorization-server<path>.
+    #[arg(long, env = "GATEWAY_ISSUER", value_parser = parse_issuer, conflicts_with = "config")]
     pub issuer: Option<String>,
 
-    /// How long a fetched document is fresh (humantime: 30s, 5m, 1h).
+    /// Also serve the issuer's OpenID Provider metadata at
+    /// /.well-known/openid-configuration<path> and <path>/.well-known/openid-configuration.
+    #[arg(long, env = "GATEWAY_OPENID_CONFIGURATION", conflicts_with = "config")]
+    pub openid_configuration: bool,
+
+    /// The MCP server's resource identifier (e.g. https://mcp.example.com/mcp): serve RFC 9728
+    /// protected resource metadata for it, naming the issuer as its authorization server.
+    #[arg(long, env = "GATEWAY_RESOURCE", conflicts_with = "config")]
+    pub resource: Option<String>,
+
+    /// `scopes_supported` of the protected resource metadata (comma-separated).
+    #[arg(
+        long,
+        env = "GATEWAY_RESOURCE_SCOPES",
+        value_delimiter = ',',
+        requires = "resource"
+    )]
+    pub resource_scopes: Vec<String>,
+
+    /// `bearer_methods_supported` of the protected resource metadata (comma-separated: header, body, query).
+    #[arg(
+        long,
+        env = "GATEWAY_RESOURCE_BEARER_METHODS",
+        value_delimiter = ',',
+        requires = "resource"
+    )]
+    pub resource_bearer_methods: Vec<String>,
+
+    /// `resource_name` of the protected resource metadata.
+    #[arg(long, env = "GATEWAY_RESOURCE_NAME", requires = "resource")]
+    pub resource_name: Option<String>,
+
+    /// `resource_documentation` URL of the protected resource metadata.
+    #[arg(long, env = "GATEWAY_RESOURCE_DOCUMENTATION", requires = "resource")]
+    pub resource_documentation: Option<String>,
+
+    /// TOML file listing the documents to serve (several issuers, upstreams and
+    /// protected resources); replaces the single-upstream flags above.
+    #[arg(long, env = "GATEWAY_CONFIG")]
+    pub config: Option<PathBuf>,
+
+    /// How long a fetched document is fresh (humantime: 30s, 5m, 1h); the default for --config documents.
     #[arg(long, env = "GATEWAY_TTL", default_value = "300s", value_parser = parse_positive_duration)]
     pub ttl: Duration,
 
-    /// How long past its TTL a document may still be served while the upstream fails (RFC 5861 stale-if-error).
+    /// How long past its TTL a document may still be served while the upstream fails (RFC 5861 stale-if-error); the default for --config documents.
     #[arg(long, env = "GATEWAY_MAX_STALE", default_value = "24h", value_parser = parse_duration)]
     pub max_stale: Duration,
 
@@ -89,6 +146,15 @@ pub struct Cli {
     pub log_format: LogFormat,
 }
 
+/// Subcommands.
+#[derive(Debug, Clone, Subcommand)]
+pub enum Command {
+    /// Fetch an issuer's metadata as the gateway would and report what is
+    /// wrong with it against RFC 8414 and the MCP authorization spec
+    /// (exit status 0 when nothing is, 1 otherwise).
+    Check(crate::check::CheckArgs),
+}
+
 /// How log lines are written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum LogFormat {
@@ -103,8 +169,10 @@ pub enum LogFormat {
 pub struct Config {
     /// Address the gateway listens on (used by `main`; tests pass their own listener).
     pub listen: SocketAddr,
-    /// The authorization-server metadata document to serve.
-    pub document: DocumentConfig,
+    /// The upstream documents to cache and serve, one cache slot each.
+    pub documents: Vec<DocumentConfig>,
+    /// The protected resource documents, generated from configuration.
+    pub protected_resources: Vec<ProtectedResourceConfig>,
     /// Limits on upstream fetches.
     pub upstream: UpstreamConfig,
     /// Demo authorization server, when `--demo` is set.
@@ -117,15 +185,32 @@ pub struct Config {
     pub log_format: LogFormat,
 }
 
+impl Config {
+    /// For `--demo`: the first authorization server's issuer and the path
+    /// of the first upstream URL the gateway fetches it from.
+    pub fn demo_document(&self) -> Option<(&str, String)> {
+        let doc = self
+            .documents
+            .iter()
+            .find(|d| d.kind == DocumentKind::AuthorizationServer)?;
+        let url = url::Url::parse(doc.upstream_urls.first()?).ok()?;
+        Some((doc.issuer.as_str(), url.path().to_string()))
+    }
+}
+
 /// One cached document: where it comes from and how long it lives.
 #[derive(Debug, Clone)]
 pub struct DocumentConfig {
-    /// Name used in metrics labels and logs, e.g. `oauth-authorization-server`.
-    pub name: &'static str,
-    /// Path the gateway serves it at.
-    pub route: String,
-    /// Full upstream URL it is fetched from.
-    pub upstream_url: String,
+    /// Name used in metrics labels and logs: the document kind plus the
+    /// configured issuer path, e.g. `oauth-authorization-server/tenant1`
+    /// (bounded: never derived from a request).
+    pub name: String,
+    /// What the document is.
+    pub kind: DocumentKind,
+    /// Paths the gateway serves it at (exact strings).
+    pub routes: Vec<String>,
+    /// Upstream URLs it is fetched from, tried in order (a 4xx moves on).
+    pub upstream_urls: Vec<String>,
     /// The issuer the document must declare.
     pub issuer: ExpectedIssuer,
     /// Freshness lifetime.
@@ -152,6 +237,30 @@ pub struct UpstreamConfig {
 /// RFC 8414 §3: the well-known suffix for authorization-server metadata.
 pub const AS_METADATA_PATH: &str = "/.well-known/oauth-authorization-server";
 
+/// The documents to serve, from the flags or the config file.
+#[derive(Debug, Clone, Default)]
+pub struct Documents {
+    /// Upstream documents.
+    pub documents: Vec<DocumentConfig>,
+    /// Protected resource documents.
+    pub protected_resources: Vec<ProtectedResourceConfig>,
+}
+
+impl Documents {
+    /// Every `(route, document name)` pair, in configuration order.
+    pub fn routes(&self) -> impl Iterator<Item = (&str, String)> {
+        let fetched = self
+            .documents
+            .iter()
+            .flat_map(|d| d.routes.iter().map(|r| (r.as_str(), d.name.clone())));
+        let local = self
+            .protected_resources
+            .iter()
+            .flat_map(|d| d.routes.iter().map(|r| (r.as_str(), d.name.clone())));
+        fetched.chain(local)
+    }
+}
+
 impl Cli {
     /// Parses arguments (and `GATEWAY_*` environment variables) and validates
     /// them; any problem is a clap error that prints one line and exits 2.
@@ -174,6 +283,11 @@ impl Cli {
 
     /// Validates cross-field rules and loads files named by flags.
     pub fn into_config(self) -> Result<Config, clap::Error> {
+        if self.command.is_some() {
+            return Err(usage_error(
+                "a subcommand was given: it does not run the gateway".to_string(),
+            ));
+        }
         if self.retry_backoff_min > self.retry_backoff_max {
             return Err(usage_error(format!(
                 "invalid value for '--retry-backoff-min': {} is larger than --retry-backoff-max ({})",
@@ -186,26 +300,48 @@ impl Cli {
                 .map_err(|e| usage_error(format!("invalid value for '--upstream-ca': {e}")))?,
             None => Vec::new(),
         };
-        if !extra_roots.is_empty() && self.upstream.scheme() != "https" {
+        let docs = match &self.config {
+            Some(path) => crate::config_file::load(
+                path,
+                crate::config_file::Defaults {
+                    ttl: self.ttl,
+                    max_stale: self.max_stale,
+                },
+            )
+            .map_err(|e| usage_error(format!("invalid value for '--config': {e}")))?,
+            None => self.documents_from_flags()?,
+        };
+        if let Some((route, first, second)) = discovery::find_conflict(docs.routes()) {
+            return Err(usage_error(format!(
+                "two documents claim the route {route}: {first} and {second}"
+            )));
+        }
+        if !extra_roots.is_empty()
+            && !docs
+                .documents
+                .iter()
+                .flat_map(|d| &d.upstream_urls)
+                .any(|u| u.starts_with("https://"))
+        {
             return Err(usage_error(
-                "'--upstream-ca' was given but '--upstream' is not an https URL".to_string(),
+                "'--upstream-ca' was given but no upstream is an https URL".to_string(),
             ));
         }
-        let base = self.upstream.as_str().trim_end_matches('/').to_string();
-        let issuer = match &self.issuer {
-            Some(issuer) => ExpectedIssuer::new(issuer.clone()),
-            None => ExpectedIssuer::new(base.clone()),
-        };
+        if self.demo
+            && !docs
+                .documents
+                .iter()
+                .any(|d| d.kind == DocumentKind::AuthorizationServer)
+        {
+            return Err(usage_error(
+                "'--demo' needs an authorization server to imitate, and the configuration has none"
+                    .to_string(),
+            ));
+        }
         Ok(Config {
             listen: self.listen,
-            document: DocumentConfig {
-                name: "oauth-authorization-server",
-                route: AS_METADATA_PATH.to_string(),
-                upstream_url: format!("{base}{AS_METADATA_PATH}"),
-                issuer,
-                ttl: self.ttl,
-                max_stale: self.max_stale,
-            },
+            documents: docs.documents,
+            protected_resources: docs.protected_resources,
             upstream: UpstreamConfig {
                 timeout: self.upstream_timeout,
                 max_body_size: self.max_body_size,
@@ -221,12 +357,68 @@ impl Cli {
     }
 }
 
+impl Cli {
+    /// The short form: one issuer from `--upstream`/`--issuer`, optionally
+    /// its OpenID configuration, optionally one protected resource.
+    fn documents_from_flags(&self) -> Result<Documents, clap::Error> {
+        let issuer = match &self.issuer {
+            Some(issuer) => issuer.clone(),
+            // As typed minus trailing slashes: `https://as.example.com/`
+            // names the issuer `https://as.example.com`.
+            None => self.upstream.as_str().trim_end_matches('/').to_string(),
+        };
+        let documents = discovery::authorization_server_documents(&AuthorizationServerSpec {
+            issuer: &issuer,
+            upstream: Some(self.upstream.as_str()),
+            openid_configuration: self.openid_configuration,
+            ttl: self.ttl,
+            max_stale: self.max_stale,
+        })
+        .map_err(|(field, e)| {
+            let flag = match (field, self.issuer.is_some()) {
+                (discovery::SpecField::Issuer, true) => "--issuer",
+                _ => "--upstream",
+            };
+            usage_error(format!("invalid value for '{flag}': {e}"))
+        })?;
+        let mut protected_resources = Vec::new();
+        if let Some(resource) = &self.resource {
+            let metadata = ResourceMetadata {
+                resource: resource.clone(),
+                authorization_servers: vec![issuer.clone()],
+                scopes_supported: (!self.resource_scopes.is_empty())
+                    .then(|| self.resource_scopes.clone()),
+                bearer_methods_supported: (!self.resource_bearer_methods.is_empty())
+                    .then(|| self.resource_bearer_methods.clone()),
+                resource_name: self.resource_name.clone(),
+                resource_documentation: self.resource_documentation.clone(),
+                ..ResourceMetadata::default()
+            };
+            let pr = ProtectedResourceConfig::new(&metadata, true, self.ttl).map_err(|e| {
+                let flag = match e.field {
+                    "scopes_supported" => "--resource-scopes",
+                    "bearer_methods_supported" => "--resource-bearer-methods",
+                    "resource_documentation" => "--resource-documentation",
+                    "authorization_servers" => "--issuer",
+                    _ => "--resource",
+                };
+                usage_error(format!("invalid value for '{flag}': {e}"))
+            })?;
+            protected_resources.push(pr);
+        }
+        Ok(Documents {
+            documents,
+            protected_resources,
+        })
+    }
+}
+
 fn usage_error(message: String) -> clap::Error {
     Cli::command().error(ErrorKind::ValueValidation, message)
 }
 
 /// Reads every certificate from a PEM file; an empty or unreadable file is an error.
-fn load_ca_file(path: &std::path::Path) -> Result<Vec<CertificateDer<'static>>, String> {
+pub(crate) fn load_ca_file(path: &std::path::Path) -> Result<Vec<CertificateDer<'static>>, String> {
     let bytes = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
     let certs: Vec<_> = CertificateDer::pem_slice_iter(&bytes)
         .collect::<Result<_, _>>()
@@ -240,6 +432,9 @@ fn load_ca_file(path: &std::path::Path) -> Result<Vec<CertificateDer<'static>>, 
 /// An http(s) URL with a host, no query and no fragment (the upstream base).
 fn parse_base_url(value: &str) -> Result<url::Url, String> {
     let url = url::Url::parse(value).map_err(|e| format!("not a URL ({e})"))?;
+    // The path rules of well-known URIs (no `..`, `//`, `%`...), checked on
+    // the text as typed: the URL crate would quietly resolve `..`.
+    crate::discovery::split_url(value)?;
     if !matches!(url.scheme(), "http" | "https") {
         return Err(format!(
             "scheme must be http or https, not {}",
@@ -265,12 +460,12 @@ fn parse_issuer(value: &str) -> Result<String, String> {
     Ok(value.to_string())
 }
 
-fn parse_duration(value: &str) -> Result<Duration, String> {
+pub(crate) fn parse_duration(value: &str) -> Result<Duration, String> {
     humantime::parse_duration(value)
         .map_err(|e| format!("{e} (expected a duration such as 30s, 5m, 24h)"))
 }
 
-fn parse_positive_duration(value: &str) -> Result<Duration, String> {
+pub(crate) fn parse_positive_duration(value: &str) -> Result<Duration, String> {
     let d = parse_duration(value)?;
     if d.is_zero() {
         return Err("must be greater than zero".to_string());
@@ -279,7 +474,7 @@ fn parse_positive_duration(value: &str) -> Result<Duration, String> {
 }
 
 /// Parses `1024`, `256KiB`, `1MiB` (also `KB`/`MB`, read as binary units).
-fn parse_size(value: &str) -> Result<usize, String> {
+pub(crate) fn parse_size(value: &str) -> Result<usize, String> {
     let v = value.trim();
     let split = v.find(|c: char| !c.is_ascii_digit()).unwrap_or(v.len());
     let (digits, unit) = v.split_at(split);
@@ -315,13 +510,21 @@ mod tests {
     fn defaults_follow_the_spec() {
         let c = parse(&[]).expect("defaults are valid");
         assert_eq!(c.listen, "127.0.0.1:8080".parse().unwrap());
+        assert_eq!(c.documents.len(), 1);
+        let d = &c.documents[0];
+        assert_eq!(d.name, "oauth-authorization-server");
+        assert_eq!(d.routes, [AS_METADATA_PATH]);
         assert_eq!(
-            c.document.upstream_url,
-            "http://localhost:7788/.well-known/oauth-authorization-server"
+            d.upstream_urls,
+            [
+                "http://localhost:7788/.well-known/oauth-authorization-server",
+                "http://localhost:7788/.well-known/openid-configuration"
+            ]
         );
-        assert_eq!(c.document.issuer.as_str(), "http://localhost:7788");
-        assert_eq!(c.document.ttl, Duration::from_secs(300));
-        assert_eq!(c.document.max_stale, Duration::from_secs(24 * 3600));
+        assert_eq!(d.issuer.as_str(), "http://localhost:7788");
+        assert_eq!(d.ttl, Duration::from_secs(300));
+        assert_eq!(d.max_stale, Duration::from_secs(24 * 3600));
+        assert!(c.protected_resources.is_empty());
         assert_eq!(c.upstream.timeout, Duration::from_secs(5));
         assert_eq!(c.upstream.max_body_size, 256 * 1024);
         assert_eq!(c.upstream.backoff_max, Duration::from_secs(30));
@@ -332,10 +535,27 @@ mod tests {
     fn upstream_with_trailing_slash_or_path_builds_the_fetch_url() {
         let c = parse(&["--upstream", "https://as.example.com/"]).unwrap();
         assert_eq!(
-            c.document.upstream_url,
+            c.documents[0].upstream_urls[0],
             "https://as.example.com/.well-known/oauth-authorization-server"
         );
-        assert_eq!(c.document.issuer.as_str(), "https://as.example.com");
+        assert_eq!(c.documents[0].issuer.as_str(), "https://as.example.com");
+        // RFC 8414 §3.1: the well-known suffix goes before the issuer path.
+        let c = parse(&["--upstream", "https://as.example.com/tenant1"]).unwrap();
+        let d = &c.documents[0];
+        assert_eq!(d.issuer.as_str(), "https://as.example.com/tenant1");
+        assert_eq!(
+            d.routes,
+            ["/.well-known/oauth-authorization-server/tenant1"]
+        );
+        assert_eq!(
+            d.upstream_urls,
+            [
+                "https://as.example.com/.well-known/oauth-authorization-server/tenant1",
+                "https://as.example.com/.well-known/openid-configuration/tenant1",
+                "https://as.example.com/tenant1/.well-known/openid-configuration"
+            ]
+        );
+        assert_eq!(d.name, "oauth-authorization-server/tenant1");
     }
 
     #[test]
@@ -351,8 +571,8 @@ mod tests {
             "1MiB",
         ])
         .unwrap();
-        assert_eq!(c.document.ttl, Duration::from_secs(2));
-        assert_eq!(c.document.max_stale, Duration::from_secs(300));
+        assert_eq!(c.documents[0].ttl, Duration::from_secs(2));
+        assert_eq!(c.documents[0].max_stale, Duration::from_secs(300));
         assert_eq!(c.upstream.timeout, Duration::from_millis(250));
         assert_eq!(c.upstream.max_body_size, 1024 * 1024);
     }
@@ -381,6 +601,95 @@ mod tests {
             assert_eq!(err.exit_code(), 2, "{args:?}");
             let text = err.to_string();
             assert!(text.contains(flag), "{args:?}: {text}");
+        }
+    }
+
+    #[test]
+    fn issuer_served_from_an_internal_upstream() {
+        let c = parse(&[
+            "--upstream",
+            "http://auth.internal:8080/t1",
+            "--issuer",
+            "https://auth.example.com/t1",
+            "--openid-configuration",
+        ])
+        .unwrap();
+        assert_eq!(c.documents.len(), 2);
+        assert_eq!(
+            c.documents[0].upstream_urls[0],
+            "http://auth.internal:8080/.well-known/oauth-authorization-server/t1"
+        );
+        assert_eq!(c.documents[1].name, "openid-configuration/t1");
+        assert_eq!(
+            c.documents[1].routes,
+            [
+                "/.well-known/openid-configuration/t1",
+                "/t1/.well-known/openid-configuration"
+            ]
+        );
+    }
+
+    #[test]
+    fn resource_flags_build_protected_resource_metadata() {
+        let c = parse(&[
+            "--issuer",
+            "https://auth.example.com",
+            "--resource",
+            "https://mcp.example.com/mcp",
+            "--resource-scopes",
+            "mcp:tools,mcp:resources",
+            "--resource-bearer-methods",
+            "header",
+            "--resource-name",
+            "Example",
+        ])
+        .unwrap();
+        let pr = &c.protected_resources[0];
+        assert_eq!(
+            pr.routes,
+            [
+                "/.well-known/oauth-protected-resource/mcp",
+                "/.well-known/oauth-protected-resource"
+            ]
+        );
+        let v: serde_json::Value = serde_json::from_slice(&pr.body).unwrap();
+        assert_eq!(
+            v,
+            serde_json::json!({
+                "resource": "https://mcp.example.com/mcp",
+                "authorization_servers": ["https://auth.example.com"],
+                "scopes_supported": ["mcp:tools", "mcp:resources"],
+                "bearer_methods_supported": ["header"],
+                "resource_name": "Example",
+            })
+        );
+    }
+
+    #[test]
+    fn short_form_errors_name_the_flag() {
+        for (args, flag) in [
+            (vec!["--resource", "mcp.example.com"], "--resource"),
+            (
+                vec![
+                    "--resource",
+                    "https://m/mcp",
+                    "--resource-bearer-methods",
+                    "cookie",
+                ],
+                "--resource-bearer-methods",
+            ),
+            (vec!["--resource-scopes", "a"], "--resource"),
+            (vec!["--upstream", "https://a/x/../y"], "--upstream"),
+            (vec!["--issuer", "https://a/x//y"], "--issuer"),
+            (
+                vec!["--config", "/x.toml", "--upstream", "https://a"],
+                "--upstream",
+            ),
+            (vec!["--config", "/nonexistent/gw.toml"], "--config"),
+        ] {
+            let err = parse(&args).expect_err("must be rejected");
+            assert_eq!(err.exit_code(), 2, "{args:?}");
+            assert!(err.to_string().contains(flag), "{args:?}: {err}");
         }
     }
 

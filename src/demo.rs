@@ -9,7 +9,6 @@ use std::net::SocketAddr;
 use actix_web::dev::ServerHandle;
 use actix_web::{web, App, HttpResponse, HttpServer};
 
-use crate::config::AS_METADATA_PATH;
 use crate::error::RunError;
 
 /// The demo document for `issuer`, compact JSON like real servers send.
@@ -31,8 +30,10 @@ pub fn document(issuer: &str) -> Vec<u8> {
     serde_json::to_vec(&doc).unwrap_or_default()
 }
 
-/// Starts the demo server on `addr`; `Ok(None)` when the address is in use.
-pub fn start(addr: SocketAddr, issuer: &str) -> Result<Option<ServerHandle>, RunError> {
+/// Starts the demo server on `addr`, publishing the document for `issuer`
+/// at `path` (where the gateway fetches it first); `Ok(None)` when the
+/// address is in use.
+pub fn start(addr: SocketAddr, issuer: &str, path: &str) -> Result<Option<ServerHandle>, RunError> {
     let listener = match std::net::TcpListener::bind(addr) {
         Ok(l) => l,
         Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {
@@ -46,10 +47,11 @@ pub fn start(addr: SocketAddr, issuer: &str) -> Result<Option<ServerHandle>, Run
         }
     };
     let body = web::Bytes::from(document(issuer));
+    let route = path.to_string();
     let server = HttpServer::new(move || {
         let body = body.clone();
         App::new().route(
-            AS_METADATA_PATH,
+            &route,
             web::get().to(move || {
                 let body = body.clone();
                 async move {
@@ -68,6 +70,6 @@ pub fn start(addr: SocketAddr, issuer: &str) -> Result<Option<ServerHandle>, Run
     .run();
     let handle = server.handle();
     tokio::spawn(server);
-    tracing::info!(url = %format!("http://{addr}{AS_METADATA_PATH}"), "demo authorization server started");
+    tracing::info!(url = %format!("http://{addr}{path}"), "demo authorization server started");
     Ok(Some(handle))
 }

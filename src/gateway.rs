@@ -1,6 +1,7 @@
-//! The assembled gateway: configuration turned into document slots, the
-//! upstream fetcher, the cache and the metrics, shared by every HTTP worker
-//! and the refreshers.
+//! The assembled gateway: configuration turned into document slots (one
+//! per upstream document), locally generated documents (protected resource
+//! metadata), the upstream fetcher, the cache and the metrics, shared by
+//! every HTTP worker and the refreshers.
 
 use std::sync::Arc;
 
@@ -8,14 +9,26 @@ use crate::cache::{Backoff, DocumentSlot, MetadataCache};
 use crate::config::Config;
 use crate::error::RunError;
 use crate::metrics::{DocumentState, Metrics};
+use crate::protected_resource::ProtectedResourceConfig;
 use crate::upstream::Fetcher;
+
+/// A document generated from configuration and served from memory.
+#[derive(Debug)]
+pub struct LocalDocument {
+    /// Metrics index (after the slots).
+    pub id: usize,
+    /// The document.
+    pub document: ProtectedResourceConfig,
+}
 
 /// Everything a request handler or refresher needs.
 pub struct Gateway {
     /// The document cache.
     pub cache: Arc<MetadataCache>,
-    /// The configured documents, indexed by slot id.
+    /// The configured upstream documents, indexed by slot id.
     pub slots: Vec<Arc<DocumentSlot>>,
+    /// The locally generated documents.
+    pub local: Vec<Arc<LocalDocument>>,
     /// The metrics registry.
     pub metrics: Arc<Metrics>,
 }
@@ -24,7 +37,7 @@ impl Gateway {
     /// Builds the gateway and starts its fetcher thread (no request is made
     /// until the refreshers or a client ask).
     pub fn new(config: &Config) -> Result<Arc<Self>, RunError> {
-        let documents = std::slice::from_ref(&config.document);
+        let documents = &config.documents;
         let backoff = Backoff {
             min: config.upstream.backoff_min,
             max: config.upstream.backoff_max,
@@ -34,13 +47,29 @@ impl Gateway {
             .enumerate()
             .map(|(id, doc)| Arc::new(DocumentSlot::new(id, doc, config.upstream.timeout, backoff)))
             .collect();
-        let names: Vec<&'static str> = slots.iter().map(|s| s.name).collect();
-        let metrics = Arc::new(Metrics::new(&names).map_err(|e| RunError::Metrics(e.to_string()))?);
+        let local: Vec<_> = config
+            .protected_resources
+            .iter()
+            .enumerate()
+            .map(|(i, doc)| {
+                Arc::new(LocalDocument {
+                    id: slots.len() + i,
+                    document: doc.clone(),
+                })
+            })
+            .collect();
+        let names: Vec<&str> = slots.iter().map(|s| &*s.name).collect();
+        let local_names: Vec<&str> = local.iter().map(|d| d.document.name.as_str()).collect();
+        let metrics = Arc::new(
+            Metrics::with_local(&names, &local_names)
+                .map_err(|e| RunError::Metrics(e.to_string()))?,
+        );
         let fetcher = Fetcher::start(&config.upstream)?;
         let cache = Arc::new(MetadataCache::new(slots.len(), fetcher, metrics.clone()));
         Ok(Arc::new(Self {
             cache,
             slots,
+            local,
             metrics,
         }))
     }

@@ -2,7 +2,12 @@
 //! metadata (RFC 8414) in front of MCP servers.
 //!
 //! Module map (see ARCHITECTURE.md for the invariants):
-//! - [`config`]: command line and environment, validated into [`Config`].
+//! - [`config`]: command line and environment, validated into [`Config`];
+//!   [`config_file`]: the TOML file of several documents (`--config`).
+//! - [`discovery`]: well-known routes and upstream URLs (RFC 8414 §3,
+//!   RFC 9728 §3, OpenID Connect Discovery §4), computed from configuration.
+//! - [`protected_resource`]: RFC 9728 metadata generated from configuration.
+//! - [`check`]: the `check` subcommand (is an issuer's metadata usable?).
 //! - [`gateway`]: the assembled service state shared by workers.
 //! - [`cache`]: moka-backed document cache, coalescing and back-off.
 //! - [`freshness`]: fresh / stale / expired and refresh-ahead rules.
@@ -19,8 +24,11 @@
 #![warn(missing_docs)]
 
 pub mod cache;
+pub mod check;
 pub mod config;
+pub mod config_file;
 pub mod demo;
+pub mod discovery;
 pub mod document;
 pub mod error;
 pub mod freshness;
@@ -28,6 +36,7 @@ pub mod gateway;
 pub mod http;
 pub mod metrics;
 pub mod outcome;
+pub mod protected_resource;
 pub mod refresher;
 pub mod tls;
 pub mod upstream;
@@ -50,9 +59,9 @@ pub async fn run(
     listener: TcpListener,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), RunError> {
-    let demo = match config.demo {
-        Some(addr) => demo::start(addr, config.document.issuer.as_str())?,
-        None => None,
+    let demo = match (config.demo, config.demo_document()) {
+        (Some(addr), Some((issuer, path))) => demo::start(addr, issuer, &path)?,
+        _ => None,
     };
     let gateway = Gateway::new(&config)?;
     let (stop_refreshers, stop) = tokio::sync::watch::channel(());
@@ -80,7 +89,13 @@ pub async fn run(
         },
     )?;
     let handle = server.handle();
-    tracing::info!(%addr, upstream = %config.document.upstream_url, issuer = config.document.issuer.as_str(), "gateway listening");
+    for doc in &config.documents {
+        tracing::info!(document = %doc.name, routes = ?doc.routes, upstream = ?doc.upstream_urls, issuer = doc.issuer.as_str(), "serving");
+    }
+    for doc in &config.protected_resources {
+        tracing::info!(document = %doc.name, routes = ?doc.routes, "serving");
+    }
+    tracing::info!(%addr, "gateway listening");
 
     let mut server = std::pin::pin!(server);
     let result = tokio::select! {

@@ -1,27 +1,30 @@
-//! Binary entry point: parse and validate the configuration, set up logging,
-//! bind the listener and hand over to [`oauth_metadata_gateway::run`] until
-//! SIGINT or SIGTERM.
+//! Binary entry point: parse the command line; `check` runs the metadata
+//! check and exits 0/1; otherwise validate the configuration, set up
+//! logging, bind the listener and hand over to
+//! [`oauth_metadata_gateway::run`] until SIGINT or SIGTERM.
 
 #![forbid(unsafe_code)]
 
 use std::process::ExitCode;
 
-use oauth_metadata_gateway::config::LogFormat;
+use clap::Parser;
+use oauth_metadata_gateway::check::CheckArgs;
+use oauth_metadata_gateway::config::{Command, LogFormat};
 use oauth_metadata_gateway::{run, Cli};
 use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
-    let config = Cli::parse_config();
+    let mut cli = Cli::parse();
+    if let Some(Command::Check(args)) = cli.command.take() {
+        return check(&args);
+    }
+    let config = match cli.into_config() {
+        Ok(config) => config,
+        Err(err) => err.exit(),
+    };
     init_logging(config.log_format);
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("error: cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
+    let Some(runtime) = runtime() else {
+        return ExitCode::FAILURE;
     };
     runtime.block_on(async move {
         let listener = match std::net::TcpListener::bind(config.listen) {
@@ -39,6 +42,33 @@ fn main() -> ExitCode {
             }
         }
     })
+}
+
+fn runtime() -> Option<tokio::runtime::Runtime> {
+    match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => Some(rt),
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            None
+        }
+    }
+}
+
+/// `check ISSUER`: the report on stdout, exit status 0 when it passed.
+fn check(args: &CheckArgs) -> ExitCode {
+    let Some(runtime) = runtime() else {
+        return ExitCode::FAILURE;
+    };
+    let report = runtime.block_on(oauth_metadata_gateway::check::run(args));
+    println!("{report}");
+    if report.passed(args.strict) {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
 }
 
 fn init_logging(format: LogFormat) {

@@ -2,7 +2,8 @@
 //!
 //! Names and labels are part of the public interface (README, Grafana
 //! dashboard, alert rules). Every label value is bounded: `document` is a
-//! configured document name, `result` comes from [`CacheOutcome`], `outcome`
+//! configured document name (document kind plus configured issuer or
+//! resource path, never client input), `result` comes from [`CacheOutcome`], `outcome`
 //! from [`crate::error::FetchError::outcome_label`], `route` is a route
 //! pattern, never a raw path. Per-document handles are resolved once at
 //! start-up so the request path does no label lookups.
@@ -32,9 +33,10 @@ pub const UNMATCHED_ROUTE: &str = "unmatched";
 /// Handles for one document, resolved at start-up.
 #[derive(Debug)]
 struct DocumentMetrics {
-    name: &'static str,
+    name: String,
     lookups: [IntCounter; 4],
-    fetch_duration: Histogram,
+    /// `None` for documents generated locally (never fetched).
+    fetch_duration: Option<Histogram>,
     age: Gauge,
     stale: IntGauge,
     cached: IntGauge,
@@ -62,7 +64,15 @@ pub struct DocumentState {
 impl Metrics {
     /// Registers every metric; `documents` are the configured document
     /// names, in slot order.
-    pub fn new(documents: &[&'static str]) -> Result<Self, prometheus::Error> {
+    pub fn new(documents: &[&str]) -> Result<Self, prometheus::Error> {
+        Self::with_local(documents, &[])
+    }
+
+    /// Like [`Metrics::new`], plus documents generated locally (protected
+    /// resource metadata): they get indices after the fetched ones, lookup
+    /// counters and document gauges that say "cached, age 0" for good, and
+    /// no upstream-fetch series.
+    pub fn with_local(documents: &[&str], local: &[&str]) -> Result<Self, prometheus::Error> {
         let registry = Registry::new();
         let lookups = IntCounterVec::new(
             Opts::new(
@@ -151,22 +161,28 @@ impl Metrics {
             prometheus::process_collector::ProcessCollector::for_self(),
         ))?;
 
-        let documents = documents
-            .iter()
-            .map(|&name| {
+        let handles = |name: &str, fetched: bool| {
+            if fetched {
                 for outcome in FETCH_OUTCOMES {
                     fetches.with_label_values(&[name, outcome]);
                 }
-                DocumentMetrics {
-                    name,
-                    lookups: RESULT_LABELS.map(|r| lookups.with_label_values(&[name, r])),
-                    fetch_duration: fetch_duration.with_label_values(&[name]),
-                    age: age.with_label_values(&[name]),
-                    stale: stale.with_label_values(&[name]),
-                    cached: cached.with_label_values(&[name]),
-                }
-            })
-            .collect();
+            }
+            DocumentMetrics {
+                name: name.to_string(),
+                lookups: RESULT_LABELS.map(|r| lookups.with_label_values(&[name, r])),
+                fetch_duration: fetched.then(|| fetch_duration.with_label_values(&[name])),
+                age: age.with_label_values(&[name]),
+                stale: stale.with_label_values(&[name]),
+                cached: cached.with_label_values(&[name]),
+            }
+        };
+        let mut all: Vec<DocumentMetrics> = documents.iter().map(|n| handles(n, true)).collect();
+        for name in local {
+            let d = handles(name, false);
+            d.cached.set(1);
+            all.push(d);
+        }
+        let documents = all;
         Ok(Self {
             registry,
             documents,
@@ -186,8 +202,12 @@ impl Metrics {
     /// Counts one upstream fetch and its duration.
     pub fn record_fetch(&self, doc: usize, outcome: &'static str, elapsed: Duration) {
         if let Some(d) = self.documents.get(doc) {
-            self.fetches.with_label_values(&[d.name, outcome]).inc();
-            d.fetch_duration.observe(elapsed.as_secs_f64());
+            if let Some(h) = &d.fetch_duration {
+                self.fetches
+                    .with_label_values(&[d.name.as_str(), outcome])
+                    .inc();
+                h.observe(elapsed.as_secs_f64());
+            }
         }
     }
 
@@ -258,5 +278,21 @@ mod tests {
         let text = String::from_utf8(m.render().unwrap()).unwrap();
         assert!(text.contains("metadata_gateway_lookups_total{document=\"a\",result=\"hit\"} 2"));
         assert!(text.contains("metadata_gateway_lookups_total{document=\"a\",result=\"miss\"} 1"));
+    }
+
+    #[test]
+    fn local_documents_have_lookups_and_gauges_but_no_fetches() {
+        let m = Metrics::with_local(&["as"], &["oauth-protected-resource/mcp"]).unwrap();
+        m.record_lookup(1, CacheOutcome::Hit);
+        m.record_fetch(1, "ok", Duration::from_millis(1)); // ignored: never fetched
+        let text = String::from_utf8(m.render().unwrap()).unwrap();
+        assert!(text.contains(
+            "metadata_gateway_lookups_total{document=\"oauth-protected-resource/mcp\",result=\"hit\"} 1"
+        ));
+        assert!(text.contains(
+            "metadata_gateway_document_cached{document=\"oauth-protected-resource/mcp\"} 1"
+        ));
+        assert!(!text.contains("upstream_fetches_total{document=\"oauth-protected-resource/mcp\""));
+        assert!(text.contains("upstream_fetches_total{document=\"as\",outcome=\"ok\"} 0"));
     }
 }

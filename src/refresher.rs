@@ -33,5 +33,5 @@ pub async fn run(
             _ = stop.changed() => break,
         }
     }
-    tracing::debug!(document = slot.name, "refresher stopped");
+    tracing::debug!(document = &*slot.name, "refresher stopped");
 }

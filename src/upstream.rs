@@ -10,7 +10,9 @@
 //! One fetch is one GET with a whole-fetch deadline (connect + head + body),
 //! a status check (200 only), a content-type check (`application/json`,
 //! RFC 8414 §3.2) and a body size limit. Validation of the JSON itself is
-//! the caller's job ([`crate::document`]).
+//! the caller's job ([`crate::document`]). [`Fetcher::fetch_raw`] makes the
+//! same request without the status and content-type checks, for the
+//! `check` subcommand, which reports them instead of stopping at them.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -32,7 +34,20 @@ pub struct Fetcher {
 #[derive(Debug)]
 struct Job {
     url: Arc<str>,
-    reply: oneshot::Sender<Result<Bytes, FetchError>>,
+    /// Require 200 + JSON before reading the body (the gateway's fetch).
+    strict: bool,
+    reply: oneshot::Sender<Result<RawResponse, FetchError>>,
+}
+
+/// What the upstream answered, for callers that judge it themselves.
+#[derive(Debug, Clone)]
+pub struct RawResponse {
+    /// The HTTP status.
+    pub status: u16,
+    /// The `Content-Type` header, if any (lossily decoded).
+    pub content_type: Option<String>,
+    /// The body, within the size limit.
+    pub body: Bytes,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -60,9 +75,19 @@ impl Fetcher {
     /// Fetches `url` and returns the body of a 200 `application/json`
     /// response no larger than the limit.
     pub async fn fetch(&self, url: Arc<str>) -> Result<Bytes, FetchError> {
+        self.send(url, true).await.map(|r| r.body)
+    }
+
+    /// The same GET (same client, headers, timeout and size limit) with
+    /// any status and content type returned rather than refused.
+    pub async fn fetch_raw(&self, url: Arc<str>) -> Result<RawResponse, FetchError> {
+        self.send(url, false).await
+    }
+
+    async fn send(&self, url: Arc<str>, strict: bool) -> Result<RawResponse, FetchError> {
         let (reply, answer) = oneshot::channel();
         self.jobs
-            .send(Job { url, reply })
+            .send(Job { url, strict, reply })
             .map_err(|_| FetchError::FetcherStopped)?;
         answer.await.map_err(|_| FetchError::FetcherStopped)?
     }
@@ -91,7 +116,7 @@ fn fetcher_thread(
         while let Some(job) = rx.recv().await {
             let client = client.clone();
             actix_web::rt::spawn(async move {
-                let result = fetch_once(&client, &job.url, limits).await;
+                let result = fetch_once(&client, &job.url, limits, job.strict).await;
                 // The requester may have given up; nothing to do then.
                 let _ = job.reply.send(result);
             });
@@ -99,7 +124,12 @@ fn fetcher_thread(
     });
 }
 
-async fn fetch_once(client: &awc::Client, url: &str, limits: Limits) -> Result<Bytes, FetchError> {
+async fn fetch_once(
+    client: &awc::Client,
+    url: &str,
+    limits: Limits,
+    strict: bool,
+) -> Result<RawResponse, FetchError> {
     let work = async {
         let mut response = client
             .get(url)
@@ -108,18 +138,27 @@ async fn fetch_once(client: &awc::Client, url: &str, limits: Limits) -> Result<B
             .await
             .map_err(|e| send_error(e, limits.timeout))?;
         let status = response.status();
-        if status != awc::http::StatusCode::OK {
-            return Err(FetchError::HttpStatus(status.as_u16()));
+        let content_type = response.headers().get(header::CONTENT_TYPE);
+        if strict {
+            if status != awc::http::StatusCode::OK {
+                return Err(FetchError::HttpStatus(status.as_u16()));
+            }
+            check_content_type(content_type)?;
         }
-        check_content_type(response.headers().get(header::CONTENT_TYPE))?;
-        response
+        let content_type = content_type.map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
+        let body = response
             .body()
             .limit(limits.max_body_size)
             .await
             .map_err(|e| match e {
                 PayloadError::Overflow => FetchError::TooLarge(limits.max_body_size),
                 other => FetchError::Body(other.to_string()),
-            })
+            })?;
+        Ok(RawResponse {
+            status: status.as_u16(),
+            content_type,
+            body,
+        })
     };
     match tokio::time::timeout(limits.timeout, work).await {
         Ok(result) => result,
@@ -139,7 +178,7 @@ fn send_error(e: SendRequestError, timeout: Duration) -> FetchError {
 
 /// RFC 8414 §3.2: the response uses `application/json`. Parameters such as
 /// `charset` are allowed, and so is a structured `+json` suffix type.
-fn check_content_type(value: Option<&header::HeaderValue>) -> Result<(), FetchError> {
+pub fn check_content_type(value: Option<&header::HeaderValue>) -> Result<(), FetchError> {
     let raw = value.and_then(|v| v.to_str().ok()).unwrap_or("");
     let essence = raw
         .split(';')

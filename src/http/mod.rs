@@ -1,20 +1,29 @@
 //! The HTTP front: routes, middleware and the actix-web server.
 //!
 //! Route map:
-//! - `/.well-known/...` (a scope with CORS on every response):
-//!   each configured document answers GET/HEAD from the cache, OPTIONS with
-//!   a preflight, anything else with 405; other paths answer OPTIONS with a
-//!   preflight and everything else with a JSON 404.
+//! - every configured route of every document (computed at start-up by
+//!   [`crate::discovery`]; most are under `/.well-known/`, OpenID
+//!   configuration also at `<issuer path>/.well-known/openid-configuration`),
+//!   with CORS on every response: GET/HEAD answered from the cache (or, for
+//!   protected resource metadata, from memory), OPTIONS with a preflight,
+//!   anything else with 405. Each is an actix resource with a static
+//!   pattern, matched by exact string comparison: an unknown suffix, `..`,
+//!   an encoded slash or a doubled slash matches nothing, and no request
+//!   path is ever turned into an upstream URL (no open proxy).
+//! - anything else under `/.well-known/` (a scope with CORS): OPTIONS gets
+//!   a preflight, everything else a JSON 404.
 //! - `/metrics`, `/healthz`, `/readyz`: operations, GET and HEAD (405 with
 //!   `Allow: GET, HEAD` for anything else).
 //! - anything else: JSON 404.
 //!
-//! Every resource is named after its route pattern, which labels the HTTP
-//! metrics (bounded cardinality: never the raw path).
+//! Every resource is named after its route (a configured path or a fixed
+//! pattern), which labels the HTTP metrics (bounded cardinality: never the
+//! raw request path).
 
 pub mod conditional;
 pub mod cors;
 pub mod errors;
+pub mod local;
 pub mod metadata;
 pub mod ops;
 
@@ -29,7 +38,7 @@ use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
 use crate::cache::DocumentSlot;
 use crate::error::RunError;
 use crate::freshness::ceil_seconds;
-use crate::gateway::Gateway;
+use crate::gateway::{Gateway, LocalDocument};
 use crate::metrics::UNMATCHED_ROUTE;
 
 /// Server-level settings.
@@ -80,11 +89,21 @@ pub fn server(
 
 /// Registers every route of the gateway.
 pub fn routes(cfg: &mut web::ServiceConfig, gw: &Arc<Gateway>) {
-    let mut wellknown = web::scope("/.well-known").wrap(cors::response_headers());
+    // Document routes first: actix tries services in registration order,
+    // and the `/.well-known` scope below would take everything under it.
     for slot in &gw.slots {
-        wellknown = wellknown.service(document_resource(gw.clone(), slot.clone()));
+        for route in &slot.routes {
+            cfg.service(document_resource(gw.clone(), slot.clone(), route));
+        }
     }
-    let wellknown = wellknown.default_service(web::to(wellknown_fallback));
+    for doc in &gw.local {
+        for route in &doc.document.routes {
+            cfg.service(local_resource(gw.clone(), doc.clone(), route));
+        }
+    }
+    let wellknown = web::scope("/.well-known")
+        .wrap(cors::response_headers())
+        .default_service(web::to(wellknown_fallback));
     let (m, r) = (gw.clone(), gw.clone());
     cfg.service(wellknown)
         .service(
@@ -117,25 +136,80 @@ pub fn routes(cfg: &mut web::ServiceConfig, gw: &Arc<Gateway>) {
         .default_service(web::to(|| async { errors::not_found() }));
 }
 
-fn document_resource(gw: Arc<Gateway>, slot: Arc<DocumentSlot>) -> actix_web::Resource {
-    let path = slot
-        .route
-        .strip_prefix("/.well-known")
-        .unwrap_or(&slot.route)
-        .to_string();
+fn document_resource(
+    gw: Arc<Gateway>,
+    slot: Arc<DocumentSlot>,
+    route: &str,
+) -> actix_web::Resource<
+    impl actix_web::dev::ServiceFactory<
+        actix_web::dev::ServiceRequest,
+        Config = (),
+        Response = actix_web::dev::ServiceResponse,
+        Error = actix_web::Error,
+        InitError = (),
+    >,
+> {
     let serve = move |req: HttpRequest| {
         let gw = gw.clone();
         let slot = slot.clone();
         async move {
             let lookup = gw.cache.lookup(&slot).await;
             gw.metrics.record_lookup(slot.id, lookup.outcome);
-            tracing::debug!(document = slot.name, outcome = %lookup.outcome, "metadata request");
+            tracing::debug!(document = &*slot.name, outcome = %lookup.outcome, "metadata request");
             metadata::respond(&req, &slot, &lookup)
         }
     };
-    let name = format!("/.well-known{path}");
-    web::resource(path)
-        .name(&name)
+    document_routes(route, serve)
+}
+
+fn local_resource(
+    gw: Arc<Gateway>,
+    doc: Arc<LocalDocument>,
+    route: &str,
+) -> actix_web::Resource<
+    impl actix_web::dev::ServiceFactory<
+        actix_web::dev::ServiceRequest,
+        Config = (),
+        Response = actix_web::dev::ServiceResponse,
+        Error = actix_web::Error,
+        InitError = (),
+    >,
+> {
+    let serve = move |req: HttpRequest| {
+        let gw = gw.clone();
+        let doc = doc.clone();
+        async move {
+            gw.metrics
+                .record_lookup(doc.id, crate::outcome::CacheOutcome::Hit);
+            local::respond(&req, &doc)
+        }
+    };
+    document_routes(route, serve)
+}
+
+/// One document route: GET/HEAD served by `serve`, OPTIONS a preflight,
+/// other methods 405, CORS headers on all of them. `route` is a configured
+/// path without `{`, `}` or `*` (checked by [`crate::discovery`]), so actix
+/// compares it to the request path as a plain string.
+fn document_routes<F, Fut>(
+    route: &str,
+    serve: F,
+) -> actix_web::Resource<
+    impl actix_web::dev::ServiceFactory<
+        actix_web::dev::ServiceRequest,
+        Config = (),
+        Response = actix_web::dev::ServiceResponse,
+        Error = actix_web::Error,
+        InitError = (),
+    >,
+>
+where
+    F: Fn(HttpRequest) -> Fut + Clone + 'static,
+    Fut: std::future::Future<Output = HttpResponse> + 'static,
+{
+    web::resource(route)
+        .name(route)
+        .wrap(cors::response_headers())
         .route(web::get().to(serve.clone()))
         .route(web::head().to(serve))
         .route(web::method(Method::OPTIONS).to(|| async { cors::preflight() }))

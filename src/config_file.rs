@@ -1,0 +1,633 @@
+//! The TOML configuration file (`--config FILE`): several authorization
+//! servers, each with its own upstream and lifetimes, and the protected
+//! resources that point at them.
+//!
+//! ```toml
+//! [[authorization_server]]
+//! issuer = "https://auth.example.com/tenant1"
+//! upstream = "http://auth.internal:8080/tenant1"  # optional, default: the issuer
+//! openid_configuration = true                     # optional, default: false
+//! ttl = "10m"                                     # optional, default: --ttl
+//! max_stale = "1h"                                # optional, default: --max-stale
+//!
+//! [[protected_resource]]
+//! resource = "https://mcp.example.com/mcp"
+//! authorization_servers = ["https://auth.example.com/tenant1"]  # optional
+//! scopes_supported = ["mcp:tools"]
+//! ```
+//!
+//! The whole file is checked at start-up. Every problem is reported with
+//! the file, line, column and key it is about, and a snippet of the line:
+//! syntax errors, unknown keys and wrong types (from the `toml` crate's
+//! spans), bad URLs and durations, and two documents claiming one route.
+
+use std::ops::Range;
+use std::path::Path;
+use std::time::Duration;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+use crate::config::{DocumentConfig, Documents};
+use crate::discovery::{self, AuthorizationServerSpec, SpecField};
+use crate::protected_resource::{ProtectedResourceConfig, ResourceMetadata};
+
+/// Lifetimes used where a document does not set its own (the `--ttl` and
+/// `--max-stale` flags).
+#[derive(Debug, Clone, Copy)]
+pub struct Defaults {
+    /// Freshness lifetime (and the protected resource documents' max-age).
+    pub ttl: Duration,
+    /// How long past its TTL a document may be served stale.
+    pub max_stale: Duration,
+}
+
+/// A problem in the configuration file, located when possible.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigFileError {
+    /// The file, as given.
+    pub path: String,
+    /// 1-based line and column of the offending text.
+    pub position: Option<(usize, usize)>,
+    /// The key it is about, e.g. `authorization_server[1].issuer`.
+    pub key: Option<String>,
+    /// What is wrong.
+    pub message: String,
+    /// The offending line with a caret marker under the span.
+    pub snippet: Option<String>,
+}
+
+impl std::fmt::Display for ConfigFileError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.path)?;
+        if let Some((line, column)) = self.position {
+            write!(f, ", line {line}, column {column}")?;
+        }
+        if let Some(key) = &self.key {
+            write!(f, ", key `{key}`")?;
+        }
+        write!(f, ": {}", self.message)?;
+        if let Some(snippet) = &self.snippet {
+            write!(f, "\n{snippet}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigFileError {}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    #[serde(default)]
+    authorization_server: Vec<Spanned<AuthorizationServerEntry>>,
+    #[serde(default)]
+    protected_resource: Vec<Spanned<ProtectedResourceEntry>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AuthorizationServerEntry {
+    issuer: Spanned<String>,
+    upstream: Option<Spanned<String>>,
+    #[serde(default)]
+    openid_configuration: bool,
+    ttl: Option<Spanned<String>>,
+    max_stale: Option<Spanned<String>>,
+}
+
+type Field<T> = Option<Spanned<T>>;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ProtectedResourceEntry {
+    resource: Spanned<String>,
+    authorization_servers: Field<Vec<String>>,
+    also_at_root: Option<bool>,
+    ttl: Field<String>,
+    jwks_uri: Field<String>,
+    scopes_supported: Field<Vec<String>>,
+    bearer_methods_supported: Field<Vec<String>>,
+    resource_signing_alg_values_supported: Field<Vec<String>>,
+    resource_name: Field<String>,
+    resource_documentation: Field<String>,
+    resource_policy_uri: Field<String>,
+    resource_tos_uri: Field<String>,
+    tls_client_certificate_bound_access_tokens: Field<bool>,
+    authorization_details_types_supported: Field<Vec<String>>,
+    dpop_signing_alg_values_supported: Field<Vec<String>>,
+    dpop_bound_access_tokens_required: Field<bool>,
+}
+
+impl ProtectedResourceEntry {
+    /// The span of a member, for errors about it.
+    fn span_of(&self, field: &str) -> Option<Range<usize>> {
+        fn s<T>(f: &Field<T>) -> Option<Range<usize>> {
+            f.as_ref().map(Spanned::span)
+        }
+        match field {
+            "resource" => Some(self.resource.span()),
+            "authorization_servers" => s(&self.authorization_servers),
+            "jwks_uri" => s(&self.jwks_uri),
+            "scopes_supported" => s(&self.scopes_supported),
+            "bearer_methods_supported" => s(&self.bearer_methods_supported),
+            "resource_documentation" => s(&self.resource_documentation),
+            "resource_policy_uri" => s(&self.resource_policy_uri),
+            "resource_tos_uri" => s(&self.resource_tos_uri),
+            _ => None,
+        }
+    }
+}
+
+fn value<T: Clone>(f: &Field<T>) -> Option<T> {
+    f.as_ref().map(|s| s.get_ref().clone())
+}
+
+/// Reads and checks the file at `path`.
+pub fn load(path: &Path, defaults: Defaults) -> Result<Documents, ConfigFileError> {
+    let shown = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|e| ConfigFileError {
+        path: shown.clone(),
+        position: None,
+        key: None,
+        message: format!("cannot read the file: {e}"),
+        snippet: None,
+    })?;
+    parse(&text, &shown, defaults)
+}
+
+/// Parses and checks configuration `text`; `path` names it in errors.
+pub fn parse(text: &str, path: &str, defaults: Defaults) -> Result<Documents, ConfigFileError> {
+    let source = Source { text, path };
+    let file: FileConfig = toml::from_str(text).map_err(|e| {
+        let span = e.span();
+        let key = span.as_ref().and_then(|s| key_at(text, s.start));
+        source.error(span, key, e.message().trim_end().to_string())
+    })?;
+    if file.authorization_server.is_empty() && file.protected_resource.is_empty() {
+        return Err(source.error(
+            None,
+            None,
+            "the file declares no documents: add an [[authorization_server]] or [[protected_resource]] table".to_string(),
+        ));
+    }
+
+    let mut documents: Vec<DocumentConfig> = Vec::new();
+    // (route, owner, span of the owner's identifying value)
+    let mut owners: Vec<(String, String, Range<usize>)> = Vec::new();
+    let mut issuers = Vec::new();
+    for (i, entry) in file.authorization_server.iter().enumerate() {
+        let e = entry.get_ref();
+        let key = |k: &str| format!("authorization_server[{i}].{k}");
+        let ttl = match &e.ttl {
+            Some(v) => parse_duration(v.get_ref(), true)
+                .map_err(|m| source.error(Some(v.span()), Some(key("ttl")), m))?,
+            None => defaults.ttl,
+        };
+        let max_stale = match &e.max_stale {
+            Some(v) => parse_duration(v.get_ref(), false)
+                .map_err(|m| source.error(Some(v.span()), Some(key("max_stale")), m))?,
+            None => defaults.max_stale,
+        };
+        let docs = discovery::authorization_server_documents(&AuthorizationServerSpec {
+            issuer: e.issuer.get_ref(),
+            upstream: e.upstream.as_ref().map(|u| u.get_ref().as_str()),
+            openid_configuration: e.openid_configuration,
+            ttl,
+            max_stale,
+        })
+        .map_err(|(field, m)| match (field, &e.upstream) {
+            (SpecField::Upstream, Some(u)) => {
+                source.error(Some(u.span()), Some(key("upstream")), m)
+            }
+            _ => source.error(Some(e.issuer.span()), Some(key("issuer")), m),
+        })?;
+        for d in &docs {
+            for r in &d.routes {
+                owners.push((
+                    r.clone(),
+                    format!("authorization_server[{i}]"),
+                    e.issuer.span(),
+                ));
+            }
+        }
+        issuers.push(e.issuer.get_ref().clone());
+        documents.extend(docs);
+    }
+
+    let single_resource = file.protected_resource.len() == 1;
+    let mut protected_resources = Vec::new();
+    for (i, entry) in file.protected_resource.iter().enumerate() {
+        let e = entry.get_ref();
+        let key = |k: &str| format!("protected_resource[{i}].{k}");
+        let max_age = match &e.ttl {
+            Some(v) => parse_duration(v.get_ref(), true)
+                .map_err(|m| source.error(Some(v.span()), Some(key("ttl")), m))?,
+            None => defaults.ttl,
+        };
+        let authorization_servers =
+            match value(&e.authorization_servers) {
+                Some(list) => list,
+                None if !issuers.is_empty() => issuers.clone(),
+                None => return Err(source.error(
+                    Some(entry.span()),
+                    Some(key("authorization_servers")),
+                    "missing: no [[authorization_server]] is configured, so name the issuers here"
+                        .to_string(),
+                )),
+            };
+        let metadata = ResourceMetadata {
+            resource: e.resource.get_ref().clone(),
+            authorization_servers,
+            jwks_uri: value(&e.jwks_uri),
+            scopes_supported: value(&e.scopes_supported),
+            bearer_methods_supported: value(&e.bearer_methods_supported),
+            resource_signing_alg_values_supported: value(&e.resource_signing_alg_values_supported),
+            resource_name: value(&e.resource_name),
+            resource_documentation: value(&e.resource_documentation),
+            resource_policy_uri: value(&e.resource_policy_uri),
+            resource_tos_uri: value(&e.resource_tos_uri),
+            tls_client_certificate_bound_access_tokens: value(
+                &e.tls_client_certificate_bound_access_tokens,
+            ),
+            authorization_details_types_supported: value(&e.authorization_details_types_supported),
+            dpop_signing_alg_values_supported: value(&e.dpop_signing_alg_values_supported),
+            dpop_bound_access_tokens_required: value(&e.dpop_bound_access_tokens_required),
+        };
+        let also_at_root = e.also_at_root.unwrap_or(single_resource);
+        let pr = ProtectedResourceConfig::new(&metadata, also_at_root, max_age).map_err(|err| {
+            let span = e.span_of(err.field).unwrap_or_else(|| entry.span());
+            let k = match err.index {
+                Some(n) => key(&format!("{}[{n}]", err.field)),
+                None => key(err.field),
+            };
+            source.error(Some(span), Some(k), err.message)
+        })?;
+        for r in &pr.routes {
+            owners.push((
+                r.clone(),
+                format!("protected_resource[{i}]"),
+                e.resource.span(),
+            ));
+        }
+        protected_resources.push(pr);
+    }
+
+    // Every route is served by exactly one document: refuse the file
+    // otherwise, pointing at the second claimant.
+    let mut seen: std::collections::HashMap<&str, (&str, usize)> = std::collections::HashMap::new();
+    for (route, owner, span) in &owners {
+        if let Some((first, first_offset)) = seen.get(route.as_str()) {
+            let (line, _) = line_col(text, *first_offset);
+            let message = if first == owner {
+                format!("the route {route} is claimed twice by this entry")
+            } else {
+                format!("the route {route} is already served by {first} (line {line}); every route must belong to one document")
+            };
+            let hint = if route.starts_with("/.well-known/oauth-protected-resource")
+                && !route.contains("oauth-protected-resource/")
+            {
+                " (set also_at_root = false on all but one protected_resource)"
+            } else {
+                ""
+            };
+            let member = if owner.starts_with("protected_resource") {
+                "resource"
+            } else {
+                "issuer"
+            };
+            return Err(source.error(
+                Some(span.clone()),
+                Some(format!("{owner}.{member}")),
+                format!("{message}{hint}"),
+            ));
+        }
+        seen.insert(route, (owner, span.start));
+    }
+
+    Ok(Documents {
+        documents,
+        protected_resources,
+    })
+}
+
+struct Source<'a> {
+    text: &'a str,
+    path: &'a str,
+}
+
+impl Source<'_> {
+    fn error(
+        &self,
+        span: Option<Range<usize>>,
+        key: Option<String>,
+        message: String,
+    ) -> ConfigFileError {
+        let (position, snippet) = match span {
+            Some(span) => {
+                let start = span.start.min(self.text.len());
+                let (line, column) = line_col(self.text, start);
+                (Some((line, column)), Some(snippet(self.text, span, line)))
+            }
+            None => (None, None),
+        };
+        ConfigFileError {
+            path: self.path.to_string(),
+            position,
+            key,
+            message,
+            snippet,
+        }
+    }
+}
+
+/// 1-based line and column (in characters) of byte `offset`.
+fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let offset = floor_char_boundary(text, offset);
+    let before = &text[..offset];
+    let line = before.matches('\n').count() + 1;
+    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+    (line, before[line_start..].chars().count() + 1)
+}
+
+fn floor_char_boundary(text: &str, mut offset: usize) -> usize {
+    offset = offset.min(text.len());
+    while !text.is_char_boundary(offset) {
+        offset -= 1;
+    }
+    offset
+}
+
+/// The line holding `span.start`, with carets under the span (clipped to the line).
+fn snippet(text: &str, span: Range<usize>, line: usize) -> String {
+    let start = floor_char_boundary(text, span.start);
+    let line_start = text[..start].rfind('\n').map_or(0, |i| i + 1);
+    let line_end = text[start..].find('\n').map_or(text.len(), |i| start + i);
+    let line_text = text[line_start..line_end].trim_end_matches('\r');
+    let end = floor_char_boundary(text, span.end.max(start + 1).min(line_end.max(start)));
+    let pad = text[line_start..start].chars().count();
+    let width = text[start..end.max(start)].chars().count().max(1);
+    let number = line.to_string();
+    format!(
+        "{number} | {line_text}\n{} | {}{}",
+        " ".repeat(number.len()),
+        " ".repeat(pad),
+        "^".repeat(width)
+    )
+}
+
+/// The key path around byte `offset`, found from the text: the nearest
+/// `key =` at or above the offset's line, within the nearest `[[table]]`,
+/// counted from the top for its index. Used for the `toml` crate's own
+/// errors, which carry a span but not a key.
+fn key_at(text: &str, offset: usize) -> Option<String> {
+    let offset = floor_char_boundary(text, offset);
+    let line_end = text[offset..].find('\n').map_or(text.len(), |i| offset + i);
+    let upto = &text[..line_end];
+    let mut key = None;
+    let mut table = None;
+    for line in upto.lines().rev() {
+        let t = line.trim();
+        if t.starts_with('[') {
+            table = Some(t.trim_matches(|c| c == '[' || c == ']').trim().to_string());
+            break;
+        }
+        if key.is_none() {
+            if let Some((k, _)) = t.split_once('=') {
+                let k = k.trim();
+                if !k.is_empty()
+                    && k.chars()
+                        .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+                {
+                    key = Some(k.to_string());
+                }
+            }
+        }
+    }
+    let table = match table {
+        Some(name) => {
+            let header = format!("[[{name}]]");
+            let index = upto
+                .lines()
+                .filter(|l| l.trim().replace(' ', "") == header)
+                .count()
+                .checked_sub(1);
+            Some(match index {
+                Some(i) => format!("{name}[{i}]"),
+                None => name,
+            })
+        }
+        None => None,
+    };
+    match (table, key) {
+        (Some(t), Some(k)) => Some(format!("{t}.{k}")),
+        (t, k) => t.or(k),
+    }
+}
+
+fn parse_duration(value: &str, positive: bool) -> Result<Duration, String> {
+    let d = humantime::parse_duration(value)
+        .map_err(|e| format!("{value:?} is not a duration: {e} (expected e.g. 30s, 5m, 24h)"))?;
+    if positive && d.is_zero() {
+        return Err("must be greater than zero".to_string());
+    }
+    Ok(d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const DEFAULTS: Defaults = Defaults {
+        ttl: Duration::from_secs(300),
+        max_stale: Duration::from_secs(3600),
+    };
+
+    fn ok(text: &str) -> Documents {
+        parse(text, "gw.toml", DEFAULTS).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    fn err(text: &str) -> ConfigFileError {
+        parse(text, "gw.toml", DEFAULTS).expect_err("must be rejected")
+    }
+
+    #[test]
+    fn a_full_file() {
+        let d = ok(r#"
+# Two tenants on one authorization server, one OpenID Provider elsewhere.
+[[authorization_server]]
+issuer = "https://auth.example.com/tenant1"
+upstream = "http://auth.internal:8080/tenant1"
+ttl = "10m"
+
+[[authorization_server]]
+issuer = "https://auth.example.com/tenant2"
+max_stale = "0s"
+
+[[authorization_server]]
+issuer = "https://login.example.org"
+openid_configuration = true
+
+[[protected_resource]]
+resource = "https://mcp.example.com/mcp"
+scopes_supported = ["mcp:tools"]
+bearer_methods_supported = ["header"]
+resource_name = "Example MCP"
+"#);
+        let names: Vec<_> = d.documents.iter().map(|d| d.name.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "oauth-authorization-server/tenant1",
+                "oauth-authorization-server/tenant2",
+                "oauth-authorization-server",
+                "openid-configuration"
+            ]
+        );
+        assert_eq!(d.documents[0].ttl, Duration::from_secs(600));
+        assert_eq!(d.documents[0].max_stale, DEFAULTS.max_stale);
+        assert_eq!(
+            d.documents[0].upstream_urls[0],
+            "http://auth.internal:8080/.well-known/oauth-authorization-server/tenant1"
+        );
+        assert_eq!(d.documents[1].ttl, DEFAULTS.ttl);
+        assert_eq!(d.documents[1].max_stale, Duration::ZERO);
+        assert_eq!(
+            d.documents[1].upstream_urls[0],
+            "https://auth.example.com/.well-known/oauth-authorization-server/tenant2"
+        );
+        let pr = &d.protected_resources[0];
+        assert_eq!(
+            pr.routes.len(),
+            2,
+            "a single resource is also served at the root"
+        );
+        let body: serde_json::Value = serde_json::from_slice(&pr.body).unwrap();
+        assert_eq!(
+            body["authorization_servers"],
+            serde_json::json!([
+                "https://auth.example.com/tenant1",
+                "https://auth.example.com/tenant2",
+                "https://login.example.org"
+            ])
+        );
+        assert_eq!(body["resource_name"], "Example MCP");
+    }
+
+    #[test]
+    fn syntax_errors_and_unknown_keys_give_line_and_key() {
+        let e = err("[[authorization_server]]\nissuer = \"https://a\"\nisuer = \"https://b\"\n");
+        assert_eq!(e.position.map(|p| p.0), Some(3), "{e}");
+        assert_eq!(
+            e.key.as_deref(),
+            Some("authorization_server[0].isuer"),
+            "{e}"
+        );
+        assert!(e.message.contains("unknown field `isuer`"), "{e}");
+        assert!(e.to_string().contains("3 | isuer = \"https://b\""), "{e}");
+
+        let e = err("[[authorization_server]]\nissuer = \"https://a\"\n\n[[authorization_server]]\nissuer = 42\n");
+        assert_eq!(e.position, Some((5, 10)), "{e}");
+        assert_eq!(
+            e.key.as_deref(),
+            Some("authorization_server[1].issuer"),
+            "{e}"
+        );
+
+        let e = err("[[authorization_server]\nissuer = \"https://a\"\n");
+        assert_eq!(e.position.map(|p| p.0), Some(1), "{e}");
+
+        let e = err("[[authorization_server]]\nupstream = \"https://a\"\n");
+        assert!(e.message.contains("missing field `issuer`"), "{e}");
+        assert_eq!(e.position.map(|p| p.0), Some(1), "{e}");
+
+        let e = err("[[authorisation_server]]\nissuer = \"https://a\"\n");
+        assert!(
+            e.message.contains("unknown field `authorisation_server`"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn bad_values_point_at_their_key() {
+        for (text, line, key, needle) in [
+            (
+                "[[authorization_server]]\nissuer = \"ftp://a\"\n",
+                2,
+                "authorization_server[0].issuer",
+                "http or https",
+            ),
+            (
+                "[[authorization_server]]\nissuer = \"https://a/t\"\nupstream = \"https://b/x/../t\"\n",
+                3,
+                "authorization_server[0].upstream",
+                "`..`",
+            ),
+            (
+                "[[authorization_server]]\nissuer = \"https://a\"\nttl = \"soon\"\n",
+                3,
+                "authorization_server[0].ttl",
+                "not a duration",
+            ),
+            (
+                "[[authorization_server]]\nissuer = \"https://a\"\nttl = \"0s\"\n",
+                3,
+                "authorization_server[0].ttl",
+                "greater than zero",
+            ),
+            (
+                "[[protected_resource]]\nresource = \"https://m/mcp\"\n",
+                1,
+                "protected_resource[0].authorization_servers",
+                "no [[authorization_server]]",
+            ),
+            (
+                "[[authorization_server]]\nissuer = \"https://a\"\n[[protected_resource]]\nresource = \"https://m/mcp\"\nbearer_methods_supported = [\"header\", \"cookie\"]\n",
+                5,
+                "protected_resource[0].bearer_methods_supported[1]",
+                "cookie",
+            ),
+            (
+                "[[authorization_server]]\nissuer = \"https://a\"\n[[protected_resource]]\nresource = \"mcp\"\n",
+                4,
+                "protected_resource[0].resource",
+                "not a URL",
+            ),
+        ] {
+            let e = err(text);
+            assert_eq!(e.position.map(|p| p.0), Some(line), "{e}");
+            assert_eq!(e.key.as_deref(), Some(key), "{e}");
+            assert!(e.message.contains(needle), "{e}");
+        }
+    }
+
+    #[test]
+    fn conflicting_routes_are_refused() {
+        // The same issuer path on two hosts: one route, two documents.
+        let e = err("[[authorization_server]]\nissuer = \"https://a/t\"\n\n[[authorization_server]]\nissuer = \"https://b/t\"\n");
+        assert_eq!(e.position.map(|p| p.0), Some(5), "{e}");
+        assert!(
+            e.message.contains("/.well-known/oauth-authorization-server/t is already served by authorization_server[0] (line 2)"),
+            "{e}"
+        );
+        // Two resources with paths both wanting the root route.
+        let e = err("[[authorization_server]]\nissuer = \"https://a\"\n[[protected_resource]]\nresource = \"https://m/one\"\nalso_at_root = true\n[[protected_resource]]\nresource = \"https://m/two\"\nalso_at_root = true\n");
+        assert!(e.message.contains("also_at_root = false"), "{e}");
+        assert_eq!(e.key.as_deref(), Some("protected_resource[1].resource"));
+        // Without also_at_root, several resources coexist.
+        let d = ok("[[authorization_server]]\nissuer = \"https://a\"\n[[protected_resource]]\nresource = \"https://m/one\"\n[[protected_resource]]\nresource = \"https://m/two\"\n");
+        assert_eq!(d.protected_resources[0].routes.len(), 1);
+    }
+
+    #[test]
+    fn an_empty_file_is_refused() {
+        let e = err("# nothing\n");
+        assert!(e.message.contains("declares no documents"), "{e}");
+    }
+
+    #[test]
+    fn positions_count_characters() {
+        assert_eq!(line_col("ab\ncé=x", 6), (2, 3));
+        assert_eq!(line_col("", 0), (1, 1));
+    }
+}

@@ -1,0 +1,42 @@
+//! Responses for documents the gateway generates itself (RFC 9728
+//! protected resource metadata): the bytes serialised at start-up, a strong
+//! `ETag` with `If-None-Match` → 304, and `Cache-Control: public,
+//! max-age=<ttl>`.
+//!
+//! No `Cache-Status` and no `Age`: the gateway is the origin of these
+//! documents, and RFC 9211 §2 says an intermediary should not add a
+//! `Cache-Status` member to a response it generates itself; `Age` is for
+//! responses served from a cache (RFC 9111 §5.1). In the metrics each
+//! request counts as a `hit`: it is served from memory with no upstream.
+
+use actix_web::http::header::{self, HeaderValue};
+use actix_web::{HttpRequest, HttpResponse};
+
+use crate::freshness::whole_seconds;
+use crate::gateway::LocalDocument;
+
+use super::conditional::none_match;
+
+const JSON: HeaderValue = HeaderValue::from_static("application/json");
+
+/// Builds the response for one request of a local document.
+pub fn respond(req: &HttpRequest, doc: &LocalDocument) -> HttpResponse {
+    let etag = &doc.document.etag;
+    let not_modified = none_match(req.headers(), etag);
+    let mut builder = if not_modified {
+        HttpResponse::NotModified()
+    } else {
+        HttpResponse::Ok()
+    };
+    let cache_control = format!("public, max-age={}", whole_seconds(doc.document.max_age));
+    if let Ok(v) = HeaderValue::from_str(&cache_control) {
+        builder.insert_header((header::CACHE_CONTROL, v));
+    }
+    builder.insert_header((header::ETAG, etag.clone()));
+    if not_modified {
+        return builder.finish();
+    }
+    builder
+        .insert_header((header::CONTENT_TYPE, JSON))
+        .body(doc.document.body.clone())
+}
