@@ -1,4 +1,4 @@
-//! CORS for everything under `/.well-known/`.
+//! CORS for every metadata route and every 404.
 //!
 //! The metadata is public and uncredentialed, so the policy is fixed:
 //! `Access-Control-Allow-Origin: *` on every response, 404s and errors
@@ -29,6 +29,19 @@ pub fn response_headers() -> DefaultHeaders {
     DefaultHeaders::new()
         .add((header::ACCESS_CONTROL_ALLOW_ORIGIN, "*"))
         .add((header::ACCESS_CONTROL_EXPOSE_HEADERS, EXPOSED_HEADERS))
+}
+
+/// Adds the same headers as [`response_headers`] to a response built
+/// outside the middleware (the app-wide fallback).
+pub fn add_response_headers(headers: &mut actix_web::http::header::HeaderMap) {
+    headers.insert(
+        header::ACCESS_CONTROL_ALLOW_ORIGIN,
+        HeaderValue::from_static("*"),
+    );
+    headers.insert(
+        header::ACCESS_CONTROL_EXPOSE_HEADERS,
+        HeaderValue::from_static(EXPOSED_HEADERS),
+    );
 }
 
 /// The answer to a CORS preflight (`OPTIONS`).

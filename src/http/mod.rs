@@ -10,11 +10,10 @@
 //!   pattern, matched by exact string comparison: an unknown suffix, `..`,
 //!   an encoded slash or a doubled slash matches nothing, and no request
 //!   path is ever turned into an upstream URL (no open proxy).
-//! - anything else under `/.well-known/` (a scope with CORS): OPTIONS gets
-//!   a preflight, everything else a JSON 404.
 //! - `/metrics`, `/healthz`, `/readyz`: operations, GET and HEAD (405 with
 //!   `Allow: GET, HEAD` for anything else).
-//! - anything else: JSON 404.
+//! - anything else: OPTIONS gets a preflight, everything else a JSON 404,
+//!   both with CORS (discovery clients probe locations that may not exist).
 //!
 //! Every resource is named after its route (a configured path or a fixed
 //! pattern), which labels the HTTP metrics (bounded cardinality: never the
@@ -101,39 +100,35 @@ pub fn routes(cfg: &mut web::ServiceConfig, gw: &Arc<Gateway>) {
             cfg.service(local_resource(gw.clone(), doc.clone(), route));
         }
     }
-    let wellknown = web::scope("/.well-known")
-        .wrap(cors::response_headers())
-        .default_service(web::to(wellknown_fallback));
     let (m, r) = (gw.clone(), gw.clone());
-    cfg.service(wellknown)
-        .service(
-            web::resource("/metrics")
-                .name("/metrics")
-                .route(web::get().to({
-                    let m = m.clone();
-                    move || ops::metrics(m.clone())
-                }))
-                .route(web::head().to(move || ops::metrics(m.clone())))
-                .default_service(web::to(errors::ops_method_not_allowed)),
-        )
-        .service(
-            web::resource("/healthz")
-                .name("/healthz")
-                .route(web::get().to(ops::healthz))
-                .route(web::head().to(ops::healthz))
-                .default_service(web::to(errors::ops_method_not_allowed)),
-        )
-        .service(
-            web::resource("/readyz")
-                .name("/readyz")
-                .route(web::method(Method::GET).to({
-                    let r = r.clone();
-                    move || ops::readyz(r.clone())
-                }))
-                .route(web::head().to(move || ops::readyz(r.clone())))
-                .default_service(web::to(errors::ops_method_not_allowed)),
-        )
-        .default_service(web::to(|| async { errors::not_found() }));
+    cfg.service(
+        web::resource("/metrics")
+            .name("/metrics")
+            .route(web::get().to({
+                let m = m.clone();
+                move || ops::metrics(m.clone())
+            }))
+            .route(web::head().to(move || ops::metrics(m.clone())))
+            .default_service(web::to(errors::ops_method_not_allowed)),
+    )
+    .service(
+        web::resource("/healthz")
+            .name("/healthz")
+            .route(web::get().to(ops::healthz))
+            .route(web::head().to(ops::healthz))
+            .default_service(web::to(errors::ops_method_not_allowed)),
+    )
+    .service(
+        web::resource("/readyz")
+            .name("/readyz")
+            .route(web::method(Method::GET).to({
+                let r = r.clone();
+                move || ops::readyz(r.clone())
+            }))
+            .route(web::head().to(move || ops::readyz(r.clone())))
+            .default_service(web::to(errors::ops_method_not_allowed)),
+    )
+    .default_service(web::to(fallback));
 }
 
 fn document_resource(
@@ -216,12 +211,18 @@ where
         .default_service(web::to(errors::method_not_allowed))
 }
 
-/// Unknown paths under `/.well-known/`: preflights succeed (so the browser
-/// gets to see the real answer), everything else is a 404 with CORS.
-async fn wellknown_fallback(req: HttpRequest) -> HttpResponse {
-    if req.method() == Method::OPTIONS {
+/// Every path that serves nothing: preflights succeed (so a browser gets
+/// to see the real answer) and everything else is a JSON 404, both with
+/// CORS headers. Discovery clients probe several well-known locations,
+/// some outside `/.well-known/` (`<path>/.well-known/openid-configuration`),
+/// and a 404 without `Access-Control-Allow-Origin` looks like a network
+/// error to a browser, not like "try the next location".
+async fn fallback(req: HttpRequest) -> HttpResponse {
+    let mut res = if req.method() == Method::OPTIONS {
         cors::preflight()
     } else {
         errors::not_found()
-    }
+    };
+    cors::add_response_headers(res.headers_mut());
+    res
 }

@@ -84,6 +84,8 @@ impl Behaviour {
 
 struct UpstreamState {
     behaviour: Mutex<Behaviour>,
+    /// Behaviours for particular paths, overriding `behaviour`.
+    by_path: Mutex<std::collections::HashMap<String, Behaviour>>,
     requests: AtomicUsize,
     in_flight: AtomicUsize,
     paths: Mutex<Vec<String>>,
@@ -117,6 +119,7 @@ impl Upstream {
         let (held, _) = watch::channel(false);
         let state = Arc::new(UpstreamState {
             behaviour: Mutex::new(behaviour),
+            by_path: Mutex::new(std::collections::HashMap::new()),
             requests: AtomicUsize::new(0),
             in_flight: AtomicUsize::new(0),
             paths: Mutex::new(Vec::new()),
@@ -152,6 +155,16 @@ impl Upstream {
 
     pub fn set(&self, behaviour: Behaviour) {
         *self.state.behaviour.lock().unwrap() = behaviour;
+    }
+
+    /// Answers requests for exactly `path` with `behaviour` (other paths
+    /// keep the general behaviour).
+    pub fn set_path(&self, path: &str, behaviour: Behaviour) {
+        self.state
+            .by_path
+            .lock()
+            .unwrap()
+            .insert(path.to_string(), behaviour);
     }
 
     /// Requests received so far (each is one upstream fetch).
@@ -211,12 +224,13 @@ async fn serve_connection<S: AsyncRead + AsyncWrite + Unpin>(
     }
     let head = String::from_utf8_lossy(&buf).to_string();
     let path = head.split_whitespace().nth(1).unwrap_or("").to_string();
-    st.paths.lock().unwrap().push(path);
+    st.paths.lock().unwrap().push(path.clone());
     st.requests.fetch_add(1, Ordering::SeqCst);
     st.in_flight.fetch_add(1, Ordering::SeqCst);
     let mut held = st.held.subscribe();
     let _ = held.wait_for(|h| !*h).await;
-    let behaviour = st.behaviour.lock().unwrap().clone();
+    let by_path = st.by_path.lock().unwrap().get(&path).cloned();
+    let behaviour = by_path.unwrap_or_else(|| st.behaviour.lock().unwrap().clone());
     match behaviour {
         Behaviour::Close => {}
         Behaviour::Respond {
@@ -251,10 +265,16 @@ impl Gateway {
     /// Starts a gateway with these command-line arguments (the listener is
     /// the test's own `127.0.0.1:0`).
     pub async fn start(args: &[&str]) -> Self {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        Self::start_on(listener, args).await
+    }
+
+    /// Starts a gateway on a listener the test bound itself (so it can put
+    /// the gateway's own address into the configuration).
+    pub async fn start_on(listener: std::net::TcpListener, args: &[&str]) -> Self {
         let mut full = vec!["oauth-metadata-gateway", "--workers", "2"];
         full.extend_from_slice(args);
         let config = Cli::config_from_args(full).expect("valid test arguments");
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(run(config, listener, async move {
@@ -386,6 +406,30 @@ pub async fn poll_until(url: &str, limit: Duration, pred: impl Fn(&Reply) -> boo
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// Sends `GET <raw_path>` exactly as written (no client-side
+/// normalisation of `..`, `//` or percent-encoding) over a fresh
+/// connection and returns the status code and the whole response text.
+pub async fn raw_get(addr: SocketAddr, raw_path: &str) -> (u16, String) {
+    let work = async {
+        let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        let request =
+            format!("GET {raw_path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+        stream.write_all(request.as_bytes()).await.expect("write");
+        let mut response = Vec::new();
+        stream.read_to_end(&mut response).await.expect("read");
+        String::from_utf8_lossy(&response).into_owned()
+    };
+    let text = tokio::time::timeout(Duration::from_secs(10), work)
+        .await
+        .unwrap_or_else(|_| panic!("GET {raw_path}: no answer within 10s"));
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("GET {raw_path}: not an HTTP response: {text:?}"));
+    (status, text)
 }
 
 /// A free port on 127.0.0.1, for a server the test starts by address
