@@ -3,7 +3,11 @@
 #   promtool + prometheus (Debian package `prometheus`): alert-rule tests,
 #     `promtool check metrics` and the end-to-end Prometheus test.
 #   python3 venv support: .ci/validate-manifests.sh builds a virtualenv.
-# Needs root (or sudo) only when something is missing. Safe to run again.
+#   node + npm (Debian packages `nodejs`, `npm`) and, with `npm ci` in
+#     tests/interop, the official MCP TypeScript SDK that tests/interop.rs
+#     drives (pinned by tests/interop/package-lock.json; needs node >= 18).
+# Needs root (or sudo) only when something is missing. Safe to run again:
+# npm ci runs only when tests/interop/node_modules does not match the lock.
 set -euo pipefail
 
 need=()
@@ -11,8 +15,34 @@ command -v promtool >/dev/null 2>&1 || need+=(prometheus)
 command -v prometheus >/dev/null 2>&1 || need+=(prometheus)
 python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || need+=(python3-venv)
 python3 -c 'import yaml' >/dev/null 2>&1 || need+=(python3-yaml)
+command -v node >/dev/null 2>&1 || need+=(nodejs)
+command -v npm >/dev/null 2>&1 || need+=(npm)
+
+install_interop_sdk() {
+    local dir lock stamp want
+    dir="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)/tests/interop"
+    lock="$dir/package-lock.json"
+    stamp="$dir/node_modules/.package-lock.sha256"
+    if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
+        echo "error: node and npm are needed for the MCP SDK interop test (tests/interop.rs)" >&2
+        exit 1
+    fi
+    if ! node -e 'process.exit(Number(process.versions.node.split(".")[0]) >= 18 ? 0 : 1)'; then
+        echo "error: node $(node --version) is too old for @modelcontextprotocol/sdk; need >= 18" >&2
+        exit 1
+    fi
+    want="$(sha256sum "$lock" | cut -d' ' -f1)"
+    if [ -f "$dir/node_modules/@modelcontextprotocol/sdk/package.json" ] \
+        && [ "$(cat "$stamp" 2>/dev/null || true)" = "$want" ]; then
+        return 0
+    fi
+    echo "==> npm ci in tests/interop (MCP TypeScript SDK for the interop test)"
+    (cd "$dir" && npm ci --no-audit --no-fund --loglevel=error)
+    echo "$want" >"$stamp"
+}
 
 if [ ${#need[@]} -eq 0 ]; then
+    install_interop_sdk
     exit 0
 fi
 mapfile -t pkgs < <(printf '%s\n' "${need[@]}" | sort -u)
@@ -40,3 +70,4 @@ done
 if command -v systemctl >/dev/null 2>&1; then
     $sudo systemctl stop prometheus >/dev/null 2>&1 || true
 fi
+install_interop_sdk
