@@ -581,7 +581,8 @@ mod tests {
 
     #[test]
     fn each_problem_is_reported() {
-        let cases: Vec<(&str, Box<dyn Fn(&mut Map<String, Value>)>, &str)> = vec![
+        type Mutation = Box<dyn Fn(&mut Map<String, Value>)>;
+        let cases: Vec<(&str, Mutation, &str)> = vec![
             (
                 "missing issuer",
                 Box::new(|m| {
