@@ -127,7 +127,8 @@ async fn a_5xx_or_no_server_fails() {
     assert!(out.contains("answered HTTP 503"), "{out}");
     assert_eq!(upstream.requests(), 1, "a 5xx ends discovery");
 
-    let closed = format!("http://127.0.0.1:{}", closed_port());
+    let (_reserved, port) = refusing_port();
+    let closed = format!("http://127.0.0.1:{port}");
     let (code, out) = check(&[&closed]).await;
     assert_eq!(code, 1, "{out}");
     assert!(out.contains("cannot reach the upstream"), "{out}");

@@ -89,7 +89,7 @@ pub fn server(
 /// Registers every route of the gateway.
 pub fn routes(cfg: &mut web::ServiceConfig, gw: &Arc<Gateway>) {
     // Document routes first: actix tries services in registration order,
-    // and the `/.well-known` scope below would take everything under it.
+    // and nothing else may answer a document route.
     for slot in &gw.slots {
         for route in &slot.routes {
             cfg.service(document_resource(gw.clone(), slot.clone(), route));
