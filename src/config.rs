@@ -26,6 +26,7 @@ use rustls_pki_types::CertificateDer;
 
 use crate::discovery::{self, AuthorizationServerSpec, DocumentKind};
 use crate::document::ExpectedIssuer;
+use crate::listener::{ListenerArgs, ListenerConfig};
 use crate::protected_resource::{ProtectedResourceConfig, ResourceMetadata};
 
 /// Command-line interface, as the user types it.
@@ -144,6 +145,10 @@ pub struct Cli {
     /// Log line format.
     #[arg(long, env = "GATEWAY_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+
+    /// TLS and client-connection limits (src/listener).
+    #[command(flatten)]
+    pub listener: ListenerArgs,
 }
 
 /// Subcommands.
@@ -183,6 +188,8 @@ pub struct Config {
     pub shutdown_timeout: Duration,
     /// Log format for `main`.
     pub log_format: LogFormat,
+    /// TLS and client-connection limits.
+    pub listener: ListenerConfig,
 }
 
 impl Config {
@@ -338,6 +345,7 @@ impl Cli {
                     .to_string(),
             ));
         }
+        let listener = self.listener.into_config()?;
         Ok(Config {
             listen: self.listen,
             documents: docs.documents,
@@ -353,6 +361,7 @@ impl Cli {
             workers: self.workers.map(usize::from),
             shutdown_timeout: self.shutdown_timeout,
             log_format: self.log_format,
+            listener,
         })
     }
 }
@@ -413,7 +422,7 @@ impl Cli {
     }
 }
 
-fn usage_error(message: String) -> clap::Error {
+pub(crate) fn usage_error(message: String) -> clap::Error {
     Cli::command().error(ErrorKind::ValueValidation, message)
 }
 

@@ -16,6 +16,7 @@
 //! - [`upstream`]: awc fetches on a dedicated thread; [`tls`]: rustls setup.
 //! - [`document`]: RFC 8414 validation of fetched bytes.
 //! - [`http`]: routes, CORS, conditional requests, error bodies, ops.
+//! - [`listener`]: listener TLS and client-connection limits.
 //! - [`metrics`]: Prometheus registry.
 //! - [`demo`]: the built-in demo authorization server.
 //! - [`error`]: typed errors at the boundaries.
@@ -34,6 +35,7 @@ pub mod error;
 pub mod freshness;
 pub mod gateway;
 pub mod http;
+pub mod listener;
 pub mod metrics;
 pub mod outcome;
 pub mod protected_resource;
@@ -86,6 +88,7 @@ pub async fn run(
         http::ServerSettings {
             workers: config.workers,
             shutdown_timeout: config.shutdown_timeout,
+            listener: config.listener.clone(),
         },
     )?;
     let handle = server.handle();
@@ -95,7 +98,12 @@ pub async fn run(
     for doc in &config.protected_resources {
         tracing::info!(document = %doc.name, routes = ?doc.routes, "serving");
     }
-    tracing::info!(%addr, "gateway listening");
+    let scheme = if config.listener.tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    tracing::info!(%addr, scheme, "gateway listening");
 
     let mut server = std::pin::pin!(server);
     let result = tokio::select! {

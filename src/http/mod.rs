@@ -18,10 +18,14 @@
 //! Every resource is named after its route (a configured path or a fixed
 //! pattern), which labels the HTTP metrics (bounded cardinality: never the
 //! raw request path).
+//!
+//! Client-connection limits and TLS come from [`crate::listener`]; request
+//! bodies on document routes are refused by [`limits`].
 
 pub mod conditional;
 pub mod cors;
 pub mod errors;
+pub mod limits;
 pub mod local;
 pub mod metadata;
 pub mod ops;
@@ -38,15 +42,18 @@ use crate::cache::DocumentSlot;
 use crate::error::RunError;
 use crate::freshness::ceil_seconds;
 use crate::gateway::{Gateway, LocalDocument};
+use crate::listener::{watchdog, ListenerConfig};
 use crate::metrics::UNMATCHED_ROUTE;
 
 /// Server-level settings.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct ServerSettings {
     /// Worker threads; `None` = one per core.
     pub workers: Option<usize>,
     /// Bound on graceful shutdown.
     pub shutdown_timeout: Duration,
+    /// TLS and client-connection limits.
+    pub listener: ListenerConfig,
 }
 
 /// Builds the gateway's HTTP server on `listener` (not yet polled).
@@ -70,19 +77,37 @@ pub fn server(
                     Ok(res)
                 }
             })
+            // Outermost: a request counts as in progress for the
+            // connection watchdog until its response is built.
+            .wrap_fn(|req, srv| {
+                let in_flight = watchdog::track(req.conn_data::<watchdog::ConnectionHandle>());
+                let fut = srv.call(req);
+                async move {
+                    let res = fut.await;
+                    drop(in_flight);
+                    res
+                }
+            })
             .configure(|cfg| routes(cfg, &gw))
     };
+    let limits = settings.listener.limits;
+    let idle_limit = limits.idle_connection_limit();
     let mut server = HttpServer::new(factory)
         .disable_signals()
         .shutdown_timeout(ceil_seconds(settings.shutdown_timeout))
-        .client_request_timeout(Duration::from_secs(5))
-        .keep_alive(Duration::from_secs(15));
+        .client_request_timeout(limits.client_request_timeout)
+        .tls_handshake_timeout(limits.client_request_timeout)
+        .keep_alive(limits.keep_alive)
+        .max_connections(limits.max_connections)
+        .on_connect(move |io, ext| watchdog::on_connect(io, ext, idle_limit));
     if let Some(n) = settings.workers {
         server = server.workers(n);
     }
-    let server = server
-        .listen(listener)
-        .map_err(RunError::io("cannot listen"))?;
+    let server = match &settings.listener.tls {
+        Some(tls) => server.listen_rustls_0_23(listener, (**tls).clone()),
+        None => server.listen(listener),
+    }
+    .map_err(RunError::io("cannot listen"))?;
     Ok(server.run())
 }
 
@@ -204,6 +229,8 @@ where
 {
     web::resource(route)
         .name(route)
+        // Inside CORS, so a 413 carries the CORS headers too.
+        .wrap(actix_web::middleware::from_fn(limits::refuse_bodies))
         .wrap(cors::response_headers())
         .route(web::get().to(serve.clone()))
         .route(web::head().to(serve))

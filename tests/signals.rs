@@ -1,0 +1,302 @@
+//! The real binary under SIGTERM and SIGINT: it stops accepting, lets the
+//! request in flight finish, stops its refresher and exits 0, within the
+//! bound set by --shutdown-timeout.
+//!
+//! The signals are sent with `/bin/kill` (procps), so the test needs no
+//! `unsafe` and no extra crate.
+
+mod support;
+
+use std::io::Read;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use support::*;
+
+const BIN: &str = env!("CARGO_BIN_EXE_oauth-metadata-gateway");
+
+/// The gateway binary running as a child process, its output collected.
+struct Process {
+    child: Child,
+    output: Arc<Mutex<Vec<u8>>>,
+    readers: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl Process {
+    fn spawn(args: &[&str]) -> Self {
+        let mut child = Command::new(BIN)
+            .args(args)
+            .env("RUST_LOG", "info")
+            .env_remove("GATEWAY_LISTEN")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn the gateway binary");
+        let output = Arc::new(Mutex::new(Vec::new()));
+        let mut readers = Vec::new();
+        let stdout: Box<dyn Read + Send> = Box::new(child.stdout.take().unwrap());
+        let stderr: Box<dyn Read + Send> = Box::new(child.stderr.take().unwrap());
+        for mut pipe in [stdout, stderr] {
+            let out = output.clone();
+            readers.push(std::thread::spawn(move || {
+                let mut buf = [0u8; 4096];
+                while let Ok(n) = pipe.read(&mut buf) {
+                    if n == 0 {
+                        break;
+                    }
+                    out.lock().unwrap().extend_from_slice(&buf[..n]);
+                }
+            }));
+        }
+        Self {
+            child,
+            output,
+            readers,
+        }
+    }
+
+    fn signal(&self, name: &str) {
+        let status = Command::new("kill")
+            .arg(format!("-{name}"))
+            .arg(self.child.id().to_string())
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -{name} failed");
+    }
+
+    fn running(&mut self) -> bool {
+        self.child.try_wait().expect("try_wait").is_none()
+    }
+
+    /// Waits (bounded) for the process to exit and returns its status and
+    /// everything it printed.
+    async fn wait(mut self, limit: Duration) -> (ExitStatus, String) {
+        let deadline = Instant::now() + limit;
+        let status = loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                break status;
+            }
+            if Instant::now() >= deadline {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+                panic!(
+                    "the gateway did not exit within {limit:?}; output:\n{}",
+                    self.text()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        for r in self.readers.drain(..) {
+            let _ = r.join();
+        }
+        let text = self.text();
+        (status, text)
+    }
+
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.output.lock().unwrap()).into_owned()
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// Polls `/readyz` until it answers 200 (bounded).
+async fn wait_ready(proc: &mut Process, base: &str) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        assert!(proc.running(), "the gateway exited early:\n{}", proc.text());
+        if let Ok(res) = client().get(format!("{base}/readyz")).send().await {
+            if res.status() == 200 {
+                return;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "/readyz never answered 200:\n{}",
+            proc.text()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn demo_stops_cleanly_on(signal: &str) {
+    let listen = format!("127.0.0.1:{}", free_port());
+    let demo = format!("127.0.0.1:{}", free_port());
+    let issuer = format!("http://{demo}");
+    let mut proc = Process::spawn(&[
+        "--demo",
+        "--demo-listen",
+        &demo,
+        "--upstream",
+        &issuer,
+        "--listen",
+        &listen,
+        "--workers",
+        "2",
+        "--shutdown-timeout",
+        "5s",
+    ]);
+    let base = format!("http://{listen}");
+    wait_ready(&mut proc, &base).await;
+    let r = get(&format!("{base}{AS_PATH}")).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.json()["issuer"], issuer.as_str());
+
+    proc.signal(signal);
+    let (status, output) = proc.wait(Duration::from_secs(15)).await;
+    assert_eq!(
+        status.code(),
+        Some(0),
+        "exit status {status}; output:\n{output}"
+    );
+    assert!(output.contains("shutting down"), "{output}");
+    // Logged by `run` after the HTTP server, the refresher and the demo
+    // server have all stopped.
+    assert!(output.contains("gateway stopped"), "{output}");
+    // The listener is closed.
+    assert!(
+        std::net::TcpStream::connect(&listen).is_err(),
+        "{listen} still accepts connections"
+    );
+}
+
+#[actix_web::test]
+async fn sigterm_stops_the_demo_gateway_with_exit_code_0() {
+    demo_stops_cleanly_on("TERM").await;
+}
+
+#[actix_web::test]
+async fn sigint_stops_the_demo_gateway_with_exit_code_0() {
+    demo_stops_cleanly_on("INT").await;
+}
+
+/// What a client got: status and body, or the transport error.
+type Answer = Result<(u16, Vec<u8>), String>;
+
+async fn fetch(url: String) -> Answer {
+    let mut res = client().get(&url).send().await.map_err(|e| e.to_string())?;
+    let body = res.body().await.map_err(|e| e.to_string())?;
+    Ok((res.status().as_u16(), body.to_vec()))
+}
+
+/// Starts the binary in front of a held upstream and a client request
+/// waiting on the cold fetch; returns both.
+async fn gateway_with_request_in_flight(
+    signal_timeout: &str,
+) -> (Process, Upstream, String, tokio::task::JoinHandle<Answer>) {
+    let upstream = Upstream::start(Behaviour::status(500)).await;
+    upstream.set(Behaviour::json(document(&upstream.base_url)));
+    upstream.hold();
+    let listen = format!("127.0.0.1:{}", free_port());
+    let mut proc = Process::spawn(&[
+        "--upstream",
+        &upstream.base_url,
+        "--listen",
+        &listen,
+        "--workers",
+        "1",
+        "--upstream-timeout",
+        "60s",
+        "--shutdown-timeout",
+        signal_timeout,
+    ]);
+    let base = format!("http://{listen}");
+    // The refresher's start-up fetch is now held by the upstream.
+    upstream.wait_for_requests(1, Duration::from_secs(20)).await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while client()
+        .get(format!("{base}/healthz"))
+        .send()
+        .await
+        .is_err()
+    {
+        assert!(proc.running(), "exited early:\n{}", proc.text());
+        assert!(
+            Instant::now() < deadline,
+            "never listened:\n{}",
+            proc.text()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // A client asks for the document: it waits on the held fetch.
+    let url = format!("{base}{AS_PATH}");
+    let request = actix_web::rt::spawn(fetch(url));
+    (proc, upstream, base, request)
+}
+
+#[actix_web::test]
+async fn sigterm_lets_the_request_in_flight_finish() {
+    let (mut proc, upstream, _base, request) = gateway_with_request_in_flight("20s").await;
+    // Give the request time to reach the gateway and join the fetch.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        !request.is_finished(),
+        "the request did not wait on the fetch"
+    );
+
+    proc.signal("TERM");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Still draining: the request has not been answered yet.
+    assert!(
+        proc.running(),
+        "exited with a request in flight:\n{}",
+        proc.text()
+    );
+    assert!(!request.is_finished());
+
+    upstream.release();
+    let (status, body) = tokio::time::timeout(Duration::from_secs(10), request)
+        .await
+        .expect("the in-flight request was answered in time")
+        .expect("request task")
+        .expect("the in-flight request got a response");
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    assert_eq!(body, document(&upstream.base_url).as_bytes());
+    let (status, output) = proc.wait(Duration::from_secs(15)).await;
+    assert_eq!(
+        status.code(),
+        Some(0),
+        "exit status {status}; output:\n{output}"
+    );
+    assert!(output.contains("gateway stopped"), "{output}");
+}
+
+#[actix_web::test]
+async fn a_request_that_outlives_the_shutdown_timeout_does_not_block_exit() {
+    let (proc, upstream, _base, request) = gateway_with_request_in_flight("1s").await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let signalled = Instant::now();
+    proc.signal("TERM");
+    // The upstream never answers; the gateway gives up after 1s.
+    let (status, output) = proc.wait(Duration::from_secs(15)).await;
+    let took = signalled.elapsed();
+    assert_eq!(
+        status.code(),
+        Some(0),
+        "exit status {status}; output:\n{output}"
+    );
+    assert!(output.contains("gateway stopped"), "{output}");
+    assert!(
+        took >= Duration::from_millis(900),
+        "exited after {took:?}, before the 1s drain bound"
+    );
+    // The abandoned client sees its connection closed, not an answer.
+    let answer = tokio::time::timeout(Duration::from_secs(10), request)
+        .await
+        .expect("the client saw the connection end")
+        .expect("request task");
+    assert!(
+        answer.is_err(),
+        "got an answer after the forced stop: {answer:?}"
+    );
+    upstream.release();
+}
