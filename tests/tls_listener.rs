@@ -272,3 +272,77 @@ fn the_binary_exits_2_on_a_mismatched_key() {
     assert!(stderr.contains("--tls-key"), "{stderr}");
     assert!(stderr.contains("does not belong"), "{stderr}");
 }
+
+/// The connection watchdog also recognises TLS connections: a kept-alive
+/// HTTPS connection whose second request head trickles is cut off.
+#[actix_web::test]
+async fn a_slow_second_request_over_tls_is_cut_off() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let upstream = Upstream::start(Behaviour::status(500)).await;
+    upstream.set(Behaviour::json(document(&upstream.base_url)));
+    let pki = Pki::new();
+    let mut args = pki.args();
+    args.extend(["--client-request-timeout", "1s", "--keep-alive", "1s"].map(String::from));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let gw = Gateway::in_front_of(&upstream, &args).await;
+
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(pki.ca_der.clone()).unwrap();
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    let tcp = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    let name = rustls_pki_types::ServerName::try_from("127.0.0.1").unwrap();
+    let mut tls = connector.connect(name, tcp).await.expect("handshake");
+
+    tls.write_all(b"GET /healthz HTTP/1.1\r\nHost: gw\r\n\r\n")
+        .await
+        .unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = tokio::time::timeout(Duration::from_secs(10), tls.read(&mut buf))
+            .await
+            .expect("first response in time")
+            .unwrap();
+        assert!(n > 0, "closed before the first response");
+        got.extend_from_slice(&buf[..n]);
+    }
+    assert!(
+        got.starts_with(b"HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&got)
+    );
+
+    let started = std::time::Instant::now();
+    let mut cut = false;
+    for byte in b"GET /healthz HTTP/1.1\r\nX-Slow: "
+        .iter()
+        .chain(std::iter::repeat(&b'a'))
+    {
+        if started.elapsed() > Duration::from_secs(10) {
+            break;
+        }
+        if tls.write_all(&[*byte]).await.is_err() || tls.flush().await.is_err() {
+            cut = true;
+            break;
+        }
+        if let Ok(Ok(0) | Err(_)) =
+            tokio::time::timeout(Duration::from_millis(200), tls.read(&mut buf)).await
+        {
+            cut = true;
+            break;
+        }
+    }
+    assert!(
+        cut,
+        "the trickled second request held the TLS connection for 10s"
+    );
+    gw.stop().await.unwrap();
+}
