@@ -74,9 +74,15 @@ impl Freshness {
     }
 }
 
-/// Whole seconds of a duration, rounded down (for `Age`, RFC 9111 §5.1).
+/// The largest delta-seconds value a cache sends (RFC 9111 §1.2.2: a
+/// larger value is sent as 2147483648).
+pub const MAX_DELTA_SECONDS: u64 = 1 << 31;
+
+/// Whole seconds of a duration, rounded down and capped at
+/// [`MAX_DELTA_SECONDS`], for delta-seconds fields (`Age`, RFC 9111 §5.1;
+/// `max-age`, §5.2.2.1).
 pub fn whole_seconds(d: Duration) -> u64 {
-    d.as_secs()
+    d.as_secs().min(MAX_DELTA_SECONDS)
 }
 
 /// Whole seconds rounded up, for deadlines told to clients (`Retry-After`,
@@ -152,6 +158,8 @@ mod tests {
     #[test]
     fn rounding() {
         assert_eq!(whole_seconds(Duration::from_millis(1999)), 1);
+        assert_eq!(whole_seconds(Duration::from_secs(1 << 40)), 1 << 31);
+        assert_eq!(whole_seconds(Duration::MAX), MAX_DELTA_SECONDS);
         assert_eq!(ceil_seconds(Duration::from_millis(1001)), 2);
         assert_eq!(ceil_seconds(Duration::from_secs(2)), 2);
         assert_eq!(ceil_seconds(Duration::ZERO), 0);

@@ -27,6 +27,10 @@ pub enum CacheOutcome {
     Error,
 }
 
+/// Largest magnitude of an RFC 8941 §3.3.1 integer (15 digits); `ttl` is
+/// clamped to it so the header always parses.
+const SF_INTEGER_MAX: i64 = 999_999_999_999_999;
+
 /// The distinct `result` label values, in a fixed order for metrics.
 pub const RESULT_LABELS: [&str; 4] = ["hit", "stale", "miss", "error"];
 
@@ -83,6 +87,7 @@ impl CacheOutcome {
             _ => {}
         }
         if let Some(ttl) = d.ttl {
+            let ttl = ttl.clamp(-SF_INTEGER_MAX, SF_INTEGER_MAX);
             let _ = write!(s, "; ttl={ttl}");
         }
         if let Some(detail) = d.detail {
