@@ -307,12 +307,12 @@ async fn oversized_or_overlong_heads_get_431_and_the_server_lives_on() {
 
 #[actix_web::test]
 async fn a_full_connection_table_queues_clients_until_idle_ones_time_out() {
-    // The test gateway runs 2 workers: 2 x 10 connections fill it.
+    // 20 in all: 10 for each of the test gateway's 2 workers.
     const CAP: usize = 20;
     let upstream = Upstream::start(Behaviour::status(500)).await;
     let gw = warm(
         &upstream,
-        &["--max-connections", "10", "--client-request-timeout", "1s"],
+        &["--max-connections", "20", "--client-request-timeout", "1s"],
     )
     .await;
     // Let the warm-up connection's keep-alive lapse so the table is empty.

@@ -106,13 +106,13 @@ async fn serves_the_metadata_over_http1_and_http2() {
     let pki = Pki::new();
     let (gw, base) = start(&upstream, &pki).await;
 
+    let h1: &[&[u8]] = &[b"http/1.1"];
+    let both: &[&[u8]] = &[b"h2", b"http/1.1"];
+    let h2_only: &[&[u8]] = &[b"h2"];
     for (alpn, version) in [
-        (&[b"http/1.1".as_slice()][..], Version::HTTP_11),
-        (
-            &[b"h2".as_slice(), b"http/1.1".as_slice()][..],
-            Version::HTTP_2,
-        ),
-        (&[b"h2".as_slice()][..], Version::HTTP_2),
+        (h1, Version::HTTP_11),
+        (both, Version::HTTP_2),
+        (h2_only, Version::HTTP_2),
     ] {
         let c = https_client(&pki.ca_der, alpn);
         let mut res = c

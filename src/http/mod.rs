@@ -92,17 +92,19 @@ pub fn server(
     };
     let limits = settings.listener.limits;
     let idle_limit = limits.idle_connection_limit();
-    let mut server = HttpServer::new(factory)
+    // actix-web's own default: one worker per available core.
+    let workers = settings.workers.unwrap_or_else(|| {
+        std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+    });
+    let server = HttpServer::new(factory)
         .disable_signals()
         .shutdown_timeout(ceil_seconds(settings.shutdown_timeout))
         .client_request_timeout(limits.client_request_timeout)
         .tls_handshake_timeout(limits.client_request_timeout)
         .keep_alive(limits.keep_alive)
-        .max_connections(limits.max_connections)
+        .workers(workers)
+        .max_connections(limits.max_connections_per_worker(workers))
         .on_connect(move |io, ext| watchdog::on_connect(io, ext, idle_limit));
-    if let Some(n) = settings.workers {
-        server = server.workers(n);
-    }
     let server = match &settings.listener.tls {
         Some(tls) => server.listen_rustls_0_23(listener, (**tls).clone()),
         None => server.listen(listener),

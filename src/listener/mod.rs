@@ -11,14 +11,19 @@
 //! | Time to send the first request head (and to finish TLS) | `--client-request-timeout`, else 408 and close | actix-http head timer, actix-tls handshake timeout |
 //! | Idle time between requests | `--keep-alive` | actix-http keep-alive timer (HTTP/2: ping interval) |
 //! | Any connection with no request in progress | `--keep-alive` + `--client-request-timeout` | [`watchdog`]: actix-http times only the *first* request head on a connection |
-//! | Connections per worker | `--max-connections` | actix-server stops accepting; the kernel backlog holds the rest |
+//! | Open client connections | `--max-connections` (whole process, split evenly over the workers) | actix-server stops accepting; the kernel backlog holds the rest |
 //! | Request bodies on metadata routes | none accepted: 413 and close | [`crate::http::limits`] |
 //!
 //! HTTP/2 (TLS with ALPN `h2` only) uses the h2 crate's defaults, which
-//! actix-http does not expose: a header block may be up to 16 MiB while it
-//! is being received, and streams are bounded by flow control rather than a
-//! stream count. The watchdog still closes such a connection once it has had
-//! no request in progress for `--keep-alive` + `--client-request-timeout`.
+//! actix-http 3 does not expose: a header block may be up to 16 MiB while it
+//! is being received (measured: an unfinished 4 MiB block costs about
+//! 4.1 MiB), and streams are bounded by flow control rather than a stream
+//! count. The watchdog still closes such a connection once it has had no
+//! request in progress for `--keep-alive` + `--client-request-timeout`, but
+//! where untrusted clients reach the TLS listener directly, memory must be
+//! sized for `--max-connections × 16 MiB`, or TLS terminated by a proxy.
+//! (HTTP/2 cannot be switched off: awc, the upstream client, builds
+//! actix-http with h2, and actix-http then always offers `h2` by ALPN.)
 
 pub mod tls;
 pub mod watchdog;
@@ -29,8 +34,10 @@ use std::time::Duration;
 
 use clap::Args;
 
-/// Default per-worker connection cap. See [`ServerLimits::max_connections`].
-pub const DEFAULT_MAX_CONNECTIONS: u32 = 256;
+/// Default cap on open client connections (whole process). Measured worst
+/// case: an unfinished 120 KiB request head costs about 124 KiB, so 512
+/// such connections add about 64 MiB (benches/README.md).
+pub const DEFAULT_MAX_CONNECTIONS: u32 = 512;
 
 /// Listener flags, flattened into [`crate::Cli`].
 #[derive(Debug, Clone, Args)]
@@ -54,8 +61,9 @@ pub struct ListenerArgs {
     #[arg(long, env = "GATEWAY_KEEP_ALIVE", default_value = "15s", value_parser = crate::config::parse_duration)]
     pub keep_alive: Duration,
 
-    /// Most client connections one HTTP worker holds at once; further
-    /// connections wait in the kernel's accept queue.
+    /// Most client connections open at once, for the whole process (split
+    /// evenly over the workers); further connections wait in the kernel's
+    /// accept queue. Worst-case memory is about 128 KiB per connection.
     #[arg(long, env = "GATEWAY_MAX_CONNECTIONS", default_value_t = DEFAULT_MAX_CONNECTIONS, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     pub max_connections: u32,
 }
@@ -76,12 +84,18 @@ pub struct ServerLimits {
     pub client_request_timeout: Duration,
     /// Idle time allowed between requests; zero disables keep-alive.
     pub keep_alive: Duration,
-    /// Connections per worker. Worst-case memory for request heads is
-    /// `workers × max_connections × 128 KiB`.
+    /// Open connections, whole process. Worst-case memory for request
+    /// heads is `max_connections × 128 KiB`.
     pub max_connections: usize,
 }
 
 impl ServerLimits {
+    /// actix-server's limit is per worker: the total split evenly, rounded
+    /// up (so every worker accepts at least one connection).
+    pub fn max_connections_per_worker(&self, workers: usize) -> usize {
+        self.max_connections.div_ceil(workers.max(1)).max(1)
+    }
+
     /// How long a connection may go with no request in progress before the
     /// [`watchdog`] closes it: the idle allowance plus the time to send a
     /// request head.
@@ -110,5 +124,75 @@ impl ListenerArgs {
                 max_connections: self.max_connections as usize,
             },
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limits(max_connections: usize) -> ServerLimits {
+        ServerLimits {
+            client_request_timeout: Duration::from_secs(5),
+            keep_alive: Duration::from_secs(15),
+            max_connections,
+        }
+    }
+
+    #[test]
+    fn the_connection_cap_is_split_over_the_workers() {
+        assert_eq!(limits(512).max_connections_per_worker(2), 256);
+        assert_eq!(limits(512).max_connections_per_worker(3), 171);
+        assert_eq!(limits(512).max_connections_per_worker(0), 512);
+        assert_eq!(limits(1).max_connections_per_worker(4), 1);
+    }
+
+    fn parse(args: &[&str]) -> Result<crate::Config, clap::Error> {
+        let mut full = vec!["oauth-metadata-gateway"];
+        full.extend_from_slice(args);
+        crate::Cli::config_from_args(full)
+    }
+
+    #[test]
+    fn flag_defaults() {
+        let c = parse(&[]).unwrap().listener;
+        assert!(c.tls.is_none());
+        assert_eq!(
+            c.limits,
+            ServerLimits {
+                client_request_timeout: Duration::from_secs(5),
+                keep_alive: Duration::from_secs(15),
+                max_connections: 512,
+            }
+        );
+        let c = parse(&["--keep-alive", "0s", "--max-connections", "64"]).unwrap();
+        assert_eq!(c.listener.limits.keep_alive, Duration::ZERO);
+        assert_eq!(c.listener.limits.max_connections, 64);
+    }
+
+    #[test]
+    fn bad_limits_name_the_flag() {
+        for (args, flag) in [
+            (
+                vec!["--client-request-timeout", "0s"],
+                "--client-request-timeout",
+            ),
+            (
+                vec!["--client-request-timeout", "soon"],
+                "--client-request-timeout",
+            ),
+            (vec!["--keep-alive", "forever"], "--keep-alive"),
+            (vec!["--max-connections", "0"], "--max-connections"),
+            (vec!["--max-connections=-5"], "--max-connections"),
+        ] {
+            let err = parse(&args).expect_err("must be rejected");
+            assert_eq!(err.exit_code(), 2, "{args:?}");
+            assert!(err.to_string().contains(flag), "{args:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn idle_allowance_is_keep_alive_plus_request_timeout() {
+        assert_eq!(limits(1).idle_connection_limit(), Duration::from_secs(20));
     }
 }

@@ -4,8 +4,8 @@
 //! certificate is a one-line usage error naming the flag, never a failure at
 //! the first handshake.
 //!
-//! ALPN is left to actix-http, which offers `h2` then `http/1.1`
-//! (RFC 7301; RFC 9113 §3.2 requires ALPN `h2` for HTTP/2 over TLS).
+//! ALPN is left to actix-http, which offers `h2` then `http/1.1` (RFC 7301;
+//! RFC 9113 §3.2 requires ALPN `h2` for HTTP/2 over TLS).
 
 use std::path::Path;
 use std::sync::Arc;
