@@ -43,6 +43,7 @@ BIN=target/release/oauth-metadata-gateway
 
 TMP=$(mktemp -d)
 pids=()
+# shellcheck disable=SC2329 # invoked by the EXIT trap
 cleanup() {
     local pid
     for pid in "${pids[@]}"; do
