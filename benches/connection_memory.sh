@@ -55,7 +55,7 @@ echo "load average: $(cat /proc/loadavg)"
 SCHEME=http
 PORT=$(free_port)
 start_gateway "$PORT"
-echo "plain HTTP/1.1 gateway, baseline RSS $(rss_kib "$GW_PID") KiB (--max-connections 256 per worker)"
+echo "plain HTTP/1.1 gateway (2 workers, --max-connections 512), baseline RSS $(rss_kib "$GW_PID") KiB"
 python3 benches/connection_memory.py --port "$PORT" --pid "$GW_PID" --mode idle --count "$N" --hold 2
 sleep 6 # the idle connections are closed after --client-request-timeout (5s)
 python3 benches/connection_memory.py --port "$PORT" --pid "$GW_PID" --mode head --count "$N" --bytes $((120 * 1024)) --hold 2
