@@ -19,6 +19,10 @@
 //! - moka drops an entry once it is older than TTL + max-stale (its
 //!   per-entry [`Expiry`] reads the lifetime stored in the entry), so memory
 //!   holds nothing that can no longer be served.
+//! - [`CacheMode::Bypass`] (`--no-cache`) turns all of this off: every
+//!   request fetches and validates on its own and nothing is stored
+//!   ([`CacheOutcome::Bypass`]). It exists as the baseline the benchmarks
+//!   compare against.
 
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
@@ -212,16 +216,27 @@ impl Expiry<usize, Arc<StoredDocument>> for EntryLifetime {
     }
 }
 
+/// Whether the cache stores documents.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CacheMode {
+    /// Store validated documents and serve them while servable (the default).
+    Store,
+    /// `--no-cache`: store nothing; every request fetches and validates, with
+    /// no coalescing and no back-off (the naive design).
+    Bypass,
+}
+
 /// The cache of all configured documents.
 pub struct MetadataCache {
     entries: moka::future::Cache<usize, Arc<StoredDocument>>,
     fetcher: Fetcher,
     metrics: Arc<Metrics>,
+    mode: CacheMode,
 }
 
 impl MetadataCache {
     /// Creates an empty cache for `capacity` documents.
-    pub fn new(capacity: usize, fetcher: Fetcher, metrics: Arc<Metrics>) -> Self {
+    pub fn new(capacity: usize, fetcher: Fetcher, metrics: Arc<Metrics>, mode: CacheMode) -> Self {
         let entries = moka::future::Cache::builder()
             .max_capacity(capacity as u64)
             .expire_after(EntryLifetime)
@@ -230,7 +245,13 @@ impl MetadataCache {
             entries,
             fetcher,
             metrics,
+            mode,
         }
+    }
+
+    /// Whether documents are stored at all.
+    pub fn mode(&self) -> CacheMode {
+        self.mode
     }
 
     /// The stored document for `slot` if it may still be served.
@@ -248,6 +269,9 @@ impl MetadataCache {
 
     /// Answers one request for `slot`'s document.
     pub async fn lookup(&self, slot: &DocumentSlot) -> Lookup {
+        if self.mode == CacheMode::Bypass {
+            return self.lookup_uncached(slot).await;
+        }
         if let Some((stored, age)) = self.servable(slot).await {
             let outcome = if age < slot.freshness.ttl {
                 CacheOutcome::Hit
@@ -296,6 +320,20 @@ impl MetadataCache {
                     .map_or(slot.backoff.min, |(_, d)| d);
                 Lookup::error((*error).clone(), retry_after)
             }
+        }
+    }
+
+    /// `--no-cache`: this request's own fetch, nothing stored.
+    async fn lookup_uncached(&self, slot: &DocumentSlot) -> Lookup {
+        match self.fetch(slot).await {
+            Ok(stored) => Lookup {
+                outcome: CacheOutcome::Bypass,
+                age: stored.fetched_at.elapsed(),
+                stored: Some(stored),
+                error: None,
+                retry_after: Duration::ZERO,
+            },
+            Err(error) => Lookup::error(error, slot.backoff.min),
         }
     }
 

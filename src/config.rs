@@ -126,6 +126,11 @@ pub struct Cli {
     #[arg(long, env = "GATEWAY_UPSTREAM_CA")]
     pub upstream_ca: Option<PathBuf>,
 
+    /// Disable the cache: fetch and validate the document upstream for every
+    /// request (the naive design; for benchmarks and debugging, not production).
+    #[arg(long, env = "GATEWAY_NO_CACHE")]
+    pub no_cache: bool,
+
     /// Also run a built-in demo authorization server (see --demo-listen) so the gateway has something to serve.
     #[arg(long, env = "GATEWAY_DEMO")]
     pub demo: bool,
@@ -180,6 +185,8 @@ pub struct Config {
     pub protected_resources: Vec<ProtectedResourceConfig>,
     /// Limits on upstream fetches.
     pub upstream: UpstreamConfig,
+    /// `--no-cache`: store nothing, fetch upstream for every request.
+    pub no_cache: bool,
     /// Demo authorization server, when `--demo` is set.
     pub demo: Option<SocketAddr>,
     /// HTTP worker threads; `None` means one per core.
@@ -357,6 +364,7 @@ impl Cli {
                 backoff_max: self.retry_backoff_max,
                 extra_roots,
             },
+            no_cache: self.no_cache,
             demo: self.demo.then_some(self.demo_listen),
             workers: self.workers.map(usize::from),
             shutdown_timeout: self.shutdown_timeout,
@@ -538,6 +546,12 @@ mod tests {
         assert_eq!(c.upstream.max_body_size, 256 * 1024);
         assert_eq!(c.upstream.backoff_max, Duration::from_secs(30));
         assert!(c.demo.is_none());
+        assert!(!c.no_cache);
+    }
+
+    #[test]
+    fn no_cache_flag() {
+        assert!(parse(&["--no-cache"]).unwrap().no_cache);
     }
 
     #[test]

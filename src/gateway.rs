@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 
-use crate::cache::{Backoff, DocumentSlot, MetadataCache};
+use crate::cache::{Backoff, CacheMode, DocumentSlot, MetadataCache};
 use crate::config::Config;
 use crate::error::RunError;
 use crate::metrics::{DocumentState, Metrics};
@@ -65,7 +65,17 @@ impl Gateway {
                 .map_err(|e| RunError::Metrics(e.to_string()))?,
         );
         let fetcher = Fetcher::start(&config.upstream)?;
-        let cache = Arc::new(MetadataCache::new(slots.len(), fetcher, metrics.clone()));
+        let mode = if config.no_cache {
+            CacheMode::Bypass
+        } else {
+            CacheMode::Store
+        };
+        let cache = Arc::new(MetadataCache::new(
+            slots.len(),
+            fetcher,
+            metrics.clone(),
+            mode,
+        ));
         Ok(Arc::new(Self {
             cache,
             slots,
@@ -89,11 +99,17 @@ impl Gateway {
         }
     }
 
-    /// Names of documents with nothing servable, with the reason.
+    /// Names of documents with nothing servable, with the reason. Without
+    /// a cache (`--no-cache`) a document is servable unless its last fetch
+    /// failed.
     pub async fn unready_documents(&self) -> Vec<String> {
         let mut missing = Vec::new();
         for slot in &self.slots {
-            if self.cache.servable(slot).await.is_none() {
+            let servable = match self.cache.mode() {
+                CacheMode::Store => self.cache.servable(slot).await.is_some(),
+                CacheMode::Bypass => slot.last_error().is_none(),
+            };
+            if !servable {
                 let reason = match slot.last_error() {
                     Some(e) => format!("{}: {e}", slot.name),
                     None => format!("{}: not fetched yet", slot.name),

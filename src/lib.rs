@@ -67,9 +67,12 @@ pub async fn run(
     };
     let gateway = Gateway::new(&config)?;
     let (stop_refreshers, stop) = tokio::sync::watch::channel(());
+    // Without a cache (`--no-cache`) there is nothing to refresh ahead.
+    let refresh = gateway.cache.mode() == cache::CacheMode::Store;
     let refreshers: Vec<_> = gateway
         .slots
         .iter()
+        .filter(|_| refresh)
         .map(|slot| {
             tokio::spawn(refresher::run(
                 gateway.cache.clone(),

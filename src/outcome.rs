@@ -25,6 +25,10 @@ pub enum CacheOutcome {
     Collapsed,
     /// Nothing servable is stored and the upstream failed: an error was sent.
     Error,
+    /// `--no-cache`: the cache is configured not to handle requests, so this
+    /// request's own fetch answered it and nothing was stored (RFC 9211
+    /// §2.2 `fwd=bypass`). Counted as a `miss`.
+    Bypass,
 }
 
 /// Largest magnitude of an RFC 8941 §3.3.1 integer (15 digits); `ttl` is
@@ -51,7 +55,7 @@ impl CacheOutcome {
         match self {
             Self::Hit => "hit",
             Self::Stale => "stale",
-            Self::Miss | Self::Collapsed => "miss",
+            Self::Miss | Self::Collapsed | Self::Bypass => "miss",
             Self::Error => "error",
         }
     }
@@ -61,7 +65,7 @@ impl CacheOutcome {
         match self {
             Self::Hit => 0,
             Self::Stale => 1,
-            Self::Miss | Self::Collapsed => 2,
+            Self::Miss | Self::Collapsed | Self::Bypass => 2,
             Self::Error => 3,
         }
     }
@@ -69,7 +73,8 @@ impl CacheOutcome {
     /// Renders `Cache-Status` (RFC 9211), e.g.
     /// `oauth-metadata-gateway; hit; ttl=241`,
     /// `oauth-metadata-gateway; fwd=miss; fwd-status=200; stored; ttl=300`,
-    /// `oauth-metadata-gateway; fwd=stale; fwd-status=503; ttl=-12`.
+    /// `oauth-metadata-gateway; fwd=stale; fwd-status=503; ttl=-12`,
+    /// `oauth-metadata-gateway; fwd=bypass; fwd-status=200`.
     pub fn cache_status(self, d: StatusDetail) -> HeaderValue {
         let mut s = String::with_capacity(64);
         s.push_str(CACHE_NAME);
@@ -77,6 +82,7 @@ impl CacheOutcome {
             Self::Hit => s.push_str("; hit"),
             Self::Stale => s.push_str("; fwd=stale"),
             Self::Miss | Self::Collapsed | Self::Error => s.push_str("; fwd=miss"),
+            Self::Bypass => s.push_str("; fwd=bypass"),
         }
         if let Some(status) = d.fwd_status {
             let _ = write!(s, "; fwd-status={status}");
@@ -102,6 +108,7 @@ impl std::fmt::Display for CacheOutcome {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
             Self::Collapsed => "collapsed",
+            Self::Bypass => "bypass",
             other => other.result_label(),
         })
     }
@@ -170,6 +177,16 @@ mod tests {
             ),
             "oauth-metadata-gateway; fwd=miss; detail=connect_error"
         );
+        assert_eq!(
+            render(
+                CacheOutcome::Bypass,
+                StatusDetail {
+                    fwd_status: Some(200),
+                    ..Default::default()
+                }
+            ),
+            "oauth-metadata-gateway; fwd=bypass; fwd-status=200"
+        );
     }
 
     #[test]
@@ -180,6 +197,7 @@ mod tests {
             CacheOutcome::Miss,
             CacheOutcome::Collapsed,
             CacheOutcome::Error,
+            CacheOutcome::Bypass,
         ] {
             assert_eq!(RESULT_LABELS[o.result_index()], o.result_label());
         }

@@ -34,9 +34,10 @@ pub fn respond(req: &HttpRequest, slot: &DocumentSlot, lookup: &Lookup) -> HttpR
         FreshnessState::Expired => (0, 0),
     };
     let detail = StatusDetail {
-        ttl: Some(ttl_secs),
+        // Nothing is stored on a bypass, so there is no stored freshness.
+        ttl: (lookup.outcome != CacheOutcome::Bypass).then_some(ttl_secs),
         fwd_status: match lookup.outcome {
-            CacheOutcome::Miss | CacheOutcome::Collapsed => Some(200),
+            CacheOutcome::Miss | CacheOutcome::Collapsed | CacheOutcome::Bypass => Some(200),
             CacheOutcome::Stale => lookup.error.as_ref().and_then(|e| e.upstream_status()),
             _ => None,
         },

@@ -34,7 +34,8 @@ use std::net::TcpListener;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use actix_web::dev::{Server, Service as _};
+use actix_web::body::MessageBody;
+use actix_web::dev::{Server, Service as _, ServiceFactory, ServiceRequest, ServiceResponse};
 use actix_web::http::Method;
 use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
 
@@ -62,41 +63,13 @@ pub fn server(
     listener: TcpListener,
     settings: ServerSettings,
 ) -> Result<Server, RunError> {
-    let factory = move || {
-        let gw = gw.clone();
-        let metrics = gw.metrics.clone();
-        App::new()
-            .wrap_fn(move |req, srv| {
-                let started = Instant::now();
-                let metrics = metrics.clone();
-                let fut = srv.call(req);
-                async move {
-                    let res = fut.await?;
-                    let route = res.request().match_name().unwrap_or(UNMATCHED_ROUTE);
-                    metrics.record_http(route, res.status().as_u16(), started.elapsed());
-                    Ok(res)
-                }
-            })
-            // Outermost: a request counts as in progress for the
-            // connection watchdog until its response is built.
-            .wrap_fn(|req, srv| {
-                let in_flight = watchdog::track(req.conn_data::<watchdog::ConnectionHandle>());
-                let fut = srv.call(req);
-                async move {
-                    let res = fut.await;
-                    drop(in_flight);
-                    res
-                }
-            })
-            .configure(|cfg| routes(cfg, &gw))
-    };
     let limits = settings.listener.limits;
     let idle_limit = limits.idle_connection_limit();
     // actix-web's own default: one worker per available core.
     let workers = settings.workers.unwrap_or_else(|| {
         std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
     });
-    let server = HttpServer::new(factory)
+    let server = HttpServer::new(move || app(gw.clone()))
         .disable_signals()
         .shutdown_timeout(ceil_seconds(settings.shutdown_timeout))
         .client_request_timeout(limits.client_request_timeout)
@@ -111,6 +84,46 @@ pub fn server(
     }
     .map_err(RunError::io("cannot listen"))?;
     Ok(server.run())
+}
+
+/// The application one worker runs: every route behind the HTTP metrics
+/// middleware. Public so benchmarks can drive the whole stack in-process.
+pub fn app(
+    gw: Arc<Gateway>,
+) -> App<
+    impl ServiceFactory<
+        ServiceRequest,
+        Config = (),
+        Response = ServiceResponse<impl MessageBody>,
+        Error = actix_web::Error,
+        InitError = (),
+    >,
+> {
+    let metrics = gw.metrics.clone();
+    App::new()
+        .wrap_fn(move |req, srv| {
+            let started = Instant::now();
+            let metrics = metrics.clone();
+            let fut = srv.call(req);
+            async move {
+                let res = fut.await?;
+                let route = res.request().match_name().unwrap_or(UNMATCHED_ROUTE);
+                metrics.record_http(route, res.status().as_u16(), started.elapsed());
+                Ok(res)
+            }
+        })
+        // Outermost: a request counts as in progress for the
+        // connection watchdog until its response is built.
+        .wrap_fn(|req, srv| {
+            let in_flight = watchdog::track(req.conn_data::<watchdog::ConnectionHandle>());
+            let fut = srv.call(req);
+            async move {
+                let res = fut.await;
+                drop(in_flight);
+                res
+            }
+        })
+        .configure(|cfg| routes(cfg, &gw))
 }
 
 /// Registers every route of the gateway.
