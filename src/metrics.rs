@@ -211,15 +211,25 @@ impl Metrics {
         }
     }
 
-    /// Counts one HTTP response.
+    /// Counts one HTTP response. Resolves the labels on every call; the
+    /// request path uses [`crate::http::recorder::HttpRecorder`], which
+    /// resolves each handle once per worker.
     pub fn record_http(&self, route: &str, status: u16, elapsed: Duration) {
+        self.http_requests_handle(route, status).inc();
+        self.http_duration_handle(route)
+            .observe(elapsed.as_secs_f64());
+    }
+
+    /// The `metadata_gateway_http_requests_total` series of one route and status.
+    pub fn http_requests_handle(&self, route: &str, status: u16) -> IntCounter {
         let mut buf = itoa::Buffer::new();
         self.http_requests
             .with_label_values(&[route, buf.format(status)])
-            .inc();
-        self.http_duration
-            .with_label_values(&[route])
-            .observe(elapsed.as_secs_f64());
+    }
+
+    /// The `metadata_gateway_http_request_duration_seconds` series of one route.
+    pub fn http_duration_handle(&self, route: &str) -> Histogram {
+        self.http_duration.with_label_values(&[route])
     }
 
     /// Sets the document gauges (called at scrape time).

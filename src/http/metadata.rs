@@ -3,11 +3,12 @@
 //! The body is the stored upstream bytes, untouched. Headers come from the
 //! lookup alone: `ETag` (precomputed at fetch time), `Cache-Control` with
 //! the freshness left, `Age` (RFC 9111 §5.1), and `Cache-Status`
-//! (RFC 9211) rendered from the [`CacheOutcome`](crate::outcome::CacheOutcome).
+//! (RFC 9211) rendered from the [`CacheOutcome`](crate::outcome::CacheOutcome);
+//! the time-dependent three come from [`super::freshness_headers`].
 //! `If-None-Match` is answered with 304. HEAD gets the same headers as GET;
 //! actix-web omits the body and keeps `Content-Length`.
 
-use actix_web::http::header::{self, HeaderValue};
+use actix_web::http::header::{self, HeaderName, HeaderValue};
 use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, HttpResponseBuilder};
 
@@ -17,8 +18,10 @@ use crate::outcome::{CacheOutcome, StatusDetail};
 
 use super::conditional::none_match;
 use super::errors::json_error;
+use super::freshness_headers::{self, Inputs};
 
 const JSON: HeaderValue = HeaderValue::from_static("application/json");
+const CACHE_STATUS: HeaderName = HeaderName::from_static("cache-status");
 
 /// Builds the response for one metadata request.
 pub fn respond(req: &HttpRequest, slot: &DocumentSlot, lookup: &Lookup) -> HttpResponse {
@@ -69,17 +72,15 @@ fn common_headers(
     detail: StatusDetail,
     max_age: u64,
 ) {
-    let mut num = itoa::Buffer::new();
-    let age = whole_seconds(lookup.age);
-    b.insert_header((
-        header::AGE,
-        HeaderValue::from_str(num.format(age)).unwrap_or(HeaderValue::from_static("0")),
-    ));
-    let cache_control = format!("public, max-age={max_age}");
-    if let Ok(v) = HeaderValue::from_str(&cache_control) {
-        b.insert_header((header::CACHE_CONTROL, v));
-    }
-    b.insert_header(("cache-status", lookup.outcome.cache_status(detail)));
+    let rendered = freshness_headers::for_inputs(Inputs {
+        outcome: lookup.outcome,
+        detail,
+        age: whole_seconds(lookup.age),
+        max_age,
+    });
+    b.insert_header((header::AGE, rendered.age));
+    b.insert_header((header::CACHE_CONTROL, rendered.cache_control));
+    b.insert_header((CACHE_STATUS, rendered.cache_status));
 }
 
 /// Nothing servable: 502/503/504 with an OAuth-style JSON error and
@@ -112,9 +113,6 @@ fn unavailable(lookup: &Lookup) -> HttpResponse {
     if let Ok(v) = HeaderValue::from_str(num.format(retry)) {
         headers.insert(header::RETRY_AFTER, v);
     }
-    headers.insert(
-        header::HeaderName::from_static("cache-status"),
-        CacheOutcome::Error.cache_status(detail),
-    );
+    headers.insert(CACHE_STATUS, CacheOutcome::Error.cache_status(detail));
     res
 }

@@ -25,12 +25,15 @@
 pub mod conditional;
 pub mod cors;
 pub mod errors;
+pub mod freshness_headers;
 pub mod limits;
 pub mod local;
 pub mod metadata;
 pub mod ops;
+pub mod recorder;
 
 use std::net::TcpListener;
+use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -99,16 +102,16 @@ pub fn app(
         InitError = (),
     >,
 > {
-    let metrics = gw.metrics.clone();
+    let recorder = Rc::new(recorder::HttpRecorder::new(gw.metrics.clone()));
     App::new()
         .wrap_fn(move |req, srv| {
             let started = Instant::now();
-            let metrics = metrics.clone();
+            let recorder = recorder.clone();
             let fut = srv.call(req);
             async move {
                 let res = fut.await?;
                 let route = res.request().match_name().unwrap_or(UNMATCHED_ROUTE);
-                metrics.record_http(route, res.status().as_u16(), started.elapsed());
+                recorder.record(route, res.status().as_u16(), started.elapsed());
                 Ok(res)
             }
         })
