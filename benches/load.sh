@@ -1,0 +1,356 @@
+#!/usr/bin/env bash
+# HTTP load comparison on loopback: the gateway (cached), the gateway with
+# --no-cache (one upstream fetch per request), nginx as a proxy_cache in front
+# of the same upstream, and nginx serving the same bytes as a static file
+# (the ceiling). Measured with wrk at 64 and 256 connections, alternating the
+# targets for several rounds; prints requests/s, p50/p99 latency (median of
+# the rounds), the ratios gateway/nginx-proxy-cache and gateway/nginx-static,
+# the gateway's peak RSS and its upstream fetches during the run.
+#
+#   bash benches/load.sh                # defaults below
+#   ROUNDS=5 DURATION=15 bash benches/load.sh
+#
+# Settings (environment):
+#   ROUNDS=3          rounds; each runs every target at every connection count
+#   DURATION=10       seconds per wrk run (plus WARMUP seconds once per target)
+#   WARMUP=3          seconds of warm-up load per target before the rounds
+#   CONNECTIONS="64 256"
+#   WRK_THREADS=2     wrk threads
+#   WORKERS=          gateway --workers (empty: the gateway's default)
+#   TTL=300s          gateway --ttl (nginx uses proxy_cache_valid 200 300s)
+#   GATEWAY_BIN=      use this binary instead of building target/release
+#   RESULTS=          also write the report to this file
+#
+# Everything listens on 127.0.0.1 on free high ports, every wait is bounded,
+# and every process started here is stopped on exit (trap), by its PID.
+# Needs wrk, nginx and curl (installed with apt-get when missing: root or
+# sudo) and cargo unless GATEWAY_BIN is given.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+ROUNDS=${ROUNDS:-3}
+DURATION=${DURATION:-10}
+WARMUP=${WARMUP:-3}
+CONNECTIONS=${CONNECTIONS:-"64 256"}
+WRK_THREADS=${WRK_THREADS:-2}
+WORKERS=${WORKERS:-}
+TTL=${TTL:-300s}
+PATH_AS=/.well-known/oauth-authorization-server
+ISSUER=http://localhost:7788
+# The reference authorization server's document, byte for byte (642 B).
+DOCUMENT='{"issuer":"http://localhost:7788","authorization_endpoint":"http://localhost:7788/oauth/authorize","token_endpoint":"http://localhost:7788/oauth/token","registration_endpoint":"http://localhost:7788/oauth/register","scopes_supported":["user:read","entries:read","entries:write","tags:read","tags:write"],"response_types_supported":["code"],"response_modes_supported":["query"],"grant_types_supported":["authorization_code","refresh_token"],"token_endpoint_auth_methods_supported":["client_secret_basic","client_secret_post","none"],"revocation_endpoint":"http://localhost:7788/oauth/token","code_challenge_methods_supported":["plain","S256"]}'
+
+log() { printf '==> %s\n' "$*" >&2; }
+die() { printf 'error: %s\n' "$*" >&2; exit 1; }
+
+# --- tools -------------------------------------------------------------------
+install_missing() {
+    local need=()
+    command -v wrk >/dev/null 2>&1 || need+=(wrk)
+    command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || need+=(nginx-light)
+    command -v curl >/dev/null 2>&1 || need+=(curl)
+    [ ${#need[@]} -eq 0 ] && return 0
+    local sudo=""
+    if [ "$(id -u)" -ne 0 ]; then
+        command -v sudo >/dev/null 2>&1 || die "missing ${need[*]}; install them with apt-get"
+        sudo=sudo
+    fi
+    log "installing Debian packages: ${need[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    $sudo apt-get update -qq
+    $sudo apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+    # The package may start a system nginx; this script runs its own.
+    if command -v systemctl >/dev/null 2>&1; then
+        $sudo systemctl stop nginx >/dev/null 2>&1 || true
+    fi
+}
+LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
+install_missing
+NGINX=$(command -v nginx || echo /usr/sbin/nginx)
+
+if [ -z "${GATEWAY_BIN:-}" ]; then
+    log "building the gateway (release profile)"
+    cargo build --release --locked --bin oauth-metadata-gateway >&2
+    GATEWAY_BIN=target/release/oauth-metadata-gateway
+fi
+[ -x "$GATEWAY_BIN" ] || die "no gateway binary at $GATEWAY_BIN"
+
+# --- processes and cleanup ---------------------------------------------------
+WORK=$(mktemp -d /tmp/gateway-load.XXXXXX)
+chmod 755 "$WORK"
+PIDS=()
+cleanup() {
+    local pid
+    for pid in "${PIDS[@]}"; do
+        kill -TERM "$pid" 2>/dev/null || true
+    done
+    for pid in "${PIDS[@]}"; do
+        # Bounded wait, then force.
+        for _ in $(seq 50); do
+            kill -0 "$pid" 2>/dev/null || break
+            sleep 0.1
+        done
+        kill -KILL "$pid" 2>/dev/null || true
+        wait "$pid" 2>/dev/null || true
+    done
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# A free TCP port on 127.0.0.1 (nothing listening, not handed out before).
+USED_PORTS=" "
+free_port() {
+    local port
+    for _ in $(seq 200); do
+        port=$((20000 + RANDOM % 40000))
+        case "$USED_PORTS" in *" $port "*) continue ;; esac
+        if [ -z "$(ss -Htln "sport = :$port")" ]; then
+            USED_PORTS="$USED_PORTS$port "
+            echo "$port"
+            return 0
+        fi
+    done
+    die "no free port found"
+}
+
+# Waits (bounded) until URL answers 200.
+wait_ready() {
+    local url=$1 name=$2
+    for _ in $(seq 100); do
+        if [ "$(curl -s -o /dev/null -w '%{http_code}' --max-time 1 "$url")" = 200 ]; then
+            return 0
+        fi
+        sleep 0.1
+    done
+    die "$name did not become ready at $url (logs in $WORK)"
+}
+
+P_UP_GW=$(free_port)    # upstream, as seen by the gateways
+P_UP_NGX=$(free_port)   # upstream, as seen by nginx proxy_cache
+P_GW=$(free_port)
+P_GW_NC=$(free_port)
+P_PROXY=$(free_port)
+P_STATIC=$(free_port)
+
+mkdir -p "$WORK/www/.well-known" "$WORK/cache" "$WORK/tmp"
+printf '%s' "$DOCUMENT" >"$WORK/www/.well-known/oauth-authorization-server"
+chmod -R a+rX "$WORK/www"
+USER_LINE=""
+[ "$(id -u)" -eq 0 ] && USER_LINE="user root;"
+
+common_http() {
+    cat <<EOF
+    include /etc/nginx/mime.types;
+    default_type application/octet-stream;
+    sendfile on;
+    tcp_nopush on;
+    keepalive_timeout 65;
+    client_body_temp_path $WORK/tmp/body;
+    proxy_temp_path $WORK/tmp/proxy;
+    fastcgi_temp_path $WORK/tmp/fastcgi;
+    uwsgi_temp_path $WORK/tmp/uwsgi;
+    scgi_temp_path $WORK/tmp/scgi;
+EOF
+}
+
+# The upstream authorization server: nginx, one worker, logging every
+# request so fetches can be counted per client (one port each).
+cat >"$WORK/upstream.conf" <<EOF
+$USER_LINE
+worker_processes 1;
+pid $WORK/upstream.pid;
+error_log $WORK/upstream-error.log warn;
+events { worker_connections 1024; }
+http {
+$(common_http)
+    log_format short '\$server_port \$status';
+    server {
+        listen 127.0.0.1:$P_UP_GW;
+        listen 127.0.0.1:$P_UP_NGX;
+        access_log $WORK/upstream-access.log short;
+        root $WORK/www;
+        location = $PATH_AS { default_type application/json; }
+    }
+}
+EOF
+
+# The comparison: nginx with 2 worker processes, proxy_cache with the
+# issue's directives, and the same bytes as a static file.
+cat >"$WORK/nginx.conf" <<EOF
+$USER_LINE
+worker_processes 2;
+pid $WORK/nginx.pid;
+error_log $WORK/nginx-error.log warn;
+events { worker_connections 2048; }
+http {
+$(common_http)
+    access_log off;
+    proxy_cache_path $WORK/cache levels=1:2 keys_zone=metadata:1m max_size=10m;
+    server {
+        listen 127.0.0.1:$P_PROXY;
+        location / {
+            proxy_pass http://127.0.0.1:$P_UP_NGX;
+            proxy_cache metadata;
+            proxy_cache_valid 200 300s;
+            proxy_cache_use_stale error timeout updating http_500 http_502 http_503 http_504;
+            proxy_cache_background_update on;
+            proxy_cache_lock on;
+        }
+    }
+    server {
+        listen 127.0.0.1:$P_STATIC;
+        root $WORK/www;
+        location = $PATH_AS { default_type application/json; }
+    }
+}
+EOF
+
+# Starts a process in the background, logging to $WORK/NAME.out; its PID is
+# kept for cleanup and left in LAST_PID.
+start() { # name, command...
+    local name=$1
+    shift
+    "$@" >"$WORK/$name.out" 2>&1 &
+    LAST_PID=$!
+    PIDS+=("$LAST_PID")
+}
+
+log "starting the upstream, nginx and two gateways in $WORK"
+start upstream "$NGINX" -p "$WORK" -c "$WORK/upstream.conf" -g 'daemon off;'
+start nginx "$NGINX" -p "$WORK" -c "$WORK/nginx.conf" -g 'daemon off;'
+wait_ready "http://127.0.0.1:$P_UP_GW$PATH_AS" upstream
+wait_ready "http://127.0.0.1:$P_STATIC$PATH_AS" nginx-static
+
+gateway_args=(--upstream "http://127.0.0.1:$P_UP_GW" --issuer "$ISSUER" --ttl "$TTL" --shutdown-timeout 1s)
+[ -n "$WORKERS" ] && gateway_args+=(--workers "$WORKERS")
+# Per-fetch log lines would cost the --no-cache gateway a write per request;
+# both run at warn so neither logs per request (nginx has access_log off).
+GW_STARTED=$(date +%s.%N)
+export RUST_LOG=warn
+start gateway "$GATEWAY_BIN" --listen "127.0.0.1:$P_GW" "${gateway_args[@]}"
+GW_PID=$LAST_PID
+start gateway-no-cache "$GATEWAY_BIN" --listen "127.0.0.1:$P_GW_NC" --no-cache "${gateway_args[@]}"
+GW_NC_PID=$LAST_PID
+wait_ready "http://127.0.0.1:$P_GW/readyz" gateway
+wait_ready "http://127.0.0.1:$P_GW_NC/healthz" gateway-no-cache
+
+declare -A URL=(
+    [gateway]="http://127.0.0.1:$P_GW$PATH_AS"
+    [gateway-no-cache]="http://127.0.0.1:$P_GW_NC$PATH_AS"
+    [nginx-proxy-cache]="http://127.0.0.1:$P_PROXY$PATH_AS"
+    [nginx-static]="http://127.0.0.1:$P_STATIC$PATH_AS"
+)
+TARGETS=(gateway gateway-no-cache nginx-proxy-cache nginx-static)
+
+# Every target must serve exactly the document's bytes.
+printf '%s' "$DOCUMENT" >"$WORK/expected"
+for t in "${TARGETS[@]}"; do
+    curl -s --max-time 5 -o "$WORK/got-$t" "${URL[$t]}" || die "$t did not answer"
+    cmp -s "$WORK/expected" "$WORK/got-$t" || die "$t does not serve the document's bytes"
+done
+log "every target serves the same $(wc -c <"$WORK/expected") bytes"
+
+# Converts a wrk latency (e.g. 512.00us, 1.25ms, 1.02s) to microseconds.
+to_us() {
+    awk -v v="$1" 'BEGIN {
+        n = v + 0
+        if (v ~ /us$/) m = 1; else if (v ~ /ms$/) m = 1000; else if (v ~ /s$/) m = 1000000; else m = 1
+        printf "%.0f", n * m }'
+}
+
+# One wrk run; appends "target conns rps p50_us p99_us errors" to results.
+measure() {
+    local target=$1 conns=$2 seconds=$3 out
+    out=$(timeout $((seconds + 30)) wrk -t "$WRK_THREADS" -c "$conns" -d "${seconds}s" --latency "${URL[$target]}") ||
+        die "wrk failed against $target"
+    local rps p50 p99 errors
+    rps=$(awk '/^Requests\/sec:/ {print $2}' <<<"$out")
+    p50=$(to_us "$(awk '$1 == "50%" {print $2}' <<<"$out")")
+    p99=$(to_us "$(awk '$1 == "99%" {print $2}' <<<"$out")")
+    errors=$(awk '/Non-2xx or 3xx responses:/ {n += $NF} /Socket errors:/ {
+        for (i = 1; i <= NF; i++) if ($i ~ /^[0-9]+,?$/) n += $i } END {print n + 0}' <<<"$out")
+    echo "$target $conns $rps $p50 $p99 $errors" >>"$WORK/results"
+    log "$(printf '%-18s c=%-3s %10s req/s  p50 %6s us  p99 %6s us  errors %s' "$target" "$conns" "$rps" "$p50" "$p99" "$errors")"
+}
+
+log "warm-up: ${WARMUP}s per target"
+for t in "${TARGETS[@]}"; do
+    timeout $((WARMUP + 30)) wrk -t "$WRK_THREADS" -c 64 -d "${WARMUP}s" "${URL[$t]}" >/dev/null || die "warm-up of $t failed"
+done
+: >"$WORK/results"
+
+for round in $(seq "$ROUNDS"); do
+    log "round $round of $ROUNDS"
+    for conns in $CONNECTIONS; do
+        for t in "${TARGETS[@]}"; do
+            measure "$t" "$conns" "$DURATION"
+        done
+    done
+done
+
+# --- report ------------------------------------------------------------------
+GW_ENDED=$(date +%s.%N)
+metric_sum() { # url, metric name
+    curl -s --max-time 5 "$1" | awk -v m="$2" 'index($0, m "{") == 1 {n += $NF} END {printf "%d", n}'
+}
+fetches=$(metric_sum "http://127.0.0.1:$P_GW/metrics" metadata_gateway_upstream_fetches_total)
+fetches_nc=$(metric_sum "http://127.0.0.1:$P_GW_NC/metrics" metadata_gateway_upstream_fetches_total)
+ngx_fetches=$(awk -v p="$P_UP_NGX" '$1 == p {n++} END {print n + 0}' "$WORK/upstream-access.log")
+hwm_kib() { awk '/^VmHWM:/ {print $2}' "/proc/$1/status"; }
+rss_kib() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status"; }
+gw_hwm=$(hwm_kib "$GW_PID")
+gw_rss=$(rss_kib "$GW_PID")
+gw_nc_hwm=$(hwm_kib "$GW_NC_PID")
+ngx_master=$(cat "$WORK/nginx.pid")
+ngx_rss=0
+for p in $ngx_master $(pgrep -P "$ngx_master" || true); do
+    ngx_rss=$((ngx_rss + $(hwm_kib "$p")))
+done
+run_seconds=$(awk -v a="$GW_STARTED" -v b="$GW_ENDED" 'BEGIN {printf "%.0f", b - a}')
+ttl_seconds=$(awk -v t="$TTL" 'BEGIN {
+    n = t + 0; if (t ~ /ms$/) n /= 1000; else if (t ~ /m$/) n *= 60; else if (t ~ /h$/) n *= 3600; print n }')
+bound=$(awk -v r="$run_seconds" -v t="$ttl_seconds" 'BEGIN {printf "%.2f", 1 + r / t}')
+
+report() {
+    echo "date: $(date -u +%Y-%m-%dT%H:%M:%SZ)"
+    echo "machine: $(nproc) cores, $(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo), load before: $LOAD_BEFORE"
+    echo "gateway: $GATEWAY_BIN --ttl $TTL${WORKERS:+ --workers $WORKERS}; nginx $("$NGINX" -v 2>&1 | sed 's/.*\///'), wrk -t$WRK_THREADS, ${ROUNDS} rounds x ${DURATION}s, medians"
+    echo
+    awk -v targets="${TARGETS[*]}" -v conns_list="$CONNECTIONS" '
+        function median(list,    a, n, i, j, t) {
+            n = split(list, a, " ")
+            for (i = 2; i <= n; i++) { t = a[i]; for (j = i - 1; j >= 1 && a[j] + 0 > t + 0; j--) a[j + 1] = a[j]; a[j + 1] = t }
+            return (n % 2) ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2
+        }
+        { k = $1 SUBSEP $2; rps[k] = rps[k] " " $3; p50[k] = p50[k] " " $4; p99[k] = p99[k] " " $5; err[k] += $6 }
+        END {
+            nt = split(targets, T, " "); nc = split(conns_list, C, " ")
+            printf "| %-18s | %5s | %10s | %8s | %8s | %6s |\n", "target", "conns", "req/s", "p50 us", "p99 us", "errors"
+            printf "|%s|%s|%s|%s|%s|%s|\n", "--------------------", "------:", "-----------:", "---------:", "---------:", "-------:"
+            for (c = 1; c <= nc; c++) for (t = 1; t <= nt; t++) {
+                k = T[t] SUBSEP C[c]
+                R[k] = median(rps[k]); L50[k] = median(p50[k]); L99[k] = median(p99[k])
+                printf "| %-18s | %5s | %10.0f | %8.0f | %8.0f | %6d |\n", T[t], C[c], R[k], L50[k], L99[k], err[k]
+            }
+            print ""
+            printf "| %-5s | %22s | %20s | %26s | %24s |\n", "conns", "gateway/nginx-proxy-cache", "gateway/nginx-static", "gateway/gateway-no-cache", "p99 gateway/proxy-cache"
+            printf "|%s|%s|%s|%s|%s|\n", "------:", "-------------------------:", "---------------------:", "---------------------------:", "-------------------------:"
+            for (c = 1; c <= nc; c++) {
+                g = "gateway" SUBSEP C[c]
+                printf "| %5s | %25.2fx | %20.2fx | %26.2fx | %24.2fx |\n", C[c],
+                    R[g] / R["nginx-proxy-cache" SUBSEP C[c]], R[g] / R["nginx-static" SUBSEP C[c]],
+                    R[g] / R["gateway-no-cache" SUBSEP C[c]], L99[g] / L99["nginx-proxy-cache" SUBSEP C[c]]
+            }
+        }' "$WORK/results"
+    echo
+    echo "gateway peak RSS (VmHWM): $((gw_hwm / 1024)).$(((gw_hwm % 1024) * 10 / 1024)) MiB (${gw_hwm} KiB; VmRSS now ${gw_rss} KiB)"
+    echo "gateway --no-cache peak RSS: ${gw_nc_hwm} KiB; nginx (master + 2 workers) peak RSS, summed: ${ngx_rss} KiB"
+    echo "gateway upstream fetches: $fetches in a ${run_seconds}s run (bound 1 + run/TTL = $bound)"
+    echo "gateway --no-cache upstream fetches: $fetches_nc; nginx proxy_cache upstream fetches: $ngx_fetches"
+}
+if [ -n "${RESULTS:-}" ]; then
+    report | tee "$RESULTS"
+else
+    report
+fi
