@@ -62,7 +62,8 @@ fn large_document() -> String {
 }
 
 /// A local authorization server publishing `documents` at
-/// `/<index>/.well-known/oauth-authorization-server`, one worker thread.
+/// `/.well-known/oauth-authorization-server/<index>` (RFC 8414 §3.1 path
+/// insertion for an upstream `<base>/<index>`), one worker thread.
 fn start_upstream(rt: &Runtime, documents: Vec<web::Bytes>) -> (String, ServerHandle) {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind the benchmark upstream");
     let addr = listener.local_addr().expect("upstream address");
@@ -71,7 +72,7 @@ fn start_upstream(rt: &Runtime, documents: Vec<web::Bytes>) -> (String, ServerHa
         let server = HttpServer::new(move || {
             let docs = docs.clone();
             App::new().route(
-                &format!("/{{index}}{AS_METADATA_PATH}"),
+                &format!("{AS_METADATA_PATH}/{{index}}"),
                 web::get().to(move |index: web::Path<usize>| {
                     let body = docs.get(*index).cloned();
                     async move {
