@@ -60,7 +60,11 @@ async fn a_failing_upstream_fails_each_request_and_readiness() {
         assert_eq!(r.status, 502);
         assert_eq!(r.json()["error"], "temporarily_unavailable");
         assert!(r.header("retry-after").is_some());
-        assert!(r.cache_status().contains("fwd-status=503"), "{}", r.cache_status());
+        assert!(
+            r.cache_status().contains("fwd-status=503"),
+            "{}",
+            r.cache_status()
+        );
         assert_eq!(upstream.requests(), n, "no back-off: one fetch per request");
     }
     assert_eq!(get(&gw.url("/readyz")).await.status, 503);
