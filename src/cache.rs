@@ -19,12 +19,9 @@
 //! - moka drops an entry once it is older than TTL + max-stale (its
 //!   per-entry [`Expiry`] reads the lifetime stored in the entry), so memory
 //!   holds nothing that can no longer be served.
-//! - The request path reads the current document from a per-slot
-//!   [`ArcSwapOption`] that every successful fetch publishes to, not from
-//!   moka: one atomic load instead of moka's hashing, read recording and
-//!   housekeeping (measured in benches/README.md). moka stays the place
-//!   where cold fetches are coalesced and lifetimes enforced; the snapshot
-//!   is cleared as soon as it is found expired.
+//! - moka is the only store: requests read from it, the refresher writes to
+//!   it. There is no second copy to keep consistent (a read costs moka's
+//!   hash and read recording, tens of nanoseconds; benches/README.md).
 //! - [`CacheMode::Bypass`] (`--no-cache`) turns all of this off: every
 //!   request fetches and validates on its own and nothing is stored
 //!   ([`CacheOutcome::Bypass`]). It exists as the baseline the benchmarks
@@ -33,7 +30,6 @@
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use arc_swap::ArcSwapOption;
 use moka::Expiry;
 
 use crate::config::DocumentConfig;
@@ -236,8 +232,6 @@ pub enum CacheMode {
 /// The cache of all configured documents.
 pub struct MetadataCache {
     entries: moka::future::Cache<usize, Arc<StoredDocument>>,
-    /// The newest fetched document of each slot, indexed by slot id.
-    published: Vec<ArcSwapOption<StoredDocument>>,
     fetcher: Fetcher,
     metrics: Arc<Metrics>,
     mode: CacheMode,
@@ -252,7 +246,6 @@ impl MetadataCache {
             .build();
         Self {
             entries,
-            published: (0..capacity).map(|_| ArcSwapOption::empty()).collect(),
             fetcher,
             metrics,
             mode,
@@ -266,37 +259,15 @@ impl MetadataCache {
 
     /// The stored document for `slot` if it may still be served.
     pub async fn servable(&self, slot: &DocumentSlot) -> Option<(Arc<StoredDocument>, Duration)> {
-        let published = self.published.get(slot.id)?;
-        let stored = published.load_full()?;
+        let stored = self.entries.get(&slot.id).await?;
         let age = stored.fetched_at.elapsed();
         match slot.freshness.classify(age) {
             FreshnessState::Expired => {
-                // Unless a successor was published meanwhile.
-                published.compare_and_swap(&Some(stored), None);
                 self.entries.invalidate(&slot.id).await;
                 None
             }
             _ => Some((stored, age)),
         }
-    }
-
-    /// Makes `stored` the document requests see, unless a newer one is
-    /// already published (two fetches can finish out of order).
-    fn publish(&self, slot: &DocumentSlot, stored: &Arc<StoredDocument>) {
-        if let Some(published) = self.published.get(slot.id) {
-            published.rcu(|current| match current {
-                Some(cur) if cur.fetched_at > stored.fetched_at => Some(cur.clone()),
-                _ => Some(stored.clone()),
-            });
-        }
-    }
-
-    /// A fetch whose result, when valid, is stored: published for requests
-    /// here, and inserted into moka by the caller.
-    async fn fetch_to_store(&self, slot: &DocumentSlot) -> Result<Arc<StoredDocument>, FetchError> {
-        let stored = self.fetch(slot).await?;
-        self.publish(slot, &stored);
-        Ok(stored)
     }
 
     /// Answers one request for `slot`'s document.
@@ -328,7 +299,7 @@ impl MetadataCache {
         match self
             .entries
             .entry(slot.id)
-            .or_try_insert_with(self.fetch_to_store(slot))
+            .or_try_insert_with(self.fetch(slot))
             .await
         {
             Ok(entry) => {
@@ -373,7 +344,7 @@ impl MetadataCache {
     /// failure leaves the stored document in place.
     pub async fn refresh(&self, slot: &DocumentSlot) {
         if self.servable(slot).await.is_some() {
-            if let Ok(stored) = self.fetch_to_store(slot).await {
+            if let Ok(stored) = self.fetch(slot).await {
                 self.entries.insert(slot.id, stored).await;
             }
         } else {
@@ -382,7 +353,7 @@ impl MetadataCache {
             let _ = self
                 .entries
                 .entry(slot.id)
-                .or_try_insert_with(self.fetch_to_store(slot))
+                .or_try_insert_with(self.fetch(slot))
                 .await;
         }
     }
