@@ -21,7 +21,7 @@
 //!   holds nothing that can no longer be served.
 //! - moka is the only store: requests read from it, the refresher writes to
 //!   it. There is no second copy to keep consistent (a read costs moka's
-//!   hash and read recording, tens of nanoseconds; benches/README.md).
+//!   hash and read recording, about 150 ns; benches/README.md).
 //! - [`CacheMode::Bypass`] (`--no-cache`) turns all of this off: every
 //!   request fetches and validates on its own and nothing is stored
 //!   ([`CacheOutcome::Bypass`]). It exists as the baseline the benchmarks
