@@ -178,15 +178,7 @@ fn document_resource(
     gw: Arc<Gateway>,
     slot: Arc<DocumentSlot>,
     route: &str,
-) -> actix_web::Resource<
-    impl actix_web::dev::ServiceFactory<
-        actix_web::dev::ServiceRequest,
-        Config = (),
-        Response = actix_web::dev::ServiceResponse,
-        Error = actix_web::Error,
-        InitError = (),
-    >,
-> {
+) -> impl actix_web::dev::HttpServiceFactory {
     let serve = move |req: HttpRequest| {
         let gw = gw.clone();
         let slot = slot.clone();
@@ -204,15 +196,7 @@ fn local_resource(
     gw: Arc<Gateway>,
     doc: Arc<LocalDocument>,
     route: &str,
-) -> actix_web::Resource<
-    impl actix_web::dev::ServiceFactory<
-        actix_web::dev::ServiceRequest,
-        Config = (),
-        Response = actix_web::dev::ServiceResponse,
-        Error = actix_web::Error,
-        InitError = (),
-    >,
-> {
+) -> impl actix_web::dev::HttpServiceFactory {
     let serve = move |req: HttpRequest| {
         let gw = gw.clone();
         let doc = doc.clone();
@@ -229,18 +213,7 @@ fn local_resource(
 /// other methods 405, CORS headers on all of them. `route` is a configured
 /// path without `{`, `}` or `*` (checked by [`crate::discovery`]), so actix
 /// compares it to the request path as a plain string.
-fn document_routes<F, Fut>(
-    route: &str,
-    serve: F,
-) -> actix_web::Resource<
-    impl actix_web::dev::ServiceFactory<
-        actix_web::dev::ServiceRequest,
-        Config = (),
-        Response = actix_web::dev::ServiceResponse,
-        Error = actix_web::Error,
-        InitError = (),
-    >,
->
+fn document_routes<F, Fut>(route: &str, serve: F) -> impl actix_web::dev::HttpServiceFactory
 where
     F: Fn(HttpRequest) -> Fut + Clone + 'static,
     Fut: std::future::Future<Output = HttpResponse> + 'static,
