@@ -16,7 +16,10 @@
 #   WARMUP=3          seconds of warm-up load per target before the rounds
 #   CONNECTIONS="64 256"
 #   WRK_THREADS=2     wrk threads
-#   WORKERS=          gateway --workers (empty: the gateway's default)
+#   WORKERS="auto 1"  the cached gateway is measured once per worker count
+#                     listed: "auto" is the gateway's default (one worker per
+#                     core, target "gateway"), N is --workers N (target
+#                     "gateway-Nw"); the --no-cache gateway uses the default
 #   TTL=300s          gateway --ttl (nginx uses proxy_cache_valid 200 300s)
 #   GATEWAY_BIN=      use this binary instead of building target/release
 #   RESULTS=          also write the report to this file
@@ -33,7 +36,7 @@ DURATION=${DURATION:-10}
 WARMUP=${WARMUP:-3}
 CONNECTIONS=${CONNECTIONS:-"64 256"}
 WRK_THREADS=${WRK_THREADS:-2}
-WORKERS=${WORKERS:-}
+WORKERS=${WORKERS:-"auto 1"}
 TTL=${TTL:-300s}
 PATH_AS=/.well-known/oauth-authorization-server
 ISSUER=http://localhost:7788
@@ -128,7 +131,21 @@ wait_ready() {
 
 P_UP_GW=$(free_port)    # upstream, as seen by the gateways
 P_UP_NGX=$(free_port)   # upstream, as seen by nginx proxy_cache
-P_GW=$(free_port)
+# The cached gateways, one per entry of WORKERS: target name -> port, args.
+GATEWAYS=()
+declare -A GW_PORT GW_WORKERS GW_PID
+for w in $WORKERS; do
+    case "$w" in
+    auto) name=gateway ;;
+    *[!0-9]* | "" | 0) die "WORKERS: \"$w\" is neither auto nor a positive number" ;;
+    *) name=gateway-${w}w ;;
+    esac
+    [ -n "${GW_PORT[$name]:-}" ] && die "WORKERS lists $w twice"
+    GATEWAYS+=("$name")
+    GW_PORT[$name]=$(free_port)
+    GW_WORKERS[$name]=$w
+done
+[ ${#GATEWAYS[@]} -gt 0 ] || die "WORKERS is empty"
 P_GW_NC=$(free_port)
 P_PROXY=$(free_port)
 P_STATIC=$(free_port)
@@ -216,32 +233,36 @@ start() { # name, command...
     PIDS+=("$LAST_PID")
 }
 
-log "starting the upstream, nginx and two gateways in $WORK"
+log "starting the upstream, nginx and $((${#GATEWAYS[@]} + 1)) gateways in $WORK"
 start upstream "$NGINX" -p "$WORK" -c "$WORK/upstream.conf" -g 'daemon off;'
 start nginx "$NGINX" -p "$WORK" -c "$WORK/nginx.conf" -g 'daemon off;'
 wait_ready "http://127.0.0.1:$P_UP_GW$PATH_AS" upstream
 wait_ready "http://127.0.0.1:$P_STATIC$PATH_AS" nginx-static
 
 gateway_args=(--upstream "http://127.0.0.1:$P_UP_GW" --issuer "$ISSUER" --ttl "$TTL" --shutdown-timeout 1s)
-[ -n "$WORKERS" ] && gateway_args+=(--workers "$WORKERS")
 # Per-fetch log lines would cost the --no-cache gateway a write per request;
-# both run at warn so neither logs per request (nginx has access_log off).
+# all run at warn so none logs per request (nginx has access_log off).
 GW_STARTED=$(date +%s.%N)
 export RUST_LOG=warn
-start gateway "$GATEWAY_BIN" --listen "127.0.0.1:$P_GW" "${gateway_args[@]}"
-GW_PID=$LAST_PID
+declare -A URL
+for g in "${GATEWAYS[@]}"; do
+    extra=()
+    [ "${GW_WORKERS[$g]}" != auto ] && extra=(--workers "${GW_WORKERS[$g]}")
+    start "$g" "$GATEWAY_BIN" --listen "127.0.0.1:${GW_PORT[$g]}" "${gateway_args[@]}" "${extra[@]}"
+    GW_PID[$g]=$LAST_PID
+    URL[$g]="http://127.0.0.1:${GW_PORT[$g]}$PATH_AS"
+done
 start gateway-no-cache "$GATEWAY_BIN" --listen "127.0.0.1:$P_GW_NC" --no-cache "${gateway_args[@]}"
 GW_NC_PID=$LAST_PID
-wait_ready "http://127.0.0.1:$P_GW/readyz" gateway
+for g in "${GATEWAYS[@]}"; do
+    wait_ready "http://127.0.0.1:${GW_PORT[$g]}/readyz" "$g"
+done
 wait_ready "http://127.0.0.1:$P_GW_NC/healthz" gateway-no-cache
 
-declare -A URL=(
-    [gateway]="http://127.0.0.1:$P_GW$PATH_AS"
-    [gateway-no-cache]="http://127.0.0.1:$P_GW_NC$PATH_AS"
-    [nginx-proxy-cache]="http://127.0.0.1:$P_PROXY$PATH_AS"
-    [nginx-static]="http://127.0.0.1:$P_STATIC$PATH_AS"
-)
-TARGETS=(gateway gateway-no-cache nginx-proxy-cache nginx-static)
+URL[gateway-no-cache]="http://127.0.0.1:$P_GW_NC$PATH_AS"
+URL[nginx-proxy-cache]="http://127.0.0.1:$P_PROXY$PATH_AS"
+URL[nginx-static]="http://127.0.0.1:$P_STATIC$PATH_AS"
+TARGETS=("${GATEWAYS[@]}" gateway-no-cache nginx-proxy-cache nginx-static)
 
 # Every target must serve exactly the document's bytes.
 printf '%s' "$DOCUMENT" >"$WORK/expected"
@@ -294,13 +315,18 @@ GW_ENDED=$(date +%s.%N)
 metric_sum() { # url, metric name
     curl -s --max-time 5 "$1" | awk -v m="$2" 'index($0, m "{") == 1 {n += $NF} END {printf "%d", n}'
 }
-fetches=$(metric_sum "http://127.0.0.1:$P_GW/metrics" metadata_gateway_upstream_fetches_total)
+declare -A FETCHES HWM RSS
+for g in "${GATEWAYS[@]}"; do
+    FETCHES[$g]=$(metric_sum "http://127.0.0.1:${GW_PORT[$g]}/metrics" metadata_gateway_upstream_fetches_total)
+done
 fetches_nc=$(metric_sum "http://127.0.0.1:$P_GW_NC/metrics" metadata_gateway_upstream_fetches_total)
 ngx_fetches=$(awk -v p="$P_UP_NGX" '$1 == p {n++} END {print n + 0}' "$WORK/upstream-access.log")
 hwm_kib() { awk '/^VmHWM:/ {print $2}' "/proc/$1/status"; }
 rss_kib() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status"; }
-gw_hwm=$(hwm_kib "$GW_PID")
-gw_rss=$(rss_kib "$GW_PID")
+for g in "${GATEWAYS[@]}"; do
+    HWM[$g]=$(hwm_kib "${GW_PID[$g]}")
+    RSS[$g]=$(rss_kib "${GW_PID[$g]}")
+done
 gw_nc_hwm=$(hwm_kib "$GW_NC_PID")
 ngx_master=$(cat "$WORK/nginx.pid")
 ngx_rss=0
@@ -315,9 +341,9 @@ bound=$(awk -v r="$run_seconds" -v t="$ttl_seconds" 'BEGIN {printf "%.2f", 1 + r
 report() {
     echo "date: $(date -u +%Y-%m-%dT%H:%M:%SZ)"
     echo "machine: $(nproc) cores, $(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo), load before: $LOAD_BEFORE"
-    echo "gateway: $GATEWAY_BIN --ttl $TTL${WORKERS:+ --workers $WORKERS}; nginx $("$NGINX" -v 2>&1 | sed 's/.*\///'), wrk -t$WRK_THREADS, ${ROUNDS} rounds x ${DURATION}s, medians"
+    echo "gateway: $GATEWAY_BIN --ttl $TTL, workers: $WORKERS (auto = one per core); nginx $("$NGINX" -v 2>&1 | sed 's/.*\///'), wrk -t$WRK_THREADS, ${ROUNDS} rounds x ${DURATION}s, medians"
     echo
-    awk -v targets="${TARGETS[*]}" -v conns_list="$CONNECTIONS" '
+    awk -v targets="${TARGETS[*]}" -v gateways="${GATEWAYS[*]}" -v conns_list="$CONNECTIONS" '
         function median(list,    a, n, i, j, t) {
             n = split(list, a, " ")
             for (i = 2; i <= n; i++) { t = a[i]; for (j = i - 1; j >= 1 && a[j] + 0 > t + 0; j--) a[j + 1] = a[j]; a[j + 1] = t }
@@ -325,7 +351,7 @@ report() {
         }
         { k = $1 SUBSEP $2; rps[k] = rps[k] " " $3; p50[k] = p50[k] " " $4; p99[k] = p99[k] " " $5; err[k] += $6 }
         END {
-            nt = split(targets, T, " "); nc = split(conns_list, C, " ")
+            nt = split(targets, T, " "); ng = split(gateways, G, " "); nc = split(conns_list, C, " ")
             printf "| %-18s | %5s | %10s | %8s | %8s | %6s |\n", "target", "conns", "req/s", "p50 us", "p99 us", "errors"
             printf "|%s|%s|%s|%s|%s|%s|\n", "--------------------", "------:", "-----------:", "---------:", "---------:", "-------:"
             for (c = 1; c <= nc; c++) for (t = 1; t <= nt; t++) {
@@ -334,20 +360,21 @@ report() {
                 printf "| %-18s | %5s | %10.0f | %8.0f | %8.0f | %6d |\n", T[t], C[c], R[k], L50[k], L99[k], err[k]
             }
             print ""
-            printf "| %-5s | %22s | %20s | %26s | %24s |\n", "conns", "gateway/nginx-proxy-cache", "gateway/nginx-static", "gateway/gateway-no-cache", "p99 gateway/proxy-cache"
-            printf "|%s|%s|%s|%s|%s|\n", "------:", "-------------------------:", "---------------------:", "---------------------------:", "-------------------------:"
-            for (c = 1; c <= nc; c++) {
-                g = "gateway" SUBSEP C[c]
-                printf "| %5s | %25.2fx | %20.2fx | %26.2fx | %24.2fx |\n", C[c],
-                    R[g] / R["nginx-proxy-cache" SUBSEP C[c]], R[g] / R["nginx-static" SUBSEP C[c]],
-                    R[g] / R["gateway-no-cache" SUBSEP C[c]], L99[g] / L99["nginx-proxy-cache" SUBSEP C[c]]
+            printf "| %-12s | %5s | %13s | %13s | %12s | %15s |\n", "gateway", "conns", "/ proxy_cache", "/ nginx static", "/ --no-cache", "p99 / proxy_cache"
+            printf "|%s|%s|%s|%s|%s|%s|\n", "--------------", "------:", "--------------:", "--------------:", "-------------:", "------------------:"
+            for (g = 1; g <= ng; g++) for (c = 1; c <= nc; c++) {
+                k = G[g] SUBSEP C[c]
+                printf "| %-12s | %5s | %12.2fx | %13.2fx | %11.2fx | %16.2fx |\n", G[g], C[c],
+                    R[k] / R["nginx-proxy-cache" SUBSEP C[c]], R[k] / R["nginx-static" SUBSEP C[c]],
+                    R[k] / R["gateway-no-cache" SUBSEP C[c]], L99[k] / L99["nginx-proxy-cache" SUBSEP C[c]]
             }
         }' "$WORK/results"
     echo
-    echo "gateway peak RSS (VmHWM): $((gw_hwm / 1024)).$(((gw_hwm % 1024) * 10 / 1024)) MiB (${gw_hwm} KiB; VmRSS now ${gw_rss} KiB)"
-    echo "gateway --no-cache peak RSS: ${gw_nc_hwm} KiB; nginx (master + 2 workers) peak RSS, summed: ${ngx_rss} KiB"
-    echo "gateway upstream fetches: $fetches in a ${run_seconds}s run (bound 1 + run/TTL = $bound)"
-    echo "gateway --no-cache upstream fetches: $fetches_nc; nginx proxy_cache upstream fetches: $ngx_fetches"
+    for g in "${GATEWAYS[@]}"; do
+        echo "$g peak RSS (VmHWM): $((HWM[$g] / 1024)).$(((HWM[$g] % 1024) * 10 / 1024)) MiB (${HWM[$g]} KiB; VmRSS now ${RSS[$g]} KiB); upstream fetches: ${FETCHES[$g]} in a ${run_seconds}s run (bound 1 + run/TTL = $bound)"
+    done
+    echo "gateway --no-cache peak RSS: ${gw_nc_hwm} KiB; upstream fetches: $fetches_nc"
+    echo "nginx (master + 2 workers) peak RSS, summed: ${ngx_rss} KiB; nginx proxy_cache upstream fetches: $ngx_fetches"
 }
 if [ -n "${RESULTS:-}" ]; then
     report | tee "$RESULTS"
