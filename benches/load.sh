@@ -21,6 +21,13 @@
 #                     core, target "gateway"), N is --workers N (target
 #                     "gateway-Nw"); the --no-cache gateway uses the default
 #   TTL=300s          gateway --ttl (nginx uses proxy_cache_valid 200 300s)
+#   RATES=            e.g. "20000 40000": in every round, also measure latency
+#                     at these fixed request rates (open loop, oha with
+#                     --latency-correction, RATE_CONNECTIONS connections),
+#                     below saturation, as traffic arrives in production.
+#                     oha is installed with cargo into target/bench-tools
+#                     when it is not on PATH (about 4 minutes, once).
+#   RATE_CONNECTIONS=64
 #   GATEWAY_BIN=      use this binary instead of building target/release
 #   RESULTS=          also write the report to this file
 #
@@ -37,6 +44,9 @@ WARMUP=${WARMUP:-3}
 CONNECTIONS=${CONNECTIONS:-"64 256"}
 WRK_THREADS=${WRK_THREADS:-2}
 WORKERS=${WORKERS:-"auto 1"}
+RATES=${RATES:-}
+RATE_CONNECTIONS=${RATE_CONNECTIONS:-64}
+OHA_VERSION=1.16.0
 TTL=${TTL:-300s}
 PATH_AS=/.well-known/oauth-authorization-server
 ISSUER=http://localhost:7788
@@ -52,6 +62,7 @@ install_missing() {
     command -v wrk >/dev/null 2>&1 || need+=(wrk)
     command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || need+=(nginx-light)
     command -v curl >/dev/null 2>&1 || need+=(curl)
+    [ -n "$RATES" ] && { command -v python3 >/dev/null 2>&1 || need+=(python3); }
     [ ${#need[@]} -eq 0 ] && return 0
     local sudo=""
     if [ "$(id -u)" -ne 0 ]; then
@@ -77,6 +88,22 @@ if [ -z "${GATEWAY_BIN:-}" ]; then
     GATEWAY_BIN=target/release/oauth-metadata-gateway
 fi
 [ -x "$GATEWAY_BIN" ] || die "no gateway binary at $GATEWAY_BIN"
+
+OHA=""
+if [ -n "$RATES" ]; then
+    for r in $RATES; do
+        case "$r" in *[!0-9]* | "" | 0*) die "RATES: \"$r\" is not a positive number of requests per second" ;; esac
+    done
+    OHA=$(command -v oha || true)
+    if [ -z "$OHA" ]; then
+        OHA=target/bench-tools/bin/oha
+        if [ ! -x "$OHA" ]; then
+            log "installing oha $OHA_VERSION with cargo into target/bench-tools"
+            cargo install oha --locked --version "$OHA_VERSION" --root target/bench-tools >&2
+        fi
+    fi
+    [ -x "$OHA" ] || die "no oha at $OHA"
+fi
 
 # --- processes and cleanup ---------------------------------------------------
 WORK=$(mktemp -d /tmp/gateway-load.XXXXXX)
@@ -295,17 +322,49 @@ measure() {
     log "$(printf '%-18s c=%-3s %10s req/s  p50 %6s us  p99 %6s us  errors %s' "$target" "$conns" "$rps" "$p50" "$p99" "$errors")"
 }
 
+# One oha run at a fixed rate; appends "target rate rps p50_us p99_us
+# p999_us errors" to rate-results. Latencies are corrected for coordinated
+# omission: each is measured from when the request was due to be sent.
+measure_rate() {
+    local target=$1 rate=$2 seconds=$3 line
+    timeout $((seconds + 30)) "$OHA" --no-tui --output-format json -q "$rate" -c "$RATE_CONNECTIONS" \
+        -z "${seconds}s" --latency-correction "${URL[$target]}" >"$WORK/oha.json" ||
+        die "oha failed against $target"
+    line=$(python3 - "$WORK/oha.json" <<'PY'
+import json, sys
+d = json.load(open(sys.argv[1]))
+p = d["latencyPercentiles"]
+ok = d.get("statusCodeDistribution", {}).get("200", 0)
+bad = sum(n for code, n in d.get("statusCodeDistribution", {}).items() if code != "200")
+# Requests still in flight when the run's deadline passes are cut off by
+# oha ("aborted due to deadline"); they are not failures.
+bad += sum(n for err, n in d.get("errorDistribution", {}).items() if "deadline" not in err)
+us = lambda v: 1e6 * (v or 0)
+print("%.0f %.0f %.0f %.0f %d" % (d["summary"]["requestsPerSec"], us(p["p50"]), us(p["p99"]), us(p["p99.9"]), bad))
+PY
+) || die "could not read oha's output for $target"
+    echo "$target $rate $line" >>"$WORK/rate-results"
+    set -- $line
+    log "$(printf '%-18s rate=%-6s %8s req/s  p50 %6s us  p99 %6s us  p99.9 %6s us  errors %s' "$target" "$rate" "$1" "$2" "$3" "$4" "$5")"
+}
+
 log "warm-up: ${WARMUP}s per target"
 for t in "${TARGETS[@]}"; do
     timeout $((WARMUP + 30)) wrk -t "$WRK_THREADS" -c 64 -d "${WARMUP}s" "${URL[$t]}" >/dev/null || die "warm-up of $t failed"
 done
 : >"$WORK/results"
+: >"$WORK/rate-results"
 
 for round in $(seq "$ROUNDS"); do
     log "round $round of $ROUNDS"
     for conns in $CONNECTIONS; do
         for t in "${TARGETS[@]}"; do
             measure "$t" "$conns" "$DURATION"
+        done
+    done
+    for rate in $RATES; do
+        for t in "${TARGETS[@]}"; do
+            measure_rate "$t" "$rate" "$DURATION"
         done
     done
 done
@@ -342,6 +401,7 @@ report() {
     echo "date: $(date -u +%Y-%m-%dT%H:%M:%SZ)"
     echo "machine: $(nproc) cores, $(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo), load before: $LOAD_BEFORE"
     echo "gateway: $GATEWAY_BIN --ttl $TTL, workers: $WORKERS (auto = one per core); nginx $("$NGINX" -v 2>&1 | sed 's/.*\///'), wrk -t$WRK_THREADS, ${ROUNDS} rounds x ${DURATION}s, medians"
+    [ -n "$RATES" ] && echo "fixed rates: $RATES req/s with oha $("$OHA" --version 2>/dev/null | awk '{print $2}'), $RATE_CONNECTIONS connections"
     echo
     awk -v targets="${TARGETS[*]}" -v gateways="${GATEWAYS[*]}" -v conns_list="$CONNECTIONS" '
         function median(list,    a, n, i, j, t) {
@@ -369,6 +429,33 @@ report() {
                     R[k] / R["gateway-no-cache" SUBSEP C[c]], L99[k] / L99["nginx-proxy-cache" SUBSEP C[c]]
             }
         }' "$WORK/results"
+    if [ -n "$RATES" ]; then
+        echo
+        echo "fixed request rates (oha -c $RATE_CONNECTIONS --latency-correction, open loop), medians:"
+        echo
+        awk -v targets="${TARGETS[*]}" -v rates="$RATES" '
+            function median(list,    a, n, i, j, t) {
+                n = split(list, a, " ")
+                for (i = 2; i <= n; i++) { t = a[i]; for (j = i - 1; j >= 1 && a[j] + 0 > t + 0; j--) a[j + 1] = a[j]; a[j + 1] = t }
+                return (n % 2) ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2
+            }
+            { k = $1 SUBSEP $2; rps[k] = rps[k] " " $3; p50[k] = p50[k] " " $4; p99[k] = p99[k] " " $5; p999[k] = p999[k] " " $6; err[k] += $7 }
+            END {
+                nt = split(targets, T, " "); nr = split(rates, Q, " ")
+                printf "| %-18s | %6s | %10s | %8s | %8s | %9s | %6s | %17s |\n", "target", "rate", "req/s", "p50 us", "p99 us", "p99.9 us", "errors", "p99 / proxy_cache"
+                printf "|%s|%s|%s|%s|%s|%s|%s|%s|\n", "--------------------", "-------:", "-----------:", "---------:", "---------:", "----------:", "-------:", "------------------:"
+                for (q = 1; q <= nr; q++) {
+                    base = median(p99["nginx-proxy-cache" SUBSEP Q[q]])
+                    for (t = 1; t <= nt; t++) {
+                        k = T[t] SUBSEP Q[q]
+                        v = median(p99[k])
+                        ratio = (base > 0) ? v / base : 0
+                        printf "| %-18s | %6s | %10.0f | %8.0f | %8.0f | %9.0f | %6d | %16.2fx |\n", T[t], Q[q],
+                            median(rps[k]), median(p50[k]), v, median(p999[k]), err[k], ratio
+                    }
+                }
+            }' "$WORK/rate-results"
+    fi
     echo
     for g in "${GATEWAYS[@]}"; do
         echo "$g peak RSS (VmHWM): $((HWM[$g] / 1024)).$(((HWM[$g] % 1024) * 10 / 1024)) MiB (${HWM[$g]} KiB; VmRSS now ${RSS[$g]} KiB); upstream fetches: ${FETCHES[$g]} in a ${run_seconds}s run (bound 1 + run/TTL = $bound)"
