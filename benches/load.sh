@@ -344,8 +344,9 @@ print("%.0f %.0f %.0f %.0f %d" % (d["summary"]["requestsPerSec"], us(p["p50"]), 
 PY
 ) || die "could not read oha's output for $target"
     echo "$target $rate $line" >>"$WORK/rate-results"
-    set -- $line
-    log "$(printf '%-18s rate=%-6s %8s req/s  p50 %6s us  p99 %6s us  p99.9 %6s us  errors %s' "$target" "$rate" "$1" "$2" "$3" "$4" "$5")"
+    local rps p50 p99 p999 errors
+    read -r rps p50 p99 p999 errors <<<"$line"
+    log "$(printf '%-18s rate=%-6s %8s req/s  p50 %6s us  p99 %6s us  p99.9 %6s us  errors %s' "$target" "$rate" "$rps" "$p50" "$p99" "$p999" "$errors")"
 }
 
 log "warm-up: ${WARMUP}s per target"
