@@ -398,18 +398,20 @@ ttl_seconds=$(awk -v t="$TTL" 'BEGIN {
     n = t + 0; if (t ~ /ms$/) n /= 1000; else if (t ~ /m$/) n *= 60; else if (t ~ /h$/) n *= 3600; print n }')
 bound=$(awk -v r="$run_seconds" -v t="$ttl_seconds" 'BEGIN {printf "%.2f", 1 + r / t}')
 
+# awk: the median of a space-separated list of numbers (the rounds' figures).
+AWK_MEDIAN='
+    function median(list,    a, n, i, j, t) {
+        n = split(list, a, " ")
+        for (i = 2; i <= n; i++) { t = a[i]; for (j = i - 1; j >= 1 && a[j] + 0 > t + 0; j--) a[j + 1] = a[j]; a[j + 1] = t }
+        return (n % 2) ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2
+    }'
 report() {
     echo "date: $(date -u +%Y-%m-%dT%H:%M:%SZ)"
     echo "machine: $(nproc) cores, $(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo), load before: $LOAD_BEFORE"
     echo "gateway: $GATEWAY_BIN --ttl $TTL, workers: $WORKERS (auto = one per core); nginx $("$NGINX" -v 2>&1 | sed 's/.*\///'), wrk -t$WRK_THREADS, ${ROUNDS} rounds x ${DURATION}s, medians"
     [ -n "$RATES" ] && echo "fixed rates: $RATES req/s with oha $("$OHA" --version 2>/dev/null | awk '{print $2}'), $RATE_CONNECTIONS connections"
     echo
-    awk -v targets="${TARGETS[*]}" -v gateways="${GATEWAYS[*]}" -v conns_list="$CONNECTIONS" '
-        function median(list,    a, n, i, j, t) {
-            n = split(list, a, " ")
-            for (i = 2; i <= n; i++) { t = a[i]; for (j = i - 1; j >= 1 && a[j] + 0 > t + 0; j--) a[j + 1] = a[j]; a[j + 1] = t }
-            return (n % 2) ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2
-        }
+    awk -v targets="${TARGETS[*]}" -v gateways="${GATEWAYS[*]}" -v conns_list="$CONNECTIONS" "$AWK_MEDIAN"'
         { k = $1 SUBSEP $2; rps[k] = rps[k] " " $3; p50[k] = p50[k] " " $4; p99[k] = p99[k] " " $5; err[k] += $6 }
         END {
             nt = split(targets, T, " "); ng = split(gateways, G, " "); nc = split(conns_list, C, " ")
@@ -434,12 +436,7 @@ report() {
         echo
         echo "fixed request rates (oha -c $RATE_CONNECTIONS --latency-correction, open loop), medians:"
         echo
-        awk -v targets="${TARGETS[*]}" -v rates="$RATES" '
-            function median(list,    a, n, i, j, t) {
-                n = split(list, a, " ")
-                for (i = 2; i <= n; i++) { t = a[i]; for (j = i - 1; j >= 1 && a[j] + 0 > t + 0; j--) a[j + 1] = a[j]; a[j + 1] = t }
-                return (n % 2) ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2
-            }
+        awk -v targets="${TARGETS[*]}" -v rates="$RATES" "$AWK_MEDIAN"'
             { k = $1 SUBSEP $2; rps[k] = rps[k] " " $3; p50[k] = p50[k] " " $4; p99[k] = p99[k] " " $5; p999[k] = p999[k] " " $6; err[k] += $7 }
             END {
                 nt = split(targets, T, " "); nr = split(rates, Q, " ")
