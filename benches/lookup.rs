@@ -120,7 +120,7 @@ async fn serve(gw: &Gateway, req: &actix_web::HttpRequest) -> HttpResponse {
     let slot = &gw.slots[0];
     let lookup = gw.cache.lookup(slot).await;
     gw.metrics.record_lookup(slot.id, lookup.outcome);
-    metadata::respond(req, slot, &lookup)
+    metadata::respond(req, &slot.freshness, &lookup)
 }
 
 fn benches(c: &mut Criterion) {

@@ -49,11 +49,11 @@ pub struct CheckArgs {
     pub resource: Option<String>,
 
     /// Deadline for each request.
-    #[arg(long, default_value = "5s", value_parser = crate::config::parse_positive_duration)]
+    #[arg(long, default_value = "5s", value_parser = crate::config::values::parse_positive_duration)]
     pub upstream_timeout: Duration,
 
     /// Largest document accepted (bytes, or with a KiB/MiB suffix).
-    #[arg(long, default_value = "256KiB", value_parser = crate::config::parse_size)]
+    #[arg(long, default_value = "256KiB", value_parser = crate::config::values::parse_size)]
     pub max_body_size: usize,
 
     /// PEM file with extra CA certificates to trust for https.
@@ -165,7 +165,7 @@ pub async fn run(args: &CheckArgs) -> Report {
         None => issuer_split,
     };
     let extra_roots = match &args.upstream_ca {
-        Some(path) => match crate::config::load_ca_file(path) {
+        Some(path) => match crate::config::values::load_ca_file(path) {
             Ok(r) => r,
             Err(e) => {
                 report.error(format!("--upstream-ca: {e}"));
@@ -179,6 +179,7 @@ pub async fn run(args: &CheckArgs) -> Report {
         max_body_size: args.max_body_size,
         backoff_min: Duration::from_secs(1),
         backoff_max: Duration::from_secs(1),
+        concurrency: crate::config::DEFAULT_UPSTREAM_CONCURRENCY,
         extra_roots,
     }) {
         Ok(f) => f,

@@ -22,8 +22,7 @@
 //! no braces, no empty, `.` or `..` segments, no `.well-known` segment), so a
 //! configured route is a plain string that the router compares exactly.
 
-use crate::config::DocumentConfig;
-use crate::document::ExpectedIssuer;
+use crate::tenant::PLACEHOLDER;
 
 /// RFC 8414 §7.3: well-known name of authorization-server metadata.
 pub const AS_WELL_KNOWN: &str = "oauth-authorization-server";
@@ -234,56 +233,47 @@ pub fn upstream_urls(kind: DocumentKind, upstream: &SplitUrl) -> Vec<String> {
     urls
 }
 
-/// How one authorization server is configured.
-#[derive(Debug, Clone)]
-pub struct AuthorizationServerSpec<'a> {
-    /// The issuer identifier, verbatim (RFC 8414 §3.3 compares exactly).
-    pub issuer: &'a str,
-    /// Where the gateway reaches it; `None` means the issuer itself.
-    pub upstream: Option<&'a str>,
-    /// Also serve the `openid-configuration` routes.
-    pub openid_configuration: bool,
-    /// Freshness lifetime.
-    pub ttl: std::time::Duration,
-    /// How long past `ttl` it may be served stale.
-    pub max_stale: std::time::Duration,
-}
-
-/// Where a spec error lies, for callers that point at a config key.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SpecField {
-    /// The `issuer` value.
-    Issuer,
-    /// The `upstream` value.
-    Upstream,
-}
-
-/// Turns one authorization-server spec into its cached documents: the RFC
-/// 8414 document, and the OpenID Provider document when asked for.
-pub fn authorization_server_documents(
-    spec: &AuthorizationServerSpec<'_>,
-) -> Result<Vec<DocumentConfig>, (SpecField, String)> {
-    let issuer = split_url(spec.issuer).map_err(|e| (SpecField::Issuer, e))?;
-    let upstream = match spec.upstream {
-        Some(u) => split_url(u).map_err(|e| (SpecField::Upstream, e))?,
-        None => issuer.clone(),
-    };
-    let mut kinds = vec![DocumentKind::AuthorizationServer];
-    if spec.openid_configuration {
-        kinds.push(DocumentKind::OpenIdConfiguration);
+/// Like [`split_url`], for a URL with `{tenant}` as one whole segment of
+/// its path (an issuer template, see [`crate::tenant`]): every rule of
+/// [`split_url`] holds with the placeholder standing for a tenant name, and
+/// the returned path keeps the placeholder.
+pub fn split_template_url(value: &str) -> Result<SplitUrl, String> {
+    if value.matches(PLACEHOLDER).count() != 1 {
+        return Err(format!("{value:?} must contain {PLACEHOLDER} exactly once"));
     }
-    Ok(kinds
-        .into_iter()
-        .map(|kind| DocumentConfig {
-            name: kind.label(&issuer.path),
-            kind,
-            routes: served_routes(kind, &issuer.path),
-            upstream_urls: upstream_urls(kind, &upstream),
-            issuer: ExpectedIssuer::new(spec.issuer.to_string()),
-            ttl: spec.ttl,
-            max_stale: spec.max_stale,
-        })
-        .collect())
+    let authority = value
+        .find("://")
+        .map(|i| i + 3)
+        .ok_or_else(|| format!("{value:?} is not a URL"))?;
+    let path_start = value[authority..].find('/').map(|i| authority + i);
+    let at = value.find(PLACEHOLDER).unwrap_or(0);
+    let (before, after) = (&value[..at], &value[at + PLACEHOLDER.len()..]);
+    if path_start.is_none_or(|p| at < p) {
+        return Err(format!(
+            "{value:?}: {PLACEHOLDER} must stand in the path, not in the host"
+        ));
+    }
+    // (A query or fragment right after it is reported by `split_url`.)
+    if !before.ends_with('/') || !(after.is_empty() || after.starts_with(['/', '?', '#'])) {
+        return Err(format!(
+            "{value:?}: {PLACEHOLDER} must be a whole path segment, as in https://auth.example.com/realms/{PLACEHOLDER}"
+        ));
+    }
+    const SAMPLE: &str = "tenant";
+    let sample = format!("{before}{SAMPLE}{after}");
+    let split =
+        split_url(&sample).map_err(|e| e.replace(&format!("{sample:?}"), &format!("{value:?}")))?;
+    let offset = before.len() - path_start.unwrap_or(0);
+    let path = split.path.as_str();
+    let templated = format!(
+        "{}{PLACEHOLDER}{}",
+        &path[..offset],
+        &path[offset + SAMPLE.len()..]
+    );
+    Ok(SplitUrl {
+        origin: split.origin,
+        path: IdentifierPath(templated),
+    })
 }
 
 /// Finds the first route claimed twice in `owners` (route, owner name) and
@@ -305,8 +295,6 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
-
     fn path(s: &str) -> IdentifierPath {
         split_url(s).unwrap().path
     }
@@ -409,34 +397,29 @@ mod tests {
     }
 
     #[test]
-    fn documents_for_a_path_issuer_behind_another_upstream() {
-        let docs = authorization_server_documents(&AuthorizationServerSpec {
-            issuer: "https://auth.example.com/tenant1",
-            upstream: Some("http://10.0.0.5:8080/tenant1"),
-            openid_configuration: true,
-            ttl: Duration::from_secs(60),
-            max_stale: Duration::from_secs(600),
-        })
-        .unwrap();
-        assert_eq!(docs.len(), 2);
-        assert_eq!(docs[0].name, "oauth-authorization-server/tenant1");
-        assert_eq!(docs[0].kind, DocumentKind::AuthorizationServer);
+    fn template_urls_keep_the_placeholder() {
+        let s = split_template_url("https://Auth.example.com/realms/{tenant}/").unwrap();
+        assert_eq!(s.origin, "https://auth.example.com");
+        assert_eq!(s.path.as_str(), "/realms/{tenant}");
+        let s = split_template_url("https://login.example.com/{tenant}/v2.0").unwrap();
+        assert_eq!(s.path.as_str(), "/{tenant}/v2.0");
         assert_eq!(
-            docs[0].upstream_urls[0],
-            "http://10.0.0.5:8080/.well-known/oauth-authorization-server/tenant1"
+            upstream_urls(DocumentKind::AuthorizationServer, &s)[0],
+            "https://login.example.com/.well-known/oauth-authorization-server/{tenant}/v2.0"
         );
-        assert_eq!(docs[0].issuer.as_str(), "https://auth.example.com/tenant1");
-        assert_eq!(docs[1].name, "openid-configuration/tenant1");
-        assert_eq!(docs[1].routes.len(), 2);
-        let err = authorization_server_documents(&AuthorizationServerSpec {
-            issuer: "https://auth.example.com/t",
-            upstream: Some("https://x/../y"),
-            openid_configuration: false,
-            ttl: Duration::from_secs(60),
-            max_stale: Duration::ZERO,
-        })
-        .unwrap_err();
-        assert_eq!(err.0, SpecField::Upstream);
+        for (bad, needle) in [
+            ("https://{tenant}.example.com/", "host"),
+            ("https://a/t{tenant}", "whole path segment"),
+            ("https://a/{tenant}x/y", "whole path segment"),
+            ("https://a/{tenant}/{tenant}", "exactly once"),
+            ("https://a/x", "exactly once"),
+            ("https://a/{tenant}/../b", "`..`"),
+            ("https://a/{tenant}?q", "query"),
+        ] {
+            let err = split_template_url(bad).expect_err(bad);
+            assert!(err.contains(needle), "{bad}: {err}");
+            assert!(!err.contains("\"tenant\""), "{bad}: {err}");
+        }
     }
 
     #[test]

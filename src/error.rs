@@ -59,6 +59,10 @@ pub enum FetchError {
     /// The fetcher thread is gone (only during shutdown).
     #[error("the upstream fetcher has stopped")]
     FetcherStopped,
+    /// An issuer template's bound on cold fetches is reached: this tenant
+    /// is not fetched now (no upstream request was made).
+    #[error("too many tenants are being fetched at once; retry shortly")]
+    Busy,
 }
 
 impl FetchError {
@@ -70,6 +74,7 @@ impl FetchError {
             Self::HttpStatus(_) => "http_status",
             Self::ContentType(_) | Self::Invalid(_) | Self::Body(_) => "invalid_document",
             Self::TooLarge(_) => "too_large",
+            Self::Busy => "busy",
         }
     }
 
@@ -79,7 +84,7 @@ impl FetchError {
     pub fn client_status(&self) -> StatusCode {
         match self {
             Self::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
-            Self::Connect(_) | Self::FetcherStopped => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Connect(_) | Self::FetcherStopped | Self::Busy => StatusCode::SERVICE_UNAVAILABLE,
             _ => StatusCode::BAD_GATEWAY,
         }
     }

@@ -44,6 +44,26 @@ pub enum FreshnessState {
 }
 
 impl Freshness {
+    /// The rules of a document with `ttl` and `max_stale` fetched from
+    /// `urls` upstream URLs, each attempt bounded by `fetch_timeout`.
+    pub fn new(ttl: Duration, max_stale: Duration, fetch_timeout: Duration, urls: usize) -> Self {
+        let attempts = u32::try_from(urls.max(1)).unwrap_or(u32::MAX);
+        Self {
+            ttl,
+            max_stale,
+            fetch_budget: fetch_timeout.saturating_mul(attempts),
+        }
+    }
+
+    /// [`Freshness::refresh_age`] moved earlier by up to a tenth of the TTL,
+    /// by `spread` in [0, 1) (random per refresh): documents fetched in the
+    /// same second drift apart, so in steady state the upstream sees about
+    /// documents / TTL requests per second instead of a burst every TTL.
+    pub fn jittered_refresh_age(&self, spread: f64) -> Duration {
+        let early = self.ttl.mul_f64(spread.clamp(0.0, 1.0) / 10.0);
+        self.refresh_age().saturating_sub(early)
+    }
+
     /// Classifies a document of age `age`.
     pub fn classify(&self, age: Duration) -> FreshnessState {
         if age < self.ttl {
@@ -153,6 +173,21 @@ mod tests {
             ..F
         };
         assert_eq!(short.refresh_age(), Duration::from_millis(900));
+    }
+
+    #[test]
+    fn jitter_moves_the_refresh_earlier_by_at_most_a_tenth() {
+        assert_eq!(F.jittered_refresh_age(0.0), F.refresh_age());
+        assert_eq!(F.jittered_refresh_age(0.5), Duration::from_secs(280));
+        assert_eq!(F.jittered_refresh_age(1.0), Duration::from_secs(265));
+        assert_eq!(F.jittered_refresh_age(7.0), Duration::from_secs(265));
+        let f = Freshness::new(
+            Duration::from_secs(60),
+            Duration::ZERO,
+            Duration::from_secs(5),
+            3,
+        );
+        assert_eq!(f.fetch_budget, Duration::from_secs(15));
     }
 
     #[test]

@@ -1,33 +1,31 @@
 //! oauth-metadata-gateway: a caching gateway for OAuth authorization-server
 //! metadata (RFC 8414) in front of MCP servers.
 //!
-//! Module map (see ARCHITECTURE.md for the invariants):
-//! - [`config`]: command line and environment, validated into [`Config`];
-//!   [`config_file`]: the TOML file of several documents (`--config`).
-//! - [`discovery`]: well-known routes and upstream URLs (RFC 8414 §3,
-//!   RFC 9728 §3, OpenID Connect Discovery §4), computed from configuration.
-//! - [`protected_resource`]: RFC 9728 metadata generated from configuration.
-//! - [`check`]: the `check` subcommand (is an issuer's metadata usable?).
-//! - [`gateway`]: the assembled service state shared by workers.
-//! - [`cache`]: moka-backed document cache, coalescing and back-off.
-//! - [`freshness`]: fresh / stale / expired and refresh-ahead rules.
-//! - [`outcome`]: the cache-outcome enum behind `Cache-Status`, metrics, logs.
-//! - [`refresher`]: background refresh-ahead and retry loop.
-//! - [`upstream`]: awc fetches on a dedicated thread; [`tls`]: rustls setup.
-//! - [`document`]: RFC 8414 validation of fetched bytes.
-//! - [`http`]: routes, CORS, conditional requests, error bodies, ops.
-//! - [`listener`]: listener TLS and client-connection limits.
-//! - [`metrics`]: Prometheus registry.
-//! - [`demo`]: the built-in demo authorization server.
-//! - [`error`]: typed errors at the boundaries.
+//! Module map, bottom to top (see ARCHITECTURE.md for the invariants):
+//! - pure rules: [`tenant`] (`{tenant}` templates and the tenant grammar),
+//!   [`discovery`] (well-known routes and upstream URLs, RFC 8414 §3,
+//!   RFC 9728 §3, OpenID Connect Discovery §4), [`document`] (RFC 8414
+//!   validation), [`protected_resource`] (RFC 9728 metadata),
+//!   [`freshness`], [`outcome`], [`error`];
+//! - [`config`]: the typed configuration (and the TOML file) everything
+//!   else reads; [`listener`]: listener TLS and client-connection limits;
+//! - [`routes`]: the route table built once from the configuration;
+//! - [`upstream`]: awc fetches on a dedicated thread, bounded per host;
+//!   [`tls`]: rustls setup; [`metrics`]: Prometheus registry;
+//! - [`cache`]: moka-backed caches of configured documents and template
+//!   tenants, coalescing and back-off; [`refresher`]: the refresh scheduler;
+//! - [`gateway`]: the assembled service state shared by workers;
+//! - [`http`]: the HTTP front; [`demo`]: the built-in demo authorization server;
+//! - [`check`]: the `check` subcommand; [`cli`]: the command line, top of
+//!   the stack (only `main` uses it).
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 pub mod cache;
 pub mod check;
+pub mod cli;
 pub mod config;
-pub mod config_file;
 pub mod demo;
 pub mod discovery;
 pub mod document;
@@ -40,13 +38,16 @@ pub mod metrics;
 pub mod outcome;
 pub mod protected_resource;
 pub mod refresher;
+pub mod routes;
+pub mod tenant;
 pub mod tls;
 pub mod upstream;
 
 use std::future::Future;
 use std::net::TcpListener;
 
-pub use config::{Cli, Config};
+pub use cli::Cli;
+pub use config::Config;
 pub use error::RunError;
 pub use gateway::Gateway;
 
@@ -69,18 +70,13 @@ pub async fn run(
     let (stop_refreshers, stop) = tokio::sync::watch::channel(());
     // Without a cache (`--no-cache`) there is nothing to refresh ahead.
     let refresh = gateway.cache.mode() == cache::CacheMode::Store;
-    let refreshers: Vec<_> = gateway
-        .slots
-        .iter()
-        .filter(|_| refresh)
-        .map(|slot| {
-            tokio::spawn(refresher::run(
-                gateway.cache.clone(),
-                slot.clone(),
-                stop.clone(),
-            ))
-        })
-        .collect();
+    let scheduler = refresh.then(|| {
+        tokio::spawn(refresher::run(
+            gateway.cache.clone(),
+            gateway.slots.iter().cloned().collect(),
+            stop.clone(),
+        ))
+    });
 
     let addr = listener
         .local_addr()
@@ -95,12 +91,7 @@ pub async fn run(
         },
     )?;
     let handle = server.handle();
-    for doc in &config.documents {
-        tracing::info!(document = %doc.name, routes = ?doc.routes, upstream = ?doc.upstream_urls, issuer = doc.issuer.as_str(), "serving");
-    }
-    for doc in &config.protected_resources {
-        tracing::info!(document = %doc.name, routes = ?doc.routes, "serving");
-    }
+    log_documents(&config);
     let scheme = if config.listener.tls.is_some() {
         "https"
     } else {
@@ -120,7 +111,7 @@ pub async fn run(
         }
     };
     drop(stop_refreshers);
-    for task in refreshers {
+    if let Some(task) = scheduler {
         let _ = task.await;
     }
     if let Some(demo) = demo {
@@ -128,4 +119,40 @@ pub async fn run(
     }
     tracing::info!("gateway stopped");
     result.map_err(RunError::io("HTTP server failed"))
+}
+
+/// What is served, logged at start-up: one line per document while there
+/// are few, one summary line (and the details at debug level) when there
+/// are many, so start-up logging does not grow with 10,000 issuers.
+fn log_documents(config: &Config) {
+    const DETAILED: usize = 20;
+    let docs = &config.documents;
+    let many = docs.documents.len() + docs.protected_resources.len() > DETAILED;
+    for doc in &docs.documents {
+        if many {
+            tracing::debug!(document = %doc.name, routes = ?doc.routes, upstream = ?doc.upstream_urls, issuer = doc.issuer.as_str(), "serving");
+        } else {
+            tracing::info!(document = %doc.name, routes = ?doc.routes, upstream = ?doc.upstream_urls, issuer = doc.issuer.as_str(), "serving");
+        }
+    }
+    for doc in &docs.protected_resources {
+        if many {
+            tracing::debug!(document = %doc.name, routes = ?doc.routes, "serving");
+        } else {
+            tracing::info!(document = %doc.name, routes = ?doc.routes, "serving");
+        }
+    }
+    for t in &docs.templates {
+        let routes: Vec<String> = t.routes.iter().map(|r| r.as_template()).collect();
+        let upstream: Vec<String> = t.upstream_urls.iter().map(|u| u.as_template()).collect();
+        tracing::info!(document = %t.name, routes = ?routes, upstream = ?upstream, issuer = %t.issuer, max_tenants = t.max_tenants, "serving issuer template");
+    }
+    if many {
+        tracing::info!(
+            documents = docs.documents.len(),
+            protected_resources = docs.protected_resources.len(),
+            templates = docs.templates.len(),
+            "serving (per-document lines at debug level)"
+        );
+    }
 }

@@ -9,7 +9,8 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use oauth_metadata_gateway::check::CheckArgs;
-use oauth_metadata_gateway::config::{Command, LogFormat};
+use oauth_metadata_gateway::cli::Command;
+use oauth_metadata_gateway::config::LogFormat;
 use oauth_metadata_gateway::{run, Cli};
 use tracing_subscriber::EnvFilter;
 

@@ -1,12 +1,27 @@
 //! Prometheus metrics, in one private registry rendered at `/metrics`.
 //!
 //! Names and labels are part of the public interface (README, Grafana
-//! dashboard, alert rules). Every label value is bounded: `document` is a
-//! configured document name (document kind plus configured issuer or
-//! resource path, never client input), `result` comes from [`CacheOutcome`], `outcome`
-//! from [`crate::error::FetchError::outcome_label`], `route` is a route
-//! pattern, never a raw path. Per-document handles are resolved once at
-//! start-up so the request path does no label lookups.
+//! dashboard, alert rules). Every label value is bounded, and none grows
+//! with the number of tenants: `document` names a metrics *group*, never
+//! client input:
+//! - a configured document's name (document kind plus configured issuer or
+//!   resource path) while at most `--metrics-document-labels` documents are
+//!   configured; above that, one group per document kind
+//!   (`oauth-authorization-server/*`), so 10,000 configured issuers make
+//!   three groups, not 10,000 (per-document state is in the logs and the
+//!   readiness answer);
+//! - an issuer template's name (`oauth-authorization-server/realms/{tenant}`)
+//!   for all of its tenants.
+//!
+//! `result` comes from [`CacheOutcome`], `outcome` from
+//! [`crate::error::FetchError::outcome_label`], `route` is a route pattern
+//! or group pattern, never a raw path. The document gauges are per group:
+//! `metadata_gateway_document_cached` counts the servable documents of the
+//! group, `_stale` the stale ones, `_age_seconds` is the oldest one's age
+//! (for a one-document group: 0/1, 0/1 and its age, as before). The upstream
+//! fetch histogram has no `document` label: one histogram in all. Group
+//! handles are resolved once at start-up so the request path does no label
+//! lookups.
 
 use std::time::Duration;
 
@@ -30,13 +45,12 @@ pub const FETCH_OUTCOMES: [&str; 6] = [
 /// Label used for requests that matched no route.
 pub const UNMATCHED_ROUTE: &str = "unmatched";
 
-/// Handles for one document, resolved at start-up.
+/// Handles for one group, resolved at start-up.
 #[derive(Debug)]
-struct DocumentMetrics {
-    name: String,
-    lookups: [IntCounter; 4],
+struct GroupMetrics {
+    lookups: [IntCounter; RESULT_LABELS.len()],
     /// `None` for documents generated locally (never fetched).
-    fetch_duration: Option<Histogram>,
+    fetches: Option<[IntCounter; FETCH_OUTCOMES.len()]>,
     age: Gauge,
     stale: IntGauge,
     cached: IntGauge,
@@ -46,33 +60,35 @@ struct DocumentMetrics {
 #[derive(Debug)]
 pub struct Metrics {
     registry: Registry,
-    documents: Vec<DocumentMetrics>,
-    fetches: IntCounterVec,
+    groups: Vec<GroupMetrics>,
+    fetch_duration: Histogram,
     http_requests: IntCounterVec,
     http_duration: HistogramVec,
 }
 
-/// The state of one cached document, read at scrape time.
-#[derive(Debug, Clone, Copy)]
-pub struct DocumentState {
-    /// Age of the stored document.
-    pub age: Duration,
-    /// Past its TTL.
-    pub stale: bool,
+/// The state of one group's cached documents, read at scrape time.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct GroupState {
+    /// Servable documents (fresh or stale).
+    pub cached: usize,
+    /// Of those, the ones past their TTL.
+    pub stale: usize,
+    /// Age of the oldest servable document.
+    pub oldest: Duration,
 }
 
 impl Metrics {
-    /// Registers every metric; `documents` are the configured document
-    /// names, in slot order.
-    pub fn new(documents: &[&str]) -> Result<Self, prometheus::Error> {
-        Self::with_local(documents, &[])
+    /// Registers every metric; `groups` are the group names of fetched
+    /// documents, in index order.
+    pub fn new(groups: &[&str]) -> Result<Self, prometheus::Error> {
+        Self::with_local(groups, &[])
     }
 
-    /// Like [`Metrics::new`], plus documents generated locally (protected
-    /// resource metadata): they get indices after the fetched ones, lookup
-    /// counters and document gauges that say "cached, age 0" for good, and
-    /// no upstream-fetch series.
-    pub fn with_local(documents: &[&str], local: &[&str]) -> Result<Self, prometheus::Error> {
+    /// Like [`Metrics::new`], plus groups of documents generated locally
+    /// (protected resource metadata): they get indices after the fetched
+    /// ones, lookup counters and document gauges, and no upstream-fetch
+    /// series.
+    pub fn with_local(groups: &[&str], local: &[&str]) -> Result<Self, prometheus::Error> {
         let registry = Registry::new();
         let lookups = IntCounterVec::new(
             Opts::new(
@@ -88,34 +104,33 @@ impl Metrics {
             ),
             &["document", "outcome"],
         )?;
-        let fetch_duration = HistogramVec::new(
+        let fetch_duration = Histogram::with_opts(
             HistogramOpts::new(
                 "metadata_gateway_upstream_fetch_duration_seconds",
-                "Duration of upstream fetches, including validation.",
+                "Duration of upstream fetches, including validation (all documents).",
             )
             .buckets(vec![
                 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
             ]),
-            &["document"],
         )?;
         let age = GaugeVec::new(
             Opts::new(
                 "metadata_gateway_document_age_seconds",
-                "Age of the cached document (0 when none is cached).",
+                "Age of the oldest cached document of the group (0 when none is cached).",
             ),
             &["document"],
         )?;
         let stale = IntGaugeVec::new(
             Opts::new(
                 "metadata_gateway_document_stale",
-                "1 while the cached document is past its TTL and served stale, else 0.",
+                "Cached documents of the group past their TTL, served stale (0 or 1 for one document).",
             ),
             &["document"],
         )?;
         let cached = IntGaugeVec::new(
             Opts::new(
                 "metadata_gateway_document_cached",
-                "1 while a servable document (fresh or within max-stale) is cached, else 0.",
+                "Servable documents (fresh or within max-stale) cached in the group (0 or 1 for one document).",
             ),
             &["document"],
         )?;
@@ -161,54 +176,43 @@ impl Metrics {
             prometheus::process_collector::ProcessCollector::for_self(),
         ))?;
 
-        let handles = |name: &str, fetched: bool| {
-            if fetched {
-                for outcome in FETCH_OUTCOMES {
-                    fetches.with_label_values(&[name, outcome]);
-                }
-            }
-            DocumentMetrics {
-                name: name.to_string(),
-                lookups: RESULT_LABELS.map(|r| lookups.with_label_values(&[name, r])),
-                fetch_duration: fetched.then(|| fetch_duration.with_label_values(&[name])),
-                age: age.with_label_values(&[name]),
-                stale: stale.with_label_values(&[name]),
-                cached: cached.with_label_values(&[name]),
-            }
+        let handles = |name: &str, fetched: bool| GroupMetrics {
+            lookups: RESULT_LABELS.map(|r| lookups.with_label_values(&[name, r])),
+            fetches: fetched.then(|| FETCH_OUTCOMES.map(|o| fetches.with_label_values(&[name, o]))),
+            age: age.with_label_values(&[name]),
+            stale: stale.with_label_values(&[name]),
+            cached: cached.with_label_values(&[name]),
         };
-        let mut all: Vec<DocumentMetrics> = documents.iter().map(|n| handles(n, true)).collect();
-        for name in local {
-            let d = handles(name, false);
-            d.cached.set(1);
-            all.push(d);
-        }
-        let documents = all;
+        let groups = groups
+            .iter()
+            .map(|n| handles(n, true))
+            .chain(local.iter().map(|n| handles(n, false)))
+            .collect();
         Ok(Self {
             registry,
-            documents,
-            fetches,
+            groups,
+            fetch_duration,
             http_requests,
             http_duration,
         })
     }
 
-    /// Counts one metadata request for document `doc`.
-    pub fn record_lookup(&self, doc: usize, outcome: CacheOutcome) {
-        if let Some(d) = self.documents.get(doc) {
-            d.lookups[outcome.result_index()].inc();
+    /// Counts one metadata request of group `group`.
+    pub fn record_lookup(&self, group: usize, outcome: CacheOutcome) {
+        if let Some(g) = self.groups.get(group) {
+            g.lookups[outcome.result_index()].inc();
         }
     }
 
-    /// Counts one upstream fetch and its duration.
-    pub fn record_fetch(&self, doc: usize, outcome: &'static str, elapsed: Duration) {
-        if let Some(d) = self.documents.get(doc) {
-            if let Some(h) = &d.fetch_duration {
-                self.fetches
-                    .with_label_values(&[d.name.as_str(), outcome])
-                    .inc();
-                h.observe(elapsed.as_secs_f64());
-            }
+    /// Counts one upstream fetch of group `group` and its duration.
+    pub fn record_fetch(&self, group: usize, outcome: &'static str, elapsed: Duration) {
+        let Some(fetches) = self.groups.get(group).and_then(|g| g.fetches.as_ref()) else {
+            return;
+        };
+        if let Some(i) = FETCH_OUTCOMES.iter().position(|o| *o == outcome) {
+            fetches[i].inc();
         }
+        self.fetch_duration.observe(elapsed.as_secs_f64());
     }
 
     /// Counts one HTTP response. Resolves the labels on every call; the
@@ -232,21 +236,13 @@ impl Metrics {
         self.http_duration.with_label_values(&[route])
     }
 
-    /// Sets the document gauges (called at scrape time).
-    pub fn set_document_state(&self, doc: usize, state: Option<DocumentState>) {
-        if let Some(d) = self.documents.get(doc) {
-            match state {
-                Some(s) => {
-                    d.age.set(s.age.as_secs_f64());
-                    d.stale.set(i64::from(s.stale));
-                    d.cached.set(1);
-                }
-                None => {
-                    d.age.set(0.0);
-                    d.stale.set(0);
-                    d.cached.set(0);
-                }
-            }
+    /// Sets the document gauges of `group` (called at scrape time).
+    pub fn set_group_state(&self, group: usize, state: GroupState) {
+        if let Some(g) = self.groups.get(group) {
+            g.age.set(state.oldest.as_secs_f64());
+            g.stale.set(i64::try_from(state.stale).unwrap_or(i64::MAX));
+            g.cached
+                .set(i64::try_from(state.cached).unwrap_or(i64::MAX));
         }
     }
 
@@ -293,6 +289,13 @@ mod tests {
     #[test]
     fn local_documents_have_lookups_and_gauges_but_no_fetches() {
         let m = Metrics::with_local(&["as"], &["oauth-protected-resource/mcp"]).unwrap();
+        m.set_group_state(
+            1,
+            GroupState {
+                cached: 1,
+                ..GroupState::default()
+            },
+        );
         m.record_lookup(1, CacheOutcome::Hit);
         m.record_fetch(1, "ok", Duration::from_millis(1)); // ignored: never fetched
         let text = String::from_utf8(m.render().unwrap()).unwrap();

@@ -29,6 +29,12 @@ pub enum CacheOutcome {
     /// request's own fetch answered it and nothing was stored (RFC 9211
     /// §2.2 `fwd=bypass`). Counted as a `miss`.
     Bypass,
+    /// A template tenant the upstream does not know (404/410): this
+    /// request's fetch learned it, and the answer is now remembered.
+    NotFound,
+    /// A template tenant the upstream does not know, answered from the
+    /// remembered 404/410 without an upstream request (negative caching).
+    NegativeHit,
 }
 
 /// Largest magnitude of an RFC 8941 §3.3.1 integer (15 digits); `ttl` is
@@ -36,7 +42,7 @@ pub enum CacheOutcome {
 const SF_INTEGER_MAX: i64 = 999_999_999_999_999;
 
 /// The distinct `result` label values, in a fixed order for metrics.
-pub const RESULT_LABELS: [&str; 4] = ["hit", "stale", "miss", "error"];
+pub const RESULT_LABELS: [&str; 5] = ["hit", "stale", "miss", "error", "not_found"];
 
 /// What `Cache-Status` needs beyond the outcome itself.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -57,6 +63,7 @@ impl CacheOutcome {
             Self::Stale => "stale",
             Self::Miss | Self::Collapsed | Self::Bypass => "miss",
             Self::Error => "error",
+            Self::NotFound | Self::NegativeHit => "not_found",
         }
     }
 
@@ -67,6 +74,7 @@ impl CacheOutcome {
             Self::Stale => 1,
             Self::Miss | Self::Collapsed | Self::Bypass => 2,
             Self::Error => 3,
+            Self::NotFound | Self::NegativeHit => 4,
         }
     }
 
@@ -79,16 +87,16 @@ impl CacheOutcome {
         let mut s = String::with_capacity(64);
         s.push_str(CACHE_NAME);
         match self {
-            Self::Hit => s.push_str("; hit"),
+            Self::Hit | Self::NegativeHit => s.push_str("; hit"),
             Self::Stale => s.push_str("; fwd=stale"),
-            Self::Miss | Self::Collapsed | Self::Error => s.push_str("; fwd=miss"),
+            Self::Miss | Self::Collapsed | Self::Error | Self::NotFound => s.push_str("; fwd=miss"),
             Self::Bypass => s.push_str("; fwd=bypass"),
         }
         if let Some(status) = d.fwd_status {
             let _ = write!(s, "; fwd-status={status}");
         }
         match self {
-            Self::Miss => s.push_str("; stored"),
+            Self::Miss | Self::NotFound => s.push_str("; stored"),
             Self::Collapsed => s.push_str("; collapsed"),
             _ => {}
         }
@@ -109,6 +117,7 @@ impl std::fmt::Display for CacheOutcome {
         f.write_str(match self {
             Self::Collapsed => "collapsed",
             Self::Bypass => "bypass",
+            Self::NegativeHit => "negative_hit",
             other => other.result_label(),
         })
     }
@@ -187,10 +196,30 @@ mod tests {
             ),
             "oauth-metadata-gateway; fwd=bypass; fwd-status=200"
         );
+        assert_eq!(
+            render(
+                CacheOutcome::NotFound,
+                StatusDetail {
+                    fwd_status: Some(404),
+                    ..Default::default()
+                }
+            ),
+            "oauth-metadata-gateway; fwd=miss; fwd-status=404; stored"
+        );
+        assert_eq!(
+            render(
+                CacheOutcome::NegativeHit,
+                StatusDetail {
+                    detail: Some("not_found"),
+                    ..Default::default()
+                }
+            ),
+            "oauth-metadata-gateway; hit; detail=not_found"
+        );
     }
 
     #[test]
-    fn labels_are_the_four_results() {
+    fn labels_are_the_five_results() {
         for o in [
             CacheOutcome::Hit,
             CacheOutcome::Stale,
@@ -198,6 +227,8 @@ mod tests {
             CacheOutcome::Collapsed,
             CacheOutcome::Error,
             CacheOutcome::Bypass,
+            CacheOutcome::NotFound,
+            CacheOutcome::NegativeHit,
         ] {
             assert_eq!(RESULT_LABELS[o.result_index()], o.result_label());
         }

@@ -488,8 +488,11 @@ fn arbitrary_paths_never_panic_and_only_configured_paths_match() {
     ])
     .unwrap();
     let gw: Arc<Gateway> = Gateway::new(&config).unwrap();
-    let mut configured: Vec<String> = gw.slots.iter().flat_map(|s| s.routes.clone()).collect();
-    configured.extend(gw.local.iter().flat_map(|d| d.document.routes.clone()));
+    let mut configured: Vec<String> = config
+        .documents
+        .routes()
+        .map(|(r, _)| r.to_string())
+        .collect();
     configured.extend(["/metrics", "/healthz", "/readyz"].map(String::from));
 
     let mut runner = TestRunner::new(PtConfig::with_cases(384));

@@ -39,7 +39,7 @@ pub fn not_found() -> HttpResponse {
 }
 
 /// 405 with `Allow` for a known path and an unsupported method.
-pub async fn method_not_allowed() -> HttpResponse {
+pub fn method_not_allowed() -> HttpResponse {
     let mut res = json_error(
         StatusCode::METHOD_NOT_ALLOWED,
         "method_not_allowed",

@@ -12,8 +12,8 @@ use actix_web::http::header::{self, HeaderName, HeaderValue};
 use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, HttpResponseBuilder};
 
-use crate::cache::{DocumentSlot, Lookup};
-use crate::freshness::{ceil_seconds, whole_seconds, FreshnessState};
+use crate::cache::Lookup;
+use crate::freshness::{ceil_seconds, whole_seconds, Freshness, FreshnessState};
 use crate::outcome::{CacheOutcome, StatusDetail};
 
 use super::conditional::none_match;
@@ -24,11 +24,14 @@ const JSON: HeaderValue = HeaderValue::from_static("application/json");
 const CACHE_STATUS: HeaderName = HeaderName::from_static("cache-status");
 
 /// Builds the response for one metadata request.
-pub fn respond(req: &HttpRequest, slot: &DocumentSlot, lookup: &Lookup) -> HttpResponse {
+pub fn respond(req: &HttpRequest, rules: &Freshness, lookup: &Lookup) -> HttpResponse {
     let Some(stored) = &lookup.stored else {
-        return unavailable(lookup);
+        return match lookup.outcome {
+            CacheOutcome::NotFound | CacheOutcome::NegativeHit => not_found(lookup),
+            _ => unavailable(lookup),
+        };
     };
-    let (ttl_secs, max_age) = match lookup.freshness(slot) {
+    let (ttl_secs, max_age) = match lookup.freshness(rules) {
         FreshnessState::Fresh { remaining } => {
             let secs = whole_seconds(remaining);
             (secs as i64, secs)
@@ -81,6 +84,25 @@ fn common_headers(
     b.insert_header((header::AGE, rendered.age));
     b.insert_header((header::CACHE_CONTROL, rendered.cache_control));
     b.insert_header((CACHE_STATUS, rendered.cache_status));
+}
+
+/// A template tenant the upstream does not know: the JSON 404 every
+/// unknown path gets, with `Cache-Status` saying where it came from.
+fn not_found(lookup: &Lookup) -> HttpResponse {
+    let detail = match lookup.outcome {
+        CacheOutcome::NotFound => StatusDetail {
+            fwd_status: lookup.error.as_ref().and_then(|e| e.upstream_status()),
+            ..StatusDetail::default()
+        },
+        _ => StatusDetail {
+            detail: Some("not_found"),
+            ..StatusDetail::default()
+        },
+    };
+    let mut res = super::errors::not_found();
+    res.headers_mut()
+        .insert(CACHE_STATUS, lookup.outcome.cache_status(detail));
+    res
 }
 
 /// Nothing servable: 502/503/504 with an OAuth-style JSON error and

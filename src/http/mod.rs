@@ -1,26 +1,27 @@
 //! The HTTP front: routes, middleware and the actix-web server.
 //!
 //! Route map:
-//! - every configured route of every document (computed at start-up by
-//!   [`crate::discovery`]; most are under `/.well-known/`, OpenID
-//!   configuration also at `<issuer path>/.well-known/openid-configuration`),
-//!   with CORS on every response: GET/HEAD answered from the cache (or, for
-//!   protected resource metadata, from memory), OPTIONS with a preflight,
-//!   anything else with 405. Each is an actix resource with a static
-//!   pattern, matched by exact string comparison: an unknown suffix, `..`,
-//!   an encoded slash or a doubled slash matches nothing, and no request
-//!   path is ever turned into an upstream URL (no open proxy).
 //! - `/metrics`, `/healthz`, `/readyz`: operations, GET and HEAD (405 with
-//!   `Allow: GET, HEAD` for anything else).
-//! - anything else: OPTIONS gets a preflight, everything else a JSON 404,
-//!   both with CORS (discovery clients probe locations that may not exist).
+//!   `Allow: GET, HEAD` for anything else), actix resources.
+//! - everything else goes to one handler, [`dispatch`], which asks the
+//!   [`RouteTable`](crate::routes::RouteTable) what the path serves (one
+//!   hash lookup, then the few issuer templates): a configured document, a
+//!   protected resource, a template tenant, or nothing. Documents get
+//!   GET/HEAD answered from the cache (or, for protected resource metadata,
+//!   from memory), OPTIONS a preflight, a request body 413, anything else
+//!   405; every other path gets a preflight for OPTIONS and a JSON 404
+//!   otherwise. All of them carry CORS headers. The cost of a request does
+//!   not depend on the number of routes, and an unknown path costs the
+//!   same lookup as a known one. No request path is ever turned into an
+//!   upstream URL, except a template's checked tenant segment.
 //!
-//! Every resource is named after its route (a configured path or a fixed
-//! pattern), which labels the HTTP metrics (bounded cardinality: never the
-//! raw request path).
+//! The HTTP metrics' `route` label is the target's label from the route
+//! table (a configured path, a document-kind pattern or a template route),
+//! the resource name for the operations routes, or `unmatched`: bounded
+//! cardinality, never the raw request path.
 //!
 //! Client-connection limits and TLS come from [`crate::listener`]; request
-//! bodies on document routes are refused by [`limits`].
+//! bodies on document routes are refused ([`limits`]).
 
 pub mod conditional;
 pub mod cors;
@@ -40,14 +41,15 @@ use std::time::{Duration, Instant};
 use actix_web::body::MessageBody;
 use actix_web::dev::{Server, Service as _, ServiceFactory, ServiceRequest, ServiceResponse};
 use actix_web::http::Method;
-use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
+use actix_web::{web, App, HttpMessage, HttpRequest, HttpResponse, HttpServer};
 
-use crate::cache::DocumentSlot;
 use crate::error::RunError;
 use crate::freshness::ceil_seconds;
-use crate::gateway::{Gateway, LocalDocument};
+use crate::gateway::Gateway;
 use crate::listener::{watchdog, ListenerConfig};
 use crate::metrics::UNMATCHED_ROUTE;
+use crate::outcome::CacheOutcome;
+use crate::routes::{Resolved, Target};
 
 /// Server-level settings.
 #[derive(Debug, Clone)]
@@ -110,8 +112,16 @@ pub fn app(
             let fut = srv.call(req);
             async move {
                 let res = fut.await?;
-                let route = res.request().match_name().unwrap_or(UNMATCHED_ROUTE);
-                recorder.record(route, res.status().as_u16(), started.elapsed());
+                let status = res.status().as_u16();
+                let elapsed = started.elapsed();
+                match res.request().extensions().get::<RouteLabel>() {
+                    Some(RouteLabel(label)) => recorder.record(label, status, elapsed),
+                    None => recorder.record(
+                        res.request().match_name().unwrap_or(UNMATCHED_ROUTE),
+                        status,
+                        elapsed,
+                    ),
+                }
                 Ok(res)
             }
         })
@@ -131,18 +141,6 @@ pub fn app(
 
 /// Registers every route of the gateway.
 pub fn routes(cfg: &mut web::ServiceConfig, gw: &Arc<Gateway>) {
-    // Document routes first: actix tries services in registration order,
-    // and nothing else may answer a document route.
-    for slot in &gw.slots {
-        for route in &slot.routes {
-            cfg.service(document_resource(gw.clone(), slot.clone(), route));
-        }
-    }
-    for doc in &gw.local {
-        for route in &doc.document.routes {
-            cfg.service(local_resource(gw.clone(), doc.clone(), route));
-        }
-    }
     let (m, r) = (gw.clone(), gw.clone());
     cfg.service(
         web::resource("/metrics")
@@ -170,77 +168,83 @@ pub fn routes(cfg: &mut web::ServiceConfig, gw: &Arc<Gateway>) {
             }))
             .route(web::head().to(move || ops::readyz(r.clone())))
             .default_service(web::to(errors::ops_method_not_allowed)),
-    )
-    .default_service(web::to(fallback));
+    );
+    let gw = gw.clone();
+    cfg.default_service(web::to(move |req: HttpRequest| dispatch(gw.clone(), req)));
 }
 
-fn document_resource(
-    gw: Arc<Gateway>,
-    slot: Arc<DocumentSlot>,
-    route: &str,
-) -> impl actix_web::dev::HttpServiceFactory {
-    let serve = move |req: HttpRequest| {
-        let gw = gw.clone();
-        let slot = slot.clone();
-        async move {
-            let lookup = gw.cache.lookup(&slot).await;
-            gw.metrics.record_lookup(slot.id, lookup.outcome);
-            tracing::debug!(document = &*slot.name, outcome = %lookup.outcome, "metadata request");
-            metadata::respond(&req, &slot, &lookup)
+/// The metrics `route` label a dispatched request was answered under.
+#[derive(Debug, Clone)]
+pub struct RouteLabel(pub Arc<str>);
+
+/// Every request that is not for an operations route: look the path up
+/// in the route table and answer (see the module docs).
+async fn dispatch(gw: Arc<Gateway>, req: HttpRequest) -> HttpResponse {
+    let (resolved, label) = gw
+        .routes
+        .resolve(req.match_info().as_str(), req.uri().path());
+    if let Some(label) = label {
+        req.extensions_mut().insert(RouteLabel(label.clone()));
+    }
+    let mut res = match resolved {
+        Resolved::NotFound => {
+            if req.method() == Method::OPTIONS {
+                cors::preflight()
+            } else {
+                errors::not_found()
+            }
         }
-    };
-    document_routes(route, serve)
-}
-
-fn local_resource(
-    gw: Arc<Gateway>,
-    doc: Arc<LocalDocument>,
-    route: &str,
-) -> impl actix_web::dev::HttpServiceFactory {
-    let serve = move |req: HttpRequest| {
-        let gw = gw.clone();
-        let doc = doc.clone();
-        async move {
-            gw.metrics
-                .record_lookup(doc.id, crate::outcome::CacheOutcome::Hit);
-            local::respond(&req, &doc)
-        }
-    };
-    document_routes(route, serve)
-}
-
-/// One document route: GET/HEAD served by `serve`, OPTIONS a preflight,
-/// other methods 405, CORS headers on all of them. `route` is a configured
-/// path without `{`, `}` or `*` (checked by [`crate::discovery`]), so actix
-/// compares it to the request path as a plain string.
-fn document_routes<F, Fut>(route: &str, serve: F) -> impl actix_web::dev::HttpServiceFactory
-where
-    F: Fn(HttpRequest) -> Fut + Clone + 'static,
-    Fut: std::future::Future<Output = HttpResponse> + 'static,
-{
-    web::resource(route)
-        .name(route)
-        // Inside CORS, so a 413 carries the CORS headers too.
-        .wrap(actix_web::middleware::from_fn(limits::refuse_bodies))
-        .wrap(cors::response_headers())
-        .route(web::get().to(serve.clone()))
-        .route(web::head().to(serve))
-        .route(web::method(Method::OPTIONS).to(|| async { cors::preflight() }))
-        .default_service(web::to(errors::method_not_allowed))
-}
-
-/// Every path that serves nothing: preflights succeed (so a browser gets
-/// to see the real answer) and everything else is a JSON 404, both with
-/// CORS headers. Discovery clients probe several well-known locations,
-/// some outside `/.well-known/` (`<path>/.well-known/openid-configuration`),
-/// and a 404 without `Access-Control-Allow-Origin` looks like a network
-/// error to a browser, not like "try the next location".
-async fn fallback(req: HttpRequest) -> HttpResponse {
-    let mut res = if req.method() == Method::OPTIONS {
-        cors::preflight()
-    } else {
-        errors::not_found()
+        found => match document_method(&req) {
+            Some(res) => res,
+            None => serve(&gw, &req, found).await,
+        },
     };
     cors::add_response_headers(res.headers_mut());
     res
+}
+
+/// For a path that serves a document: the answer when a request body or
+/// the method rules out serving it (413 first, whatever the method, then
+/// preflight or 405).
+fn document_method(req: &HttpRequest) -> Option<HttpResponse> {
+    if limits::announces_body(req.headers()) {
+        return Some(limits::body_refused());
+    }
+    match *req.method() {
+        Method::GET | Method::HEAD => None,
+        Method::OPTIONS => Some(cors::preflight()),
+        _ => Some(errors::method_not_allowed()),
+    }
+}
+
+/// GET or HEAD of a document.
+async fn serve(gw: &Gateway, req: &HttpRequest, resolved: Resolved<'_>) -> HttpResponse {
+    match resolved {
+        Resolved::Exact(Target::Document(i)) => {
+            let Some(slot) = gw.slots.get(i) else {
+                return errors::not_found();
+            };
+            let lookup = gw.cache.lookup(slot).await;
+            gw.metrics.record_lookup(slot.group, lookup.outcome);
+            tracing::debug!(document = &*slot.name, outcome = %lookup.outcome, "metadata request");
+            metadata::respond(req, &slot.freshness, &lookup)
+        }
+        Resolved::Exact(Target::Local(i)) => {
+            let Some(doc) = gw.local.get(i) else {
+                return errors::not_found();
+            };
+            gw.metrics.record_lookup(doc.group, CacheOutcome::Hit);
+            local::respond(req, doc)
+        }
+        Resolved::Tenant { template, tenant } => {
+            let Some(t) = gw.templates.get(template) else {
+                return errors::not_found();
+            };
+            let lookup = t.lookup(tenant).await;
+            gw.metrics.record_lookup(t.group, lookup.outcome);
+            tracing::debug!(document = &*t.name, tenant, outcome = %lookup.outcome, "metadata request");
+            metadata::respond(req, t.freshness(), &lookup)
+        }
+        Resolved::NotFound => errors::not_found(),
+    }
 }

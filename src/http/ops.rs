@@ -40,8 +40,9 @@ pub async fn healthz() -> HttpResponse {
 
 /// `GET /readyz` (and `HEAD`).
 pub async fn readyz(gw: Arc<Gateway>) -> HttpResponse {
-    let missing = gw.unready_documents().await;
-    if missing.is_empty() {
+    const SHOWN: usize = 10;
+    let (count, missing) = gw.unready_documents(SHOWN).await;
+    if count == 0 {
         HttpResponse::Ok()
             .insert_header((header::CACHE_CONTROL, HeaderValue::from_static("no-store")))
             .json(serde_json::json!({"status": "ready"}))
@@ -50,7 +51,12 @@ pub async fn readyz(gw: Arc<Gateway>) -> HttpResponse {
             .insert_header((header::CACHE_CONTROL, HeaderValue::from_static("no-store")))
             .json(serde_json::json!({
                 "status": "not_ready",
-                "reason": format!("no servable document: {}", missing.join("; ")),
+                "reason": if count > missing.len() {
+                    format!("no servable document: {} (and {} more)", missing.join("; "), count - missing.len())
+                } else {
+                    format!("no servable document: {}", missing.join("; "))
+                },
+                "unready_documents": count,
             }))
     }
 }

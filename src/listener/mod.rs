@@ -28,45 +28,13 @@
 pub mod tls;
 pub mod watchdog;
 
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
-
-use clap::Args;
 
 /// Default cap on open client connections (whole process). Measured worst
 /// case: an unfinished 120 KiB request head costs about 124 KiB, so 512
 /// such connections add about 64 MiB (benches/README.md).
 pub const DEFAULT_MAX_CONNECTIONS: u32 = 512;
-
-/// Listener flags, flattened into [`crate::Cli`].
-#[derive(Debug, Clone, Args)]
-pub struct ListenerArgs {
-    /// PEM file with the certificate chain to serve HTTPS with (leaf first);
-    /// needs --tls-key. Clients then get HTTP/2 or HTTP/1.1 by ALPN.
-    #[arg(long, env = "GATEWAY_TLS_CERT", requires = "tls_key")]
-    pub tls_cert: Option<PathBuf>,
-
-    /// PEM file with the private key (PKCS#8, PKCS#1 or SEC1) for --tls-cert.
-    #[arg(long, env = "GATEWAY_TLS_KEY", requires = "tls_cert")]
-    pub tls_key: Option<PathBuf>,
-
-    /// Time a client has, from connecting, to finish the TLS handshake and
-    /// send its first complete request head (slow clients get 408).
-    #[arg(long, env = "GATEWAY_CLIENT_REQUEST_TIMEOUT", default_value = "5s", value_parser = crate::config::parse_positive_duration)]
-    pub client_request_timeout: Duration,
-
-    /// How long an idle keep-alive connection is kept open between requests
-    /// (0s: close after every response).
-    #[arg(long, env = "GATEWAY_KEEP_ALIVE", default_value = "15s", value_parser = crate::config::parse_duration)]
-    pub keep_alive: Duration,
-
-    /// Most client connections open at once, for the whole process (split
-    /// evenly over the workers); further connections wait in the kernel's
-    /// accept queue. Worst-case memory is about 128 KiB per connection.
-    #[arg(long, env = "GATEWAY_MAX_CONNECTIONS", default_value_t = DEFAULT_MAX_CONNECTIONS, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
-    pub max_connections: u32,
-}
 
 /// Validated listener settings.
 #[derive(Debug, Clone)]
@@ -104,29 +72,6 @@ impl ServerLimits {
     }
 }
 
-impl ListenerArgs {
-    /// Loads the TLS files (if any) and collects the limits. A problem with
-    /// the files is a usage error naming the flag (exit code 2).
-    pub fn into_config(self) -> Result<ListenerConfig, clap::Error> {
-        let tls = match (&self.tls_cert, &self.tls_key) {
-            (Some(cert), Some(key)) => Some(Arc::new(
-                tls::server_config(cert, key)
-                    .map_err(|e| crate::config::usage_error(e.to_string()))?,
-            )),
-            // clap's `requires` makes a lone flag a usage error already.
-            _ => None,
-        };
-        Ok(ListenerConfig {
-            tls,
-            limits: ServerLimits {
-                client_request_timeout: self.client_request_timeout,
-                keep_alive: self.keep_alive,
-                max_connections: self.max_connections as usize,
-            },
-        })
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -145,50 +90,6 @@ mod tests {
         assert_eq!(limits(512).max_connections_per_worker(3), 171);
         assert_eq!(limits(512).max_connections_per_worker(0), 512);
         assert_eq!(limits(1).max_connections_per_worker(4), 1);
-    }
-
-    fn parse(args: &[&str]) -> Result<crate::Config, clap::Error> {
-        let mut full = vec!["oauth-metadata-gateway"];
-        full.extend_from_slice(args);
-        crate::Cli::config_from_args(full)
-    }
-
-    #[test]
-    fn flag_defaults() {
-        let c = parse(&[]).unwrap().listener;
-        assert!(c.tls.is_none());
-        assert_eq!(
-            c.limits,
-            ServerLimits {
-                client_request_timeout: Duration::from_secs(5),
-                keep_alive: Duration::from_secs(15),
-                max_connections: 512,
-            }
-        );
-        let c = parse(&["--keep-alive", "0s", "--max-connections", "64"]).unwrap();
-        assert_eq!(c.listener.limits.keep_alive, Duration::ZERO);
-        assert_eq!(c.listener.limits.max_connections, 64);
-    }
-
-    #[test]
-    fn bad_limits_name_the_flag() {
-        for (args, flag) in [
-            (
-                vec!["--client-request-timeout", "0s"],
-                "--client-request-timeout",
-            ),
-            (
-                vec!["--client-request-timeout", "soon"],
-                "--client-request-timeout",
-            ),
-            (vec!["--keep-alive", "forever"], "--keep-alive"),
-            (vec!["--max-connections", "0"], "--max-connections"),
-            (vec!["--max-connections=-5"], "--max-connections"),
-        ] {
-            let err = parse(&args).expect_err("must be rejected");
-            assert_eq!(err.exit_code(), 2, "{args:?}");
-            assert!(err.to_string().contains(flag), "{args:?}: {err}");
-        }
     }
 
     #[test]

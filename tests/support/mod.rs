@@ -34,9 +34,31 @@ pub enum Behaviour {
     },
     /// Read the request, then close the connection without answering.
     Close,
+    /// A multi-tenant authorization server: a request for
+    /// `<path_prefix><tenant>` is answered after `delay` with the
+    /// document of issuer `<issuer_prefix><tenant>` ([`document`]); a
+    /// tenant whose last segment starts with `missing` gets 404, any other
+    /// path 404; one whose last segment starts with `slow` waits `slow` instead of `delay`.
+    Tenants {
+        path_prefix: String,
+        issuer_prefix: String,
+        delay: Duration,
+        slow: Duration,
+    },
 }
 
 impl Behaviour {
+    /// [`Behaviour::Tenants`] for every tenant under `upstream`'s root:
+    /// `<AS_PATH>/<tenant>` answers issuer `<base_url>/<tenant>`.
+    pub fn tenants(base_url: &str, delay: Duration) -> Self {
+        Self::Tenants {
+            path_prefix: format!("{AS_PATH}/"),
+            issuer_prefix: format!("{base_url}/"),
+            delay,
+            slow: delay,
+        }
+    }
+
     pub fn json(body: impl Into<Vec<u8>>) -> Self {
         Self::Respond {
             status: 200,
@@ -88,6 +110,7 @@ struct UpstreamState {
     by_path: Mutex<std::collections::HashMap<String, Behaviour>>,
     requests: AtomicUsize,
     in_flight: AtomicUsize,
+    peak_in_flight: AtomicUsize,
     paths: Mutex<Vec<String>>,
     held: watch::Sender<bool>,
 }
@@ -122,6 +145,7 @@ impl Upstream {
             by_path: Mutex::new(std::collections::HashMap::new()),
             requests: AtomicUsize::new(0),
             in_flight: AtomicUsize::new(0),
+            peak_in_flight: AtomicUsize::new(0),
             paths: Mutex::new(Vec::new()),
             held,
         });
@@ -177,6 +201,22 @@ impl Upstream {
         self.state.in_flight.load(Ordering::SeqCst)
     }
 
+    /// The most requests that were in flight at once.
+    pub fn peak_in_flight(&self) -> usize {
+        self.state.peak_in_flight.load(Ordering::SeqCst)
+    }
+
+    /// Requests received for exactly `path`.
+    pub fn requests_for(&self, path: &str) -> usize {
+        self.state
+            .paths
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|p| *p == path)
+            .count()
+    }
+
     pub fn paths(&self) -> Vec<String> {
         self.state.paths.lock().unwrap().clone()
     }
@@ -226,13 +266,33 @@ async fn serve_connection<S: AsyncRead + AsyncWrite + Unpin>(
     let path = head.split_whitespace().nth(1).unwrap_or("").to_string();
     st.paths.lock().unwrap().push(path.clone());
     st.requests.fetch_add(1, Ordering::SeqCst);
-    st.in_flight.fetch_add(1, Ordering::SeqCst);
+    let now = st.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+    st.peak_in_flight.fetch_max(now, Ordering::SeqCst);
     let mut held = st.held.subscribe();
     let _ = held.wait_for(|h| !*h).await;
     let by_path = st.by_path.lock().unwrap().get(&path).cloned();
-    let behaviour = by_path.unwrap_or_else(|| st.behaviour.lock().unwrap().clone());
+    let mut behaviour = by_path.unwrap_or_else(|| st.behaviour.lock().unwrap().clone());
+    if let Behaviour::Tenants {
+        path_prefix,
+        issuer_prefix,
+        delay,
+        slow,
+    } = &behaviour
+    {
+        behaviour = match path.strip_prefix(path_prefix.as_str()) {
+            Some(t) if !last_segment(t).starts_with("missing") && !t.is_empty() => {
+                let wait = if last_segment(t).starts_with("slow") {
+                    *slow
+                } else {
+                    *delay
+                };
+                Behaviour::json(document(&format!("{issuer_prefix}{t}"))).delayed(wait)
+            }
+            _ => Behaviour::status(404).delayed(*delay),
+        };
+    }
     match behaviour {
-        Behaviour::Close => {}
+        Behaviour::Close | Behaviour::Tenants { .. } => {}
         Behaviour::Respond {
             status,
             content_type,
@@ -251,6 +311,10 @@ async fn serve_connection<S: AsyncRead + AsyncWrite + Unpin>(
         }
     }
     st.in_flight.fetch_sub(1, Ordering::SeqCst);
+}
+
+fn last_segment(path: &str) -> &str {
+    path.rsplit('/').next().unwrap_or(path)
 }
 
 /// A gateway running in-process on an ephemeral port.

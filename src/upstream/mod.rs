@@ -13,6 +13,12 @@
 //! the caller's job ([`crate::document`]). [`Fetcher::fetch_raw`] makes the
 //! same request without the status and content-type checks, for the
 //! `check` subcommand, which reports them instead of stopping at them.
+//!
+//! Every request holds a [`limiter::Permit`] of its host while it is in
+//! flight: the bound on upstream load per host, with a share kept for
+//! clients ([`limiter`]).
+
+pub mod limiter;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -25,15 +31,20 @@ use tokio::sync::{mpsc, oneshot};
 use crate::config::UpstreamConfig;
 use crate::error::{FetchError, RunError};
 
+pub use limiter::{Permit, Priority};
+
 /// A `Send + Sync` handle to the fetcher thread.
 #[derive(Debug, Clone)]
 pub struct Fetcher {
     jobs: mpsc::UnboundedSender<Job>,
+    limiter: Arc<limiter::Limiter>,
 }
 
 #[derive(Debug)]
 struct Job {
     url: Arc<str>,
+    /// Held until the answer is read: the request counts as in flight.
+    permit: Permit,
     /// Require 200 + JSON before reading the body (the gateway's fetch).
     strict: bool,
     reply: oneshot::Sender<Result<RawResponse, FetchError>>,
@@ -69,25 +80,44 @@ impl Fetcher {
             .name("upstream-fetcher".into())
             .spawn(move || fetcher_thread(rx, tls, limits))
             .map_err(RunError::io("cannot start the upstream fetcher thread"))?;
-        Ok(Self { jobs })
+        Ok(Self {
+            jobs,
+            limiter: Arc::new(limiter::Limiter::new(config.concurrency)),
+        })
     }
 
-    /// Fetches `url` and returns the body of a 200 `application/json`
-    /// response no larger than the limit.
-    pub async fn fetch(&self, url: Arc<str>) -> Result<Bytes, FetchError> {
-        self.send(url, true).await.map(|r| r.body)
+    /// Waits until a request to `url`'s host may be sent.
+    pub async fn permit(&self, url: &str, priority: Priority) -> Permit {
+        self.limiter.acquire(url, priority).await
+    }
+
+    /// Fetches `url` (with a permit of its host) and returns the body of a
+    /// 200 `application/json` response no larger than the limit.
+    pub async fn fetch(&self, url: Arc<str>, permit: Permit) -> Result<Bytes, FetchError> {
+        self.send(url, permit, true).await.map(|r| r.body)
     }
 
     /// The same GET (same client, headers, timeout and size limit) with
     /// any status and content type returned rather than refused.
     pub async fn fetch_raw(&self, url: Arc<str>) -> Result<RawResponse, FetchError> {
-        self.send(url, false).await
+        let permit = self.permit(&url, Priority::Client).await;
+        self.send(url, permit, false).await
     }
 
-    async fn send(&self, url: Arc<str>, strict: bool) -> Result<RawResponse, FetchError> {
+    async fn send(
+        &self,
+        url: Arc<str>,
+        permit: Permit,
+        strict: bool,
+    ) -> Result<RawResponse, FetchError> {
         let (reply, answer) = oneshot::channel();
         self.jobs
-            .send(Job { url, strict, reply })
+            .send(Job {
+                url,
+                permit,
+                strict,
+                reply,
+            })
             .map_err(|_| FetchError::FetcherStopped)?;
         answer.await.map_err(|_| FetchError::FetcherStopped)?
     }
@@ -117,6 +147,7 @@ fn fetcher_thread(
             let client = client.clone();
             actix_web::rt::spawn(async move {
                 let result = fetch_once(&client, &job.url, limits, job.strict).await;
+                drop(job.permit);
                 // The requester may have given up; nothing to do then.
                 let _ = job.reply.send(result);
             });

@@ -1,32 +1,38 @@
-//! Command-line and environment configuration, parsed and validated in one
-//! place into a typed [`Config`].
+//! The command-line front: clap flags (each also `GATEWAY_<NAME>` in the
+//! environment) turned into the typed [`Config`] in one place.
 //!
-//! Every flag can also be given as an environment variable `GATEWAY_<NAME>`
-//! (clap's `env` support). All checks that can be made before serving are made
-//! here, so a bad value fails at start-up with one line naming the flag and
-//! exit code 2 (clap's usage-error code), never later and never as a panic.
-//! [`Cli::try_parse_from`] plus [`Cli::into_config`] make the whole path
-//! testable without a process.
+//! All checks that can be made before serving are made here or in
+//! [`crate::config`], so a bad value fails at start-up with one line naming
+//! the flag and exit code 2 (clap's usage-error code), never later and
+//! never as a panic. [`Cli::try_parse_from`] plus [`Cli::into_config`]
+//! make the whole path testable without a process.
 //!
 //! The documents to serve come either from the single-upstream flags
 //! (`--upstream`, `--issuer`, `--openid-configuration`, `--resource ...`),
 //! the short form, or from a TOML file (`--config`, see
-//! [`crate::config_file`]); the two are exclusive. Either way they end up
-//! as the same [`DocumentConfig`] and [`ProtectedResourceConfig`] lists,
-//! with every route checked to be claimed once.
+//! [`crate::config::file`]); the two are exclusive. Either way they end up
+//! as the same [`Documents`], with every route checked to be claimed once.
+//! Nothing below this module knows about clap or the environment.
+
+mod listener_args;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use clap::builder::TypedValueParser as _;
 use clap::error::ErrorKind;
-use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
-use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::CertificateDer;
+use clap::{CommandFactory, Parser, Subcommand};
 
-use crate::discovery::{self, AuthorizationServerSpec, DocumentKind};
-use crate::document::ExpectedIssuer;
-use crate::listener::{ListenerArgs, ListenerConfig};
+pub use listener_args::ListenerArgs;
+
+use crate::config::documents::{self, AuthorizationServerSpec, IssuerDocuments, SpecField};
+use crate::config::values::{load_ca_file, parse_duration, parse_positive_duration, parse_size};
+use crate::config::{
+    Config, Documents, LogFormat, TemplateLimits, UpstreamConfig, DEFAULT_METRICS_DOCUMENT_LABELS,
+    DEFAULT_UPSTREAM_CONCURRENCY,
+};
+use crate::discovery::DocumentKind;
 use crate::protected_resource::{ProtectedResourceConfig, ResourceMetadata};
 
 /// Command-line interface, as the user types it.
@@ -49,11 +55,14 @@ pub struct Cli {
     /// seen from the gateway. The document is fetched with GET from
     /// `/.well-known/oauth-authorization-server<path>` there (RFC 8414 §3.1),
     /// falling back to the openid-configuration locations on a 4xx.
-    #[arg(long, env = "GATEWAY_UPSTREAM", default_value = "http://localhost:7788", value_parser = parse_base_url, conflicts_with = "config")]
-    pub upstream: url::Url,
+    /// With an `--issuer` template, it carries `{tenant}` too.
+    #[arg(long, env = "GATEWAY_UPSTREAM", default_value = "http://localhost:7788", value_parser = parse_upstream, conflicts_with = "config")]
+    pub upstream: String,
 
     /// Issuer the document must declare (RFC 8414 §3.3); defaults to the upstream URL.
     /// Its path gives the served route: /.well-known/oauth-authorization-server<path>.
+    /// With `{tenant}` as one path segment it is a template: every tenant is served
+    /// and cached on demand (see --max-tenants).
     #[arg(long, env = "GATEWAY_ISSUER", value_parser = parse_issuer, conflicts_with = "config")]
     pub issuer: Option<String>,
 
@@ -139,6 +148,23 @@ pub struct Cli {
     #[arg(long, env = "GATEWAY_DEMO_LISTEN", default_value = "127.0.0.1:7788")]
     pub demo_listen: SocketAddr,
 
+    /// Most tenants of an issuer template cached at once (per template
+    /// document); the default for --config templates.
+    #[arg(long, env = "GATEWAY_MAX_TENANTS", default_value_t = TemplateLimits::default().max_tenants, value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_tenants: u64,
+
+    /// Most upstream requests in flight per upstream host (scheme, host, port),
+    /// start-up warm-up and refreshes included; a share is kept for client
+    /// requests that find nothing cached.
+    #[arg(long, env = "GATEWAY_UPSTREAM_CONCURRENCY", default_value_t = DEFAULT_UPSTREAM_CONCURRENCY, value_parser = clap::value_parser!(u16).range(1..=4096).map(usize::from))]
+    pub upstream_concurrency: usize,
+
+    /// Up to this many configured documents, metrics carry one `document`
+    /// label value per document; above it, one per document kind (per-document
+    /// detail stays in the logs and the readiness answer).
+    #[arg(long, env = "GATEWAY_METRICS_DOCUMENT_LABELS", default_value_t = DEFAULT_METRICS_DOCUMENT_LABELS)]
+    pub metrics_document_labels: usize,
+
     /// Number of HTTP worker threads (default: one per core).
     #[arg(long, env = "GATEWAY_WORKERS", value_parser = clap::value_parser!(u16).range(1..=1024))]
     pub workers: Option<u16>,
@@ -163,116 +189,6 @@ pub enum Command {
     /// wrong with it against RFC 8414 and the MCP authorization spec
     /// (exit status 0 when nothing is, 1 otherwise).
     Check(crate::check::CheckArgs),
-}
-
-/// How log lines are written.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum LogFormat {
-    /// Human-readable single lines.
-    Text,
-    /// One JSON object per line, for log shippers.
-    Json,
-}
-
-/// Validated configuration the rest of the program runs on.
-#[derive(Debug, Clone)]
-pub struct Config {
-    /// Address the gateway listens on (used by `main`; tests pass their own listener).
-    pub listen: SocketAddr,
-    /// The upstream documents to cache and serve, one cache slot each.
-    pub documents: Vec<DocumentConfig>,
-    /// The protected resource documents, generated from configuration.
-    pub protected_resources: Vec<ProtectedResourceConfig>,
-    /// Limits on upstream fetches.
-    pub upstream: UpstreamConfig,
-    /// `--no-cache`: store nothing, fetch upstream for every request.
-    pub no_cache: bool,
-    /// Demo authorization server, when `--demo` is set.
-    pub demo: Option<SocketAddr>,
-    /// HTTP worker threads; `None` means one per core.
-    pub workers: Option<usize>,
-    /// Bound on graceful shutdown.
-    pub shutdown_timeout: Duration,
-    /// Log format for `main`.
-    pub log_format: LogFormat,
-    /// TLS and client-connection limits.
-    pub listener: ListenerConfig,
-}
-
-impl Config {
-    /// For `--demo`: the first authorization server's issuer and the path
-    /// of the first upstream URL the gateway fetches it from.
-    pub fn demo_document(&self) -> Option<(&str, String)> {
-        let doc = self
-            .documents
-            .iter()
-            .find(|d| d.kind == DocumentKind::AuthorizationServer)?;
-        let url = url::Url::parse(doc.upstream_urls.first()?).ok()?;
-        Some((doc.issuer.as_str(), url.path().to_string()))
-    }
-}
-
-/// One cached document: where it comes from and how long it lives.
-#[derive(Debug, Clone)]
-pub struct DocumentConfig {
-    /// Name used in metrics labels and logs: the document kind plus the
-    /// configured issuer path, e.g. `oauth-authorization-server/tenant1`
-    /// (bounded: never derived from a request).
-    pub name: String,
-    /// What the document is.
-    pub kind: DocumentKind,
-    /// Paths the gateway serves it at (exact strings).
-    pub routes: Vec<String>,
-    /// Upstream URLs it is fetched from, tried in order (a 4xx moves on).
-    pub upstream_urls: Vec<String>,
-    /// The issuer the document must declare.
-    pub issuer: ExpectedIssuer,
-    /// Freshness lifetime.
-    pub ttl: Duration,
-    /// How long past `ttl` it may be served stale.
-    pub max_stale: Duration,
-}
-
-/// Settings shared by every upstream fetch.
-#[derive(Debug, Clone)]
-pub struct UpstreamConfig {
-    /// Deadline for one whole fetch.
-    pub timeout: Duration,
-    /// Largest accepted body.
-    pub max_body_size: usize,
-    /// First retry delay after a failure.
-    pub backoff_min: Duration,
-    /// Cap on the retry delay.
-    pub backoff_max: Duration,
-    /// Extra trusted CA certificates (DER), loaded from `--upstream-ca`.
-    pub extra_roots: Vec<CertificateDer<'static>>,
-}
-
-/// RFC 8414 §3: the well-known suffix for authorization-server metadata.
-pub const AS_METADATA_PATH: &str = "/.well-known/oauth-authorization-server";
-
-/// The documents to serve, from the flags or the config file.
-#[derive(Debug, Clone, Default)]
-pub struct Documents {
-    /// Upstream documents.
-    pub documents: Vec<DocumentConfig>,
-    /// Protected resource documents.
-    pub protected_resources: Vec<ProtectedResourceConfig>,
-}
-
-impl Documents {
-    /// Every `(route, document name)` pair, in configuration order.
-    pub fn routes(&self) -> impl Iterator<Item = (&str, String)> {
-        let fetched = self
-            .documents
-            .iter()
-            .flat_map(|d| d.routes.iter().map(|r| (r.as_str(), d.name.clone())));
-        let local = self
-            .protected_resources
-            .iter()
-            .flat_map(|d| d.routes.iter().map(|r| (r.as_str(), d.name.clone())));
-        fetched.chain(local)
-    }
 }
 
 impl Cli {
@@ -315,28 +231,22 @@ impl Cli {
             None => Vec::new(),
         };
         let docs = match &self.config {
-            Some(path) => crate::config_file::load(
+            Some(path) => crate::config::file::load(
                 path,
-                crate::config_file::Defaults {
+                crate::config::file::Defaults {
                     ttl: self.ttl,
                     max_stale: self.max_stale,
+                    template: TemplateLimits {
+                        max_tenants: self.max_tenants,
+                        ..TemplateLimits::default()
+                    },
                 },
             )
             .map_err(|e| usage_error(format!("invalid value for '--config': {e}")))?,
             None => self.documents_from_flags()?,
         };
-        if let Some((route, first, second)) = discovery::find_conflict(docs.routes()) {
-            return Err(usage_error(format!(
-                "two documents claim the route {route}: {first} and {second}"
-            )));
-        }
-        if !extra_roots.is_empty()
-            && !docs
-                .documents
-                .iter()
-                .flat_map(|d| &d.upstream_urls)
-                .any(|u| u.starts_with("https://"))
-        {
+        documents::check_routes(&docs).map_err(|c| usage_error(c.to_string()))?;
+        if !extra_roots.is_empty() && !docs.upstream_urls().any(|u| u.starts_with("https://")) {
             return Err(usage_error(
                 "'--upstream-ca' was given but no upstream is an https URL".to_string(),
             ));
@@ -355,15 +265,16 @@ impl Cli {
         let listener = self.listener.into_config()?;
         Ok(Config {
             listen: self.listen,
-            documents: docs.documents,
-            protected_resources: docs.protected_resources,
+            documents: docs,
             upstream: UpstreamConfig {
                 timeout: self.upstream_timeout,
                 max_body_size: self.max_body_size,
                 backoff_min: self.retry_backoff_min,
                 backoff_max: self.retry_backoff_max,
+                concurrency: self.upstream_concurrency,
                 extra_roots,
             },
+            metrics_document_labels: self.metrics_document_labels,
             no_cache: self.no_cache,
             demo: self.demo.then_some(self.demo_listen),
             workers: self.workers.map(usize::from),
@@ -382,24 +293,38 @@ impl Cli {
             Some(issuer) => issuer.clone(),
             // As typed minus trailing slashes: `https://as.example.com/`
             // names the issuer `https://as.example.com`.
-            None => self.upstream.as_str().trim_end_matches('/').to_string(),
+            None => self.upstream.trim_end_matches('/').to_string(),
         };
-        let documents = discovery::authorization_server_documents(&AuthorizationServerSpec {
+        let templated = documents::is_template(&issuer);
+        let issuer_docs = documents::authorization_server(&AuthorizationServerSpec {
             issuer: &issuer,
             upstream: Some(self.upstream.as_str()),
             openid_configuration: self.openid_configuration,
             ttl: self.ttl,
             max_stale: self.max_stale,
+            template: templated.then_some(TemplateLimits {
+                max_tenants: self.max_tenants,
+                ..TemplateLimits::default()
+            }),
         })
         .map_err(|(field, e)| {
             let flag = match (field, self.issuer.is_some()) {
-                (discovery::SpecField::Issuer, true) => "--issuer",
+                (SpecField::Issuer, true) => "--issuer",
                 _ => "--upstream",
             };
             usage_error(format!("invalid value for '{flag}': {e}"))
         })?;
+        let (documents, templates) = match issuer_docs {
+            IssuerDocuments::Fixed(d) => (d, Vec::new()),
+            IssuerDocuments::Templates(t) => (Vec::new(), t),
+        };
         let mut protected_resources = Vec::new();
         if let Some(resource) = &self.resource {
+            if templated {
+                return Err(usage_error(
+                    "'--resource' needs a fixed issuer to name as its authorization server; with an --issuer template, use a --config file with a [[protected_resource]] per tenant".to_string(),
+                ));
+            }
             let metadata = ResourceMetadata {
                 resource: resource.clone(),
                 authorization_servers: vec![issuer.clone()],
@@ -425,25 +350,24 @@ impl Cli {
         }
         Ok(Documents {
             documents,
+            templates,
             protected_resources,
         })
     }
 }
 
+/// A clap usage error (exit code 2) with `message`.
 pub(crate) fn usage_error(message: String) -> clap::Error {
     Cli::command().error(ErrorKind::ValueValidation, message)
 }
 
-/// Reads every certificate from a PEM file; an empty or unreadable file is an error.
-pub(crate) fn load_ca_file(path: &std::path::Path) -> Result<Vec<CertificateDer<'static>>, String> {
-    let bytes = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    let certs: Vec<_> = CertificateDer::pem_slice_iter(&bytes)
-        .collect::<Result<_, _>>()
-        .map_err(|e| format!("{} is not a PEM certificate file: {e}", path.display()))?;
-    if certs.is_empty() {
-        return Err(format!("{} holds no PEM certificate", path.display()));
+/// `--upstream`: a base URL, or a template with `{tenant}` in its path.
+fn parse_upstream(value: &str) -> Result<String, String> {
+    if documents::is_template(value) {
+        crate::discovery::split_template_url(value)?;
+        return Ok(value.to_string());
     }
-    Ok(certs)
+    parse_base_url(value).map(|_| value.to_string())
 }
 
 /// An http(s) URL with a host, no query and no fragment (the upstream base).
@@ -473,49 +397,18 @@ fn parse_base_url(value: &str) -> Result<url::Url, String> {
 /// RFC 8414 §2: an issuer is an https URL (http tolerated for local setups)
 /// with no query or fragment. Kept as typed, since §3.3 compares it exactly.
 fn parse_issuer(value: &str) -> Result<String, String> {
-    parse_base_url(value)?;
+    if documents::is_template(value) {
+        crate::discovery::split_template_url(value)?;
+    } else {
+        parse_base_url(value)?;
+    }
     Ok(value.to_string())
-}
-
-pub(crate) fn parse_duration(value: &str) -> Result<Duration, String> {
-    humantime::parse_duration(value)
-        .map_err(|e| format!("{e} (expected a duration such as 30s, 5m, 24h)"))
-}
-
-pub(crate) fn parse_positive_duration(value: &str) -> Result<Duration, String> {
-    let d = parse_duration(value)?;
-    if d.is_zero() {
-        return Err("must be greater than zero".to_string());
-    }
-    Ok(d)
-}
-
-/// Parses `1024`, `256KiB`, `1MiB` (also `KB`/`MB`, read as binary units).
-pub(crate) fn parse_size(value: &str) -> Result<usize, String> {
-    let v = value.trim();
-    let split = v.find(|c: char| !c.is_ascii_digit()).unwrap_or(v.len());
-    let (digits, unit) = v.split_at(split);
-    let n: usize = digits
-        .parse()
-        .map_err(|_| "expected a size such as 262144, 256KiB or 1MiB".to_string())?;
-    let mult = match unit.trim().to_ascii_lowercase().as_str() {
-        "" | "b" => 1,
-        "k" | "kb" | "kib" => 1024,
-        "m" | "mb" | "mib" => 1024 * 1024,
-        other => return Err(format!("unknown size unit '{other}' (use KiB or MiB)")),
-    };
-    let size = n
-        .checked_mul(mult)
-        .ok_or_else(|| "size is too large".to_string())?;
-    if size == 0 {
-        return Err("must be greater than zero".to_string());
-    }
-    Ok(size)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::AS_METADATA_PATH;
 
     fn parse(args: &[&str]) -> Result<Config, clap::Error> {
         let mut full = vec!["oauth-metadata-gateway"];
@@ -527,8 +420,8 @@ mod tests {
     fn defaults_follow_the_spec() {
         let c = parse(&[]).expect("defaults are valid");
         assert_eq!(c.listen, "127.0.0.1:8080".parse().unwrap());
-        assert_eq!(c.documents.len(), 1);
-        let d = &c.documents[0];
+        assert_eq!(c.documents.documents.len(), 1);
+        let d = &c.documents.documents[0];
         assert_eq!(d.name, "oauth-authorization-server");
         assert_eq!(d.routes, [AS_METADATA_PATH]);
         assert_eq!(
@@ -541,7 +434,7 @@ mod tests {
         assert_eq!(d.issuer.as_str(), "http://localhost:7788");
         assert_eq!(d.ttl, Duration::from_secs(300));
         assert_eq!(d.max_stale, Duration::from_secs(24 * 3600));
-        assert!(c.protected_resources.is_empty());
+        assert!(c.documents.protected_resources.is_empty());
         assert_eq!(c.upstream.timeout, Duration::from_secs(5));
         assert_eq!(c.upstream.max_body_size, 256 * 1024);
         assert_eq!(c.upstream.backoff_max, Duration::from_secs(30));
@@ -558,13 +451,16 @@ mod tests {
     fn upstream_with_trailing_slash_or_path_builds_the_fetch_url() {
         let c = parse(&["--upstream", "https://as.example.com/"]).unwrap();
         assert_eq!(
-            c.documents[0].upstream_urls[0],
+            c.documents.documents[0].upstream_urls[0],
             "https://as.example.com/.well-known/oauth-authorization-server"
         );
-        assert_eq!(c.documents[0].issuer.as_str(), "https://as.example.com");
+        assert_eq!(
+            c.documents.documents[0].issuer.as_str(),
+            "https://as.example.com"
+        );
         // RFC 8414 §3.1: the well-known suffix goes before the issuer path.
         let c = parse(&["--upstream", "https://as.example.com/tenant1"]).unwrap();
-        let d = &c.documents[0];
+        let d = &c.documents.documents[0];
         assert_eq!(d.issuer.as_str(), "https://as.example.com/tenant1");
         assert_eq!(
             d.routes,
@@ -594,8 +490,8 @@ mod tests {
             "1MiB",
         ])
         .unwrap();
-        assert_eq!(c.documents[0].ttl, Duration::from_secs(2));
-        assert_eq!(c.documents[0].max_stale, Duration::from_secs(300));
+        assert_eq!(c.documents.documents[0].ttl, Duration::from_secs(2));
+        assert_eq!(c.documents.documents[0].max_stale, Duration::from_secs(300));
         assert_eq!(c.upstream.timeout, Duration::from_millis(250));
         assert_eq!(c.upstream.max_body_size, 1024 * 1024);
     }
@@ -637,14 +533,14 @@ mod tests {
             "--openid-configuration",
         ])
         .unwrap();
-        assert_eq!(c.documents.len(), 2);
+        assert_eq!(c.documents.documents.len(), 2);
         assert_eq!(
-            c.documents[0].upstream_urls[0],
+            c.documents.documents[0].upstream_urls[0],
             "http://auth.internal:8080/.well-known/oauth-authorization-server/t1"
         );
-        assert_eq!(c.documents[1].name, "openid-configuration/t1");
+        assert_eq!(c.documents.documents[1].name, "openid-configuration/t1");
         assert_eq!(
-            c.documents[1].routes,
+            c.documents.documents[1].routes,
             [
                 "/.well-known/openid-configuration/t1",
                 "/t1/.well-known/openid-configuration"
@@ -667,7 +563,7 @@ mod tests {
             "Example",
         ])
         .unwrap();
-        let pr = &c.protected_resources[0];
+        let pr = &c.documents.protected_resources[0];
         assert_eq!(
             pr.routes,
             [
@@ -717,12 +613,46 @@ mod tests {
     }
 
     #[test]
-    fn sizes() {
-        assert_eq!(parse_size("1024"), Ok(1024));
-        assert_eq!(parse_size("256KiB"), Ok(262_144));
-        assert_eq!(parse_size("2 MiB"), Ok(2 * 1024 * 1024));
-        assert!(parse_size("0").is_err());
-        assert!(parse_size("KiB").is_err());
-        assert!(parse_size("99999999999999999999GiB").is_err());
+    fn an_issuer_template_from_the_flags() {
+        let c = parse(&[
+            "--issuer",
+            "https://auth.example.com/realms/{tenant}",
+            "--upstream",
+            "http://keycloak:8080/realms/{tenant}",
+            "--max-tenants",
+            "50",
+        ])
+        .unwrap();
+        assert!(c.documents.documents.is_empty());
+        let t = &c.documents.templates[0];
+        assert_eq!(t.max_tenants, 50);
+        assert_eq!(
+            t.upstream_urls[0].render("a"),
+            "http://keycloak:8080/.well-known/oauth-authorization-server/realms/a"
+        );
+        for (args, flag) in [
+            (vec!["--issuer", "https://a/realms/{tenant}"], "--upstream"),
+            (vec!["--upstream", "http://k/{tenant}x"], "--upstream"),
+            (
+                vec![
+                    "--issuer",
+                    "https://a/{tenant}",
+                    "--upstream",
+                    "http://k/{tenant}",
+                    "--resource",
+                    "https://m/mcp",
+                ],
+                "--resource",
+            ),
+            (vec!["--max-tenants", "0"], "--max-tenants"),
+            (
+                vec!["--upstream-concurrency", "0"],
+                "--upstream-concurrency",
+            ),
+        ] {
+            let err = parse(&args).expect_err("must be rejected");
+            assert_eq!(err.exit_code(), 2, "{args:?}");
+            assert!(err.to_string().contains(flag), "{args:?}: {err}");
+        }
     }
 }

@@ -10,6 +10,13 @@
 //! ttl = "10m"                                     # optional, default: --ttl
 //! max_stale = "1h"                                # optional, default: --max-stale
 //!
+//! [[authorization_server]]                        # an issuer template, one per tenant
+//! issuer = "https://auth.example.com/realms/{tenant}"
+//! upstream = "http://keycloak.internal:8080/realms/{tenant}"  # optional
+//! max_tenants = 10000                             # optional, default: --max-tenants
+//! not_found_ttl = "1m"                            # optional: how long a 404 is remembered
+//! max_cold_fetches = 32                           # optional: uncached tenants fetched at once
+//!
 //! [[protected_resource]]
 //! resource = "https://mcp.example.com/mcp"
 //! authorization_servers = ["https://auth.example.com/tenant1"]  # optional
@@ -28,8 +35,8 @@ use std::time::Duration;
 use serde::Deserialize;
 use toml::Spanned;
 
-use crate::config::{DocumentConfig, Documents};
-use crate::discovery::{self, AuthorizationServerSpec, SpecField};
+use super::documents::{self, AuthorizationServerSpec, IssuerDocuments, SpecField};
+use super::{DocumentConfig, Documents, TemplateLimits};
 use crate::protected_resource::{ProtectedResourceConfig, ResourceMetadata};
 
 /// Lifetimes used where a document does not set its own (the `--ttl` and
@@ -40,6 +47,8 @@ pub struct Defaults {
     pub ttl: Duration,
     /// How long past its TTL a document may be served stale.
     pub max_stale: Duration,
+    /// Limits of issuer templates (`--max-tenants`...).
+    pub template: TemplateLimits,
 }
 
 /// A problem in the configuration file, located when possible.
@@ -94,6 +103,61 @@ struct AuthorizationServerEntry {
     openid_configuration: bool,
     ttl: Option<Spanned<String>>,
     max_stale: Option<Spanned<String>>,
+    max_tenants: Option<Spanned<u64>>,
+    not_found_ttl: Option<Spanned<String>>,
+    max_cold_fetches: Option<Spanned<u64>>,
+}
+
+/// A span in the file and the key path it belongs to.
+type Located = (Range<usize>, String);
+
+impl AuthorizationServerEntry {
+    /// The template limits this entry sets (over `defaults`), and the span
+    /// and key of the first one it sets, for errors about them.
+    fn template_limits(
+        &self,
+        defaults: TemplateLimits,
+        source: &Source<'_>,
+        key: &dyn Fn(&str) -> String,
+    ) -> Result<(TemplateLimits, Option<Located>), ConfigFileError> {
+        let mut limits = defaults;
+        let mut first = None;
+        let mut note = |span: Range<usize>, name: &str| {
+            if first.is_none() {
+                first = Some((span, key(name)));
+            }
+        };
+        if let Some(v) = &self.max_tenants {
+            note(v.span(), "max_tenants");
+            if *v.get_ref() == 0 {
+                return Err(source.error(
+                    Some(v.span()),
+                    Some(key("max_tenants")),
+                    "must be at least 1".to_string(),
+                ));
+            }
+            limits.max_tenants = *v.get_ref();
+        }
+        if let Some(v) = &self.not_found_ttl {
+            note(v.span(), "not_found_ttl");
+            limits.not_found_ttl = parse_duration(v.get_ref(), false)
+                .map_err(|m| source.error(Some(v.span()), Some(key("not_found_ttl")), m))?;
+        }
+        if let Some(v) = &self.max_cold_fetches {
+            note(v.span(), "max_cold_fetches");
+            limits.max_cold_fetches = usize::try_from(*v.get_ref())
+                .ok()
+                .filter(|n| *n >= 1)
+                .ok_or_else(|| {
+                    source.error(
+                        Some(v.span()),
+                        Some(key("max_cold_fetches")),
+                        "must be at least 1".to_string(),
+                    )
+                })?;
+        }
+        Ok((limits, first))
+    }
 }
 
 type Field<T> = Option<Spanned<T>>;
@@ -173,6 +237,9 @@ pub fn parse(text: &str, path: &str, defaults: Defaults) -> Result<Documents, Co
     }
 
     let mut documents: Vec<DocumentConfig> = Vec::new();
+    let mut templates = Vec::new();
+    // (entry index, span of its issuer), one per template document
+    let mut template_spans: Vec<(usize, Range<usize>)> = Vec::new();
     // (route, owner, span of the owner's identifying value)
     let mut owners: Vec<(String, String, Range<usize>)> = Vec::new();
     let mut issuers = Vec::new();
@@ -189,30 +256,46 @@ pub fn parse(text: &str, path: &str, defaults: Defaults) -> Result<Documents, Co
                 .map_err(|m| source.error(Some(v.span()), Some(key("max_stale")), m))?,
             None => defaults.max_stale,
         };
-        let docs = discovery::authorization_server_documents(&AuthorizationServerSpec {
+        let (limits, first_template_key) = e.template_limits(defaults.template, &source, &key)?;
+        let templated = documents::is_template(e.issuer.get_ref());
+        let issuer_docs = documents::authorization_server(&AuthorizationServerSpec {
             issuer: e.issuer.get_ref(),
             upstream: e.upstream.as_ref().map(|u| u.get_ref().as_str()),
             openid_configuration: e.openid_configuration,
             ttl,
             max_stale,
+            template: (templated || first_template_key.is_some()).then_some(limits),
         })
-        .map_err(|(field, m)| match (field, &e.upstream) {
-            (SpecField::Upstream, Some(u)) => {
-                source.error(Some(u.span()), Some(key("upstream")), m)
+        .map_err(
+            |(field, m)| match (field, &e.upstream, &first_template_key) {
+                (SpecField::Upstream, Some(u), _) => {
+                    source.error(Some(u.span()), Some(key("upstream")), m)
+                }
+                (SpecField::TemplateSetting, _, Some((span, k))) => {
+                    source.error(Some(span.clone()), Some(k.clone()), m)
+                }
+                _ => source.error(Some(e.issuer.span()), Some(key("issuer")), m),
+            },
+        )?;
+        match issuer_docs {
+            IssuerDocuments::Fixed(docs) => {
+                for d in &docs {
+                    for r in &d.routes {
+                        owners.push((
+                            r.clone(),
+                            format!("authorization_server[{i}]"),
+                            e.issuer.span(),
+                        ));
+                    }
+                }
+                issuers.push(e.issuer.get_ref().clone());
+                documents.extend(docs);
             }
-            _ => source.error(Some(e.issuer.span()), Some(key("issuer")), m),
-        })?;
-        for d in &docs {
-            for r in &d.routes {
-                owners.push((
-                    r.clone(),
-                    format!("authorization_server[{i}]"),
-                    e.issuer.span(),
-                ));
+            IssuerDocuments::Templates(t) => {
+                template_spans.extend(t.iter().map(|_| (i, e.issuer.span())));
+                templates.extend(t);
             }
         }
-        issuers.push(e.issuer.get_ref().clone());
-        documents.extend(docs);
     }
 
     let single_resource = file.protected_resource.len() == 1;
@@ -232,7 +315,7 @@ pub fn parse(text: &str, path: &str, defaults: Defaults) -> Result<Documents, Co
                 None => return Err(source.error(
                     Some(entry.span()),
                     Some(key("authorization_servers")),
-                    "missing: no [[authorization_server]] is configured, so name the issuers here"
+                    "missing: no [[authorization_server]] with a fixed issuer is configured, so name the issuers here"
                         .to_string(),
                 )),
             };
@@ -305,10 +388,30 @@ pub fn parse(text: &str, path: &str, defaults: Defaults) -> Result<Documents, Co
         seen.insert(route, (owner, span.start));
     }
 
-    Ok(Documents {
+    let docs = Documents {
         documents,
+        templates,
         protected_resources,
-    })
+    };
+    // Exact routes were checked above with their spans; what is left is
+    // templates that can match the same path.
+    if let Err(conflict) = documents::check_routes(&docs) {
+        let second = docs
+            .templates
+            .iter()
+            .rposition(|t| t.name == conflict.second)
+            .and_then(|k| template_spans.get(k).cloned());
+        let (index, span) = second.map_or((None, None), |(i, s)| (Some(i), Some(s)));
+        return Err(source.error(
+            span,
+            index.map(|i| format!("authorization_server[{i}].issuer")),
+            format!(
+                "the issuer templates {} and {} can match the same path: {}",
+                conflict.first, conflict.second, conflict.route
+            ),
+        ));
+    }
+    Ok(docs)
 }
 
 struct Source<'a> {
@@ -441,6 +544,11 @@ mod tests {
     const DEFAULTS: Defaults = Defaults {
         ttl: Duration::from_secs(300),
         max_stale: Duration::from_secs(3600),
+        template: TemplateLimits {
+            max_tenants: 1000,
+            not_found_ttl: Duration::from_secs(60),
+            max_cold_fetches: 32,
+        },
     };
 
     fn ok(text: &str) -> Documents {
@@ -617,6 +725,87 @@ resource_name = "Example MCP"
         // Without also_at_root, several resources coexist.
         let d = ok("[[authorization_server]]\nissuer = \"https://a\"\n[[protected_resource]]\nresource = \"https://m/one\"\n[[protected_resource]]\nresource = \"https://m/two\"\n");
         assert_eq!(d.protected_resources[0].routes.len(), 1);
+    }
+
+    #[test]
+    fn issuer_templates() {
+        let d = ok(r#"
+[[authorization_server]]
+issuer = "https://auth.example.com/realms/{tenant}"
+upstream = "http://keycloak.internal:8080/realms/{tenant}"
+max_tenants = 10000
+not_found_ttl = "5m"
+openid_configuration = true
+
+[[authorization_server]]
+issuer = "https://login.example.com/oauth2/{tenant}"
+
+[[authorization_server]]
+issuer = "https://auth.example.com/fixed"
+
+[[protected_resource]]
+resource = "https://mcp.example.com/mcp"
+"#);
+        assert_eq!(d.documents.len(), 1);
+        assert_eq!(d.templates.len(), 3);
+        let t = &d.templates[0];
+        assert_eq!(t.name, "oauth-authorization-server/realms/{tenant}");
+        assert_eq!(t.max_tenants, 10000);
+        assert_eq!(t.not_found_ttl, Duration::from_secs(300));
+        assert_eq!(t.max_cold_fetches, 32);
+        assert_eq!(
+            t.upstream_urls[0].render("acme"),
+            "http://keycloak.internal:8080/.well-known/oauth-authorization-server/realms/acme"
+        );
+        assert_eq!(d.templates[2].max_tenants, 1000, "the default");
+        let body: serde_json::Value =
+            serde_json::from_slice(&d.protected_resources[0].body).unwrap();
+        assert_eq!(
+            body["authorization_servers"],
+            serde_json::json!(["https://auth.example.com/fixed"]),
+            "templates name no single issuer"
+        );
+    }
+
+    #[test]
+    fn template_errors_point_at_their_key() {
+        for (text, line, key, needle) in [
+            (
+                "[[authorization_server]]\nissuer = \"https://a/x\"\nmax_tenants = 5\n",
+                3,
+                "authorization_server[0].max_tenants",
+                "only an issuer template",
+            ),
+            (
+                "[[authorization_server]]\nissuer = \"https://a/{tenant}\"\nmax_tenants = 0\n",
+                3,
+                "authorization_server[0].max_tenants",
+                "at least 1",
+            ),
+            (
+                "[[authorization_server]]\nissuer = \"https://a/{tenant}\"\nupstream = \"http://b/x\"\n",
+                3,
+                "authorization_server[0].upstream",
+                "must contain {tenant}",
+            ),
+            (
+                "[[authorization_server]]\nissuer = \"https://a/t{tenant}\"\n",
+                2,
+                "authorization_server[0].issuer",
+                "whole path segment",
+            ),
+            (
+                "[[authorization_server]]\nissuer = \"https://a/{tenant}\"\n\n[[authorization_server]]\nissuer = \"https://b/{tenant}\"\n",
+                5,
+                "authorization_server[1].issuer",
+                "can match the same path",
+            ),
+        ] {
+            let e = err(text);
+            assert_eq!(e.position.map(|p| p.0), Some(line), "{e}");
+            assert_eq!(e.key.as_deref(), Some(key), "{e}");
+            assert!(e.message.contains(needle), "{e}");
+        }
     }
 
     #[test]

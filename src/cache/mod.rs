@@ -1,0 +1,342 @@
+//! The document caches: moka holds the validated documents, this module
+//! decides what a request gets and when the upstream is asked.
+//!
+//! - [`MetadataCache`] holds the configured documents, one entry per
+//!   [`DocumentSlot`], kept warm by the refresh scheduler
+//!   ([`crate::refresher`]).
+//! - [`tenants::TemplateCache`] holds the tenants of one issuer template,
+//!   fetched on request and bounded by `max_tenants`.
+//!
+//! The rules both follow:
+//! - A request never waits on the upstream while a servable document (fresh,
+//!   or stale within `--max-stale`) is stored: it gets a
+//!   [`CacheOutcome::Hit`] or [`CacheOutcome::Stale`] at once. Refreshing
+//!   is background work.
+//! - With nothing servable stored, concurrent requests for one document
+//!   share one fetch (the others are [`CacheOutcome::Collapsed`]), at
+//!   client priority ([`crate::upstream::limiter`]); a failed fetch stores
+//!   nothing.
+//! - After a failed fetch the slot is in back-off: until the retry time,
+//!   requests with nothing to serve get the last error at once instead of
+//!   starting another fetch. There is never a fetch per client request.
+//! - One fetch tries the slot's upstream URLs in order ([`fetch`]).
+//! - moka drops an entry once it is older than TTL + max-stale (its
+//!   per-entry [`Expiry`] reads the lifetime stored in the entry), so memory
+//!   holds nothing that can no longer be served.
+//! - [`CacheMode::Bypass`] (`--no-cache`) turns all of this off: every
+//!   request fetches and validates on its own and nothing is stored
+//!   ([`CacheOutcome::Bypass`]). It exists as the baseline the benchmarks
+//!   compare against.
+
+pub(crate) mod fetch;
+pub mod slot;
+pub mod tenants;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use moka::Expiry;
+
+use crate::document::ValidatedDocument;
+use crate::error::FetchError;
+use crate::freshness::{Freshness, FreshnessState};
+use crate::metrics::Metrics;
+use crate::outcome::CacheOutcome;
+use crate::upstream::{Fetcher, Priority};
+
+pub use slot::{Backoff, DocumentSlot};
+
+use fetch::FetchContext;
+
+/// A validated document as stored, with the time it was received.
+#[derive(Debug)]
+pub struct StoredDocument {
+    /// The validated bytes and their ETag.
+    pub document: ValidatedDocument,
+    /// When the gateway received it (start of its age, RFC 9111 §4.2.3).
+    pub fetched_at: Instant,
+    /// TTL + max-stale: how long moka may keep it.
+    hard_lifetime: Duration,
+}
+
+impl StoredDocument {
+    /// A document received now, kept at most `hard_lifetime`.
+    pub fn new(document: ValidatedDocument, hard_lifetime: Duration) -> Self {
+        Self {
+            document,
+            fetched_at: Instant::now(),
+            hard_lifetime,
+        }
+    }
+}
+
+/// What a request gets from a cache.
+#[derive(Debug)]
+pub struct Lookup {
+    /// The outcome driving headers, metrics and logs.
+    pub outcome: CacheOutcome,
+    /// The document to serve; `None` for errors and not-found answers.
+    pub stored: Option<Arc<StoredDocument>>,
+    /// Freshness of `stored` at lookup time.
+    pub age: Duration,
+    /// Why the upstream is failing, if it is (stale and error outcomes).
+    pub error: Option<FetchError>,
+    /// For errors: when a retry is due.
+    pub retry_after: Duration,
+}
+
+impl Lookup {
+    /// Freshness state of the served document at lookup time.
+    pub fn freshness(&self, rules: &Freshness) -> FreshnessState {
+        match self.stored {
+            Some(_) => rules.classify(self.age),
+            None => FreshnessState::Expired,
+        }
+    }
+
+    /// A servable stored document: hit or stale by its age.
+    fn stored(stored: Arc<StoredDocument>, age: Duration, slot: &DocumentSlot) -> Self {
+        let (outcome, error) = if age < slot.freshness.ttl {
+            (CacheOutcome::Hit, None)
+        } else {
+            (CacheOutcome::Stale, slot.last_error())
+        };
+        Self {
+            outcome,
+            stored: Some(stored),
+            age,
+            error,
+            retry_after: Duration::ZERO,
+        }
+    }
+
+    /// A document this request fetched (`Miss`) or waited for (`Collapsed`).
+    fn fetched(outcome: CacheOutcome, stored: Arc<StoredDocument>) -> Self {
+        Self {
+            outcome,
+            age: stored.fetched_at.elapsed(),
+            stored: Some(stored),
+            error: None,
+            retry_after: Duration::ZERO,
+        }
+    }
+
+    /// A template tenant the upstream does not know: `led` when this
+    /// request's fetch found out, else from the remembered answer.
+    fn not_found(status: u16, led: bool) -> Self {
+        Self {
+            outcome: if led {
+                CacheOutcome::NotFound
+            } else {
+                CacheOutcome::NegativeHit
+            },
+            stored: None,
+            age: Duration::ZERO,
+            error: Some(FetchError::HttpStatus(status)),
+            retry_after: Duration::ZERO,
+        }
+    }
+
+    fn error(error: FetchError, retry_after: Duration) -> Self {
+        Self {
+            outcome: CacheOutcome::Error,
+            stored: None,
+            age: Duration::ZERO,
+            error: Some(error),
+            retry_after,
+        }
+    }
+
+    /// The error answer for `slot` after `error`, with the time until the
+    /// next attempt.
+    fn failed(error: FetchError, slot: &DocumentSlot) -> Self {
+        let retry_after = slot
+            .backing_off(Instant::now())
+            .map_or(slot.backoff_min(), |(_, d)| d);
+        Self::error(error, retry_after)
+    }
+}
+
+/// Per-entry lifetime for moka: each entry lives TTL + max-stale from its
+/// insertion, and a replacement starts a new lifetime (moka's default for
+/// updates would keep the old deadline).
+struct EntryLifetime;
+
+impl Expiry<usize, Arc<StoredDocument>> for EntryLifetime {
+    fn expire_after_create(
+        &self,
+        _key: &usize,
+        value: &Arc<StoredDocument>,
+        _created_at: std::time::Instant,
+    ) -> Option<Duration> {
+        Some(value.hard_lifetime)
+    }
+
+    fn expire_after_update(
+        &self,
+        _key: &usize,
+        value: &Arc<StoredDocument>,
+        _updated_at: std::time::Instant,
+        _duration_until_expiry: Option<Duration>,
+    ) -> Option<Duration> {
+        Some(value.hard_lifetime)
+    }
+}
+
+/// Whether the caches store documents.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CacheMode {
+    /// Store validated documents and serve them while servable (the default).
+    Store,
+    /// `--no-cache`: store nothing; every request fetches and validates, with
+    /// no coalescing and no back-off (the naive design).
+    Bypass,
+}
+
+/// The cache of the configured documents.
+pub struct MetadataCache {
+    entries: moka::future::Cache<usize, Arc<StoredDocument>>,
+    fetcher: Fetcher,
+    metrics: Arc<Metrics>,
+    mode: CacheMode,
+}
+
+impl MetadataCache {
+    /// Creates an empty cache for `capacity` documents.
+    pub fn new(capacity: usize, fetcher: Fetcher, metrics: Arc<Metrics>, mode: CacheMode) -> Self {
+        let entries = moka::future::Cache::builder()
+            .max_capacity(capacity as u64)
+            .expire_after(EntryLifetime)
+            .build();
+        Self {
+            entries,
+            fetcher,
+            metrics,
+            mode,
+        }
+    }
+
+    /// Whether documents are stored at all.
+    pub fn mode(&self) -> CacheMode {
+        self.mode
+    }
+
+    /// The upstream fetcher (shared with the template caches).
+    pub fn fetcher(&self) -> &Fetcher {
+        &self.fetcher
+    }
+
+    fn context(&self) -> FetchContext<'_> {
+        FetchContext {
+            fetcher: &self.fetcher,
+            metrics: &self.metrics,
+        }
+    }
+
+    /// The stored document for `slot` if it may still be served.
+    pub async fn servable(&self, slot: &DocumentSlot) -> Option<(Arc<StoredDocument>, Duration)> {
+        let stored = self.entries.get(&slot.id).await?;
+        let age = stored.fetched_at.elapsed();
+        match slot.freshness.classify(age) {
+            FreshnessState::Expired => {
+                self.entries.invalidate(&slot.id).await;
+                None
+            }
+            _ => Some((stored, age)),
+        }
+    }
+
+    /// Answers one request for `slot`'s document.
+    pub async fn lookup(&self, slot: &DocumentSlot) -> Lookup {
+        if self.mode == CacheMode::Bypass {
+            return self.lookup_uncached(slot).await;
+        }
+        if let Some((stored, age)) = self.servable(slot).await {
+            return Lookup::stored(stored, age, slot);
+        }
+        if let Some((error, retry_after)) = slot.backing_off(Instant::now()) {
+            return Lookup::error(error, retry_after);
+        }
+        match self
+            .entries
+            .entry(slot.id)
+            .or_try_insert_with(self.context().fetch(slot, Priority::Client, None))
+            .await
+        {
+            Ok(entry) => {
+                let outcome = if entry.is_fresh() {
+                    CacheOutcome::Miss
+                } else {
+                    CacheOutcome::Collapsed
+                };
+                Lookup::fetched(outcome, entry.into_value())
+            }
+            Err(error) => Lookup::failed((*error).clone(), slot),
+        }
+    }
+
+    /// `--no-cache`: this request's own fetch, nothing stored.
+    async fn lookup_uncached(&self, slot: &DocumentSlot) -> Lookup {
+        match self.context().fetch(slot, Priority::Client, None).await {
+            Ok(stored) => Lookup::fetched(CacheOutcome::Bypass, stored),
+            Err(error) => Lookup::error(error, slot.backoff_min()),
+        }
+    }
+
+    /// Background work for `slot` (warm-up, refresh-ahead, retry): waits
+    /// for a background permit of its upstream host first, then fetches
+    /// unless the document became fresh enough meanwhile (a client's cold
+    /// fetch may have stored it). A failure leaves the stored document in
+    /// place.
+    pub async fn refresh(&self, slot: &DocumentSlot) {
+        let Some(first) = slot.upstream_urls().first() else {
+            return;
+        };
+        let permit = self.fetcher.permit(first, Priority::Background).await;
+        match self.servable(slot).await {
+            Some((stored, _)) => {
+                if stored.fetched_at + slot.freshness.refresh_age() > Instant::now()
+                    && slot.retry_at().is_none()
+                {
+                    return;
+                }
+                if let Ok(stored) = self
+                    .context()
+                    .fetch(slot, Priority::Background, Some(permit))
+                    .await
+                {
+                    self.entries.insert(slot.id, stored).await;
+                }
+            }
+            None => {
+                // Nothing servable: lead (or join) the same coalesced fetch
+                // that requests use, so a cold start costs one fetch. The
+                // permit is already held, so a client that joins waits on
+                // a request in flight, never on the background queue.
+                let _ = self
+                    .entries
+                    .entry(slot.id)
+                    .or_try_insert_with(self.context().fetch(
+                        slot,
+                        Priority::Background,
+                        Some(permit),
+                    ))
+                    .await;
+            }
+        }
+    }
+
+    /// When background work should next fetch for `slot`: at the retry
+    /// time while failing, shortly before expiry while healthy (moved
+    /// earlier by `spread` in [0, 1), see
+    /// [`Freshness::jittered_refresh_age`]), now when empty.
+    pub async fn next_refresh_at(&self, slot: &DocumentSlot, spread: f64) -> Instant {
+        if let Some(retry_at) = slot.retry_at() {
+            return retry_at;
+        }
+        match self.servable(slot).await {
+            Some((stored, _)) => stored.fetched_at + slot.freshness.jittered_refresh_age(spread),
+            None => Instant::now(),
+        }
+    }
+}

@@ -1,0 +1,246 @@
+//! One document's identity, rules and failure state: a configured document
+//! has one slot for the life of the process, a template tenant one per
+//! cached tenant. The slot is what a fetch needs (upstream URLs, expected
+//! issuer, freshness) and where back-off lives between fetches.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
+
+use crate::config::{DocumentConfig, TemplateConfig};
+use crate::discovery::DocumentKind;
+use crate::document::ExpectedIssuer;
+use crate::error::FetchError;
+use crate::freshness::Freshness;
+
+/// Capped exponential back-off with jitter between failed fetches.
+#[derive(Debug, Clone, Copy)]
+pub struct Backoff {
+    /// Delay after the first failure.
+    pub min: Duration,
+    /// Cap on the delay.
+    pub max: Duration,
+}
+
+impl Backoff {
+    /// Delay after `failures` consecutive failures (>= 1): `min * 2^(n-1)`,
+    /// capped at `max`, then scaled by a random factor in [0.8, 1.0] so that
+    /// many replicas do not retry in lockstep.
+    pub fn delay(&self, failures: u32) -> Duration {
+        let exp = failures.saturating_sub(1).min(31);
+        let base = self.min.saturating_mul(1u32 << exp).min(self.max);
+        base.mul_f64(0.8 + 0.2 * fastrand::f64())
+    }
+}
+
+#[derive(Debug, Default)]
+struct FailureState {
+    consecutive: u32,
+    last_error: Option<FetchError>,
+    retry_at: Option<Instant>,
+}
+
+/// One document: its source, its rules and its failure state.
+#[derive(Debug)]
+pub struct DocumentSlot {
+    /// Index among the configured documents (the configured store's key);
+    /// 0 for a template tenant, which lives in its template's store.
+    pub id: usize,
+    /// Name for logs (bounded, from configuration; a template's name for
+    /// its tenants).
+    pub name: Arc<str>,
+    /// The tenant, for a template tenant.
+    pub tenant: Option<Box<str>>,
+    /// Metrics group index (see [`crate::metrics`]).
+    pub group: usize,
+    /// What the document is.
+    pub kind: DocumentKind,
+    /// Freshness rules.
+    pub freshness: Freshness,
+    urls: Box<[Arc<str>]>,
+    issuer: ExpectedIssuer,
+    backoff: Backoff,
+    failures: Mutex<FailureState>,
+    refreshing: AtomicBool,
+}
+
+impl DocumentSlot {
+    /// The slot of configured document `id`; `fetch_timeout` bounds one
+    /// upstream request (a fetch may make one per upstream URL).
+    pub fn configured(
+        id: usize,
+        group: usize,
+        config: &DocumentConfig,
+        fetch_timeout: Duration,
+        backoff: Backoff,
+    ) -> Self {
+        Self::new(
+            id,
+            Arc::from(config.name.as_str()),
+            None,
+            group,
+            config.kind,
+            Freshness::new(
+                config.ttl,
+                config.max_stale,
+                fetch_timeout,
+                config.upstream_urls.len(),
+            ),
+            config
+                .upstream_urls
+                .iter()
+                .map(|u| Arc::from(u.as_str()))
+                .collect(),
+            config.issuer.clone(),
+            backoff,
+        )
+    }
+
+    /// The slot of `tenant` (already checked) of a template.
+    pub fn tenant(
+        template: &TemplateConfig,
+        name: Arc<str>,
+        group: usize,
+        tenant: &str,
+        freshness: Freshness,
+        backoff: Backoff,
+    ) -> Self {
+        Self::new(
+            0,
+            name,
+            Some(tenant.into()),
+            group,
+            template.kind,
+            freshness,
+            template
+                .upstream_urls
+                .iter()
+                .map(|u| Arc::from(u.render(tenant)))
+                .collect(),
+            ExpectedIssuer::new(template.issuer.render(tenant)),
+            backoff,
+        )
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        id: usize,
+        name: Arc<str>,
+        tenant: Option<Box<str>>,
+        group: usize,
+        kind: DocumentKind,
+        freshness: Freshness,
+        urls: Box<[Arc<str>]>,
+        issuer: ExpectedIssuer,
+        backoff: Backoff,
+    ) -> Self {
+        Self {
+            id,
+            name,
+            tenant,
+            group,
+            kind,
+            freshness,
+            urls,
+            issuer,
+            backoff,
+            failures: Mutex::new(FailureState::default()),
+            refreshing: AtomicBool::new(false),
+        }
+    }
+
+    fn failures(&self) -> MutexGuard<'_, FailureState> {
+        // The state is plain data; a panic elsewhere cannot leave it torn.
+        self.failures.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    pub(super) fn record_success(&self) {
+        *self.failures() = FailureState::default();
+    }
+
+    /// Records a failure and returns when the next attempt is allowed.
+    pub(super) fn record_failure(&self, error: &FetchError, now: Instant) -> Duration {
+        let mut state = self.failures();
+        state.consecutive = state.consecutive.saturating_add(1);
+        let delay = self.backoff.delay(state.consecutive);
+        state.last_error = Some(error.clone());
+        state.retry_at = Some(now + delay);
+        delay
+    }
+
+    /// The upstream URLs, in the order they are tried.
+    pub fn upstream_urls(&self) -> &[Arc<str>] {
+        &self.urls
+    }
+
+    /// The issuer the document must declare.
+    pub fn issuer(&self) -> &ExpectedIssuer {
+        &self.issuer
+    }
+
+    /// The last fetch error, while the upstream is failing.
+    pub fn last_error(&self) -> Option<FetchError> {
+        self.failures().last_error.clone()
+    }
+
+    /// Consecutive failed fetches (0 once one succeeds).
+    pub fn consecutive_failures(&self) -> u32 {
+        self.failures().consecutive
+    }
+
+    /// When a retry is due, while failing.
+    pub fn retry_at(&self) -> Option<Instant> {
+        self.failures().retry_at
+    }
+
+    /// The delay before the first retry.
+    pub fn backoff_min(&self) -> Duration {
+        self.backoff.min
+    }
+
+    /// While in back-off: the last error and the time left until a retry.
+    pub fn backing_off(&self, now: Instant) -> Option<(FetchError, Duration)> {
+        let state = self.failures();
+        match (&state.last_error, state.retry_at) {
+            (Some(e), Some(at)) if at > now => Some((e.clone(), at - now)),
+            _ => None,
+        }
+    }
+
+    /// Claims the right to run the one background refresh of this slot;
+    /// `false` when one is already running.
+    pub(super) fn start_refresh(&self) -> bool {
+        !self.refreshing.swap(true, Ordering::AcqRel)
+    }
+
+    /// Gives the right back.
+    pub(super) fn end_refresh(&self) {
+        self.refreshing.store(false, Ordering::Release);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_and_caps_with_bounded_jitter() {
+        let b = Backoff {
+            min: Duration::from_secs(1),
+            max: Duration::from_secs(30),
+        };
+        for (n, nominal) in [
+            (1, 1.0),
+            (2, 2.0),
+            (3, 4.0),
+            (5, 16.0),
+            (6, 30.0),
+            (40, 30.0),
+        ] {
+            for _ in 0..50 {
+                let d = b.delay(n).as_secs_f64();
+                assert!(d >= nominal * 0.8 - 1e-9 && d <= nominal + 1e-9, "{n}: {d}");
+            }
+        }
+    }
+}

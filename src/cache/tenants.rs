@@ -1,0 +1,336 @@
+//! The tenants of one issuer template, cached on demand in a bounded moka
+//! cache (`max_tenants`, moka's TinyLFU eviction: when the cache is full a
+//! new tenant is admitted only if it is asked for more often than the one it
+//! would push out, so a flood of one-off names cannot evict tenants in use).
+//!
+//! Per tenant entry: its [`DocumentSlot`] (URLs and issuer filled in from
+//! the tenant, failure state) and what is known of its document:
+//! - a validated document: served fresh or stale like a configured one; a
+//!   request that finds it due for refresh-ahead starts one background
+//!   refresh (one per tenant at a time) and is answered at once, so tenants
+//!   being requested stay fresh and tenants nobody asks for expire;
+//! - not found: the upstream answered 404 or 410 at every location; the
+//!   answer is remembered for `not_found_ttl` (negative caching) and served
+//!   as a 404 without an upstream request;
+//! - failed: nothing servable and the fetch failed; kept so that back-off
+//!   grows per tenant: until the retry time requests get the error at once.
+//!
+//! A tenant not cached is fetched on request. Concurrent requests for it
+//! are serialised on moka's per-key compute lock and the first one fetches;
+//! the rest find its result (one upstream fetch for any number of
+//! requests). At most `max_cold_fetches` tenants are fetched cold at once;
+//! beyond that a request gets 503 + `Retry-After` without an upstream
+//! request ([`FetchError::Busy`]), never an unbounded queue.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use moka::ops::compute::{CompResult, Op};
+use moka::Expiry;
+use tokio::sync::Semaphore;
+
+use crate::config::TemplateConfig;
+use crate::error::FetchError;
+use crate::freshness::{Freshness, FreshnessState};
+use crate::metrics::Metrics;
+use crate::outcome::CacheOutcome;
+use crate::upstream::{Fetcher, Priority};
+
+use super::fetch::FetchContext;
+use super::slot::{Backoff, DocumentSlot};
+use super::{Lookup, StoredDocument};
+
+/// What is known of one tenant's document.
+#[derive(Debug)]
+pub enum TenantState {
+    /// A validated document.
+    Document(Arc<StoredDocument>),
+    /// The upstream has no such tenant (404 or 410), as of `at`.
+    NotFound {
+        /// The upstream's status.
+        status: u16,
+    },
+    /// The last fetch failed and nothing is servable.
+    Failed,
+}
+
+/// One cached tenant.
+#[derive(Debug)]
+pub struct TenantEntry {
+    /// Its slot (carried over from entry to entry, with its back-off).
+    pub slot: Arc<DocumentSlot>,
+    /// Its document, or why there is none.
+    pub state: TenantState,
+}
+
+/// Lifetimes of tenant entries in moka.
+struct TenantLifetime {
+    not_found_ttl: Duration,
+    failed_ttl: Duration,
+}
+
+impl TenantLifetime {
+    fn of(&self, entry: &TenantEntry) -> Duration {
+        match &entry.state {
+            TenantState::Document(d) => d.hard_lifetime,
+            TenantState::NotFound { .. } => self.not_found_ttl,
+            TenantState::Failed => self.failed_ttl,
+        }
+    }
+}
+
+impl Expiry<String, Arc<TenantEntry>> for TenantLifetime {
+    fn expire_after_create(
+        &self,
+        _key: &String,
+        value: &Arc<TenantEntry>,
+        _created_at: Instant,
+    ) -> Option<Duration> {
+        Some(self.of(value))
+    }
+
+    fn expire_after_update(
+        &self,
+        _key: &String,
+        value: &Arc<TenantEntry>,
+        _updated_at: Instant,
+        _duration_until_expiry: Option<Duration>,
+    ) -> Option<Duration> {
+        Some(self.of(value))
+    }
+}
+
+/// Shared parts every template cache uses.
+#[derive(Clone)]
+pub struct Shared {
+    /// The upstream fetcher.
+    pub fetcher: Fetcher,
+    /// The metrics.
+    pub metrics: Arc<Metrics>,
+    /// Back-off between failed fetches.
+    pub backoff: Backoff,
+    /// Deadline of one upstream request.
+    pub fetch_timeout: Duration,
+}
+
+/// The cache of one template's tenants.
+pub struct TemplateCache {
+    /// The template.
+    pub config: TemplateConfig,
+    /// Name in logs and metrics.
+    pub name: Arc<str>,
+    /// Metrics group index.
+    pub group: usize,
+    freshness: Freshness,
+    entries: moka::future::Cache<String, Arc<TenantEntry>>,
+    cold: Arc<Semaphore>,
+    shared: Shared,
+}
+
+/// How long a failed tenant's entry (and its back-off state) is kept.
+fn failed_ttl(backoff: Backoff) -> Duration {
+    backoff.max.saturating_mul(2)
+}
+
+impl TemplateCache {
+    /// An empty cache for `config`'s tenants.
+    pub fn new(config: TemplateConfig, group: usize, shared: Shared) -> Self {
+        let freshness = Freshness::new(
+            config.ttl,
+            config.max_stale,
+            shared.fetch_timeout,
+            config.upstream_urls.len(),
+        );
+        let entries = moka::future::Cache::builder()
+            .max_capacity(config.max_tenants)
+            .expire_after(TenantLifetime {
+                not_found_ttl: config.not_found_ttl,
+                failed_ttl: failed_ttl(shared.backoff),
+            })
+            .build();
+        Self {
+            name: Arc::from(config.name.as_str()),
+            cold: Arc::new(Semaphore::new(config.max_cold_fetches)),
+            config,
+            group,
+            freshness,
+            entries,
+            shared,
+        }
+    }
+
+    /// Freshness rules of every tenant.
+    pub fn freshness(&self) -> &Freshness {
+        &self.freshness
+    }
+
+    fn context(&self) -> FetchContext<'_> {
+        FetchContext {
+            fetcher: &self.shared.fetcher,
+            metrics: &self.shared.metrics,
+        }
+    }
+
+    /// Answers one request for `tenant` (already checked by
+    /// [`crate::tenant::valid_tenant`]).
+    pub async fn lookup(self: &Arc<Self>, tenant: &str) -> Lookup {
+        let now = Instant::now();
+        if let Some(entry) = self.entries.get(tenant).await {
+            if let Some(answer) = self.answer_from(&entry, now) {
+                return answer;
+            }
+        }
+        self.fetch_cold(tenant).await
+    }
+
+    /// The answer an entry gives without fetching, if it gives one.
+    fn answer_from(self: &Arc<Self>, entry: &Arc<TenantEntry>, now: Instant) -> Option<Lookup> {
+        match &entry.state {
+            TenantState::Document(stored) => {
+                let age = now.saturating_duration_since(stored.fetched_at);
+                if matches!(self.freshness.classify(age), FreshnessState::Expired) {
+                    return None;
+                }
+                if age >= self.freshness.refresh_age() && entry.slot.backing_off(now).is_none() {
+                    self.refresh_in_background(entry.clone());
+                }
+                Some(Lookup::stored(stored.clone(), age, &entry.slot))
+            }
+            TenantState::NotFound { status } => Some(Lookup::not_found(*status, false)),
+            TenantState::Failed => entry
+                .slot
+                .backing_off(now)
+                .map(|(error, retry_after)| Lookup::error(error, retry_after)),
+        }
+    }
+
+    /// Nothing servable: one coalesced client-priority fetch.
+    async fn fetch_cold(self: &Arc<Self>, tenant: &str) -> Lookup {
+        let this = self.clone();
+        let result = self
+            .entries
+            .entry(tenant.to_string())
+            .and_try_compute_with(|existing| async move {
+                let now = Instant::now();
+                // Another request may have fetched while this one waited.
+                if let Some(e) = &existing {
+                    if this.answer_from(e.value(), now).is_some() {
+                        return Ok(Op::Nop);
+                    }
+                }
+                let Ok(_cold) = this.cold.clone().try_acquire_owned() else {
+                    return Err(FetchError::Busy);
+                };
+                let slot = match existing {
+                    Some(e) => e.into_value().slot.clone(),
+                    None => Arc::new(DocumentSlot::tenant(
+                        &this.config,
+                        this.name.clone(),
+                        this.group,
+                        tenant,
+                        this.freshness,
+                        this.shared.backoff,
+                    )),
+                };
+                let state = match this.context().fetch(&slot, Priority::Client, None).await {
+                    Ok(stored) => TenantState::Document(stored),
+                    Err(FetchError::HttpStatus(status @ (404 | 410))) => {
+                        TenantState::NotFound { status }
+                    }
+                    Err(_) => TenantState::Failed,
+                };
+                Ok::<_, FetchError>(Op::Put(Arc::new(TenantEntry { slot, state })))
+            })
+            .await;
+        match result {
+            Ok(CompResult::Inserted(e) | CompResult::ReplacedWith(e)) => {
+                Self::fetched_answer(e.value(), true)
+            }
+            Ok(CompResult::Unchanged(e)) => Self::fetched_answer(e.value(), false),
+            Ok(CompResult::StillNone(_) | CompResult::Removed(_)) => {
+                Lookup::error(FetchError::Busy, Duration::from_secs(1))
+            }
+            Err(error) => {
+                tracing::debug!(
+                    document = &*self.name,
+                    tenant,
+                    "cold fetch refused: too many in flight"
+                );
+                Lookup::error(error, Duration::from_secs(1))
+            }
+        }
+    }
+
+    /// The answer after a cold fetch: `led` when this request made it.
+    fn fetched_answer(entry: &TenantEntry, led: bool) -> Lookup {
+        match &entry.state {
+            TenantState::Document(stored) => {
+                let outcome = if led {
+                    CacheOutcome::Miss
+                } else {
+                    CacheOutcome::Collapsed
+                };
+                Lookup::fetched(outcome, stored.clone())
+            }
+            TenantState::NotFound { status } => Lookup::not_found(*status, led),
+            TenantState::Failed => Lookup::failed(
+                entry.slot.last_error().unwrap_or(FetchError::Busy),
+                &entry.slot,
+            ),
+        }
+    }
+
+    /// Starts the one background refresh of a tenant with a document; a
+    /// failure keeps the stored document (stale-if-error) and backs off.
+    fn refresh_in_background(self: &Arc<Self>, entry: Arc<TenantEntry>) {
+        if !entry.slot.start_refresh() {
+            return;
+        }
+        let this = self.clone();
+        tokio::spawn(async move {
+            let slot = entry.slot.clone();
+            if let (Some(tenant), Ok(stored)) = (
+                slot.tenant.as_deref(),
+                this.context()
+                    .fetch(&slot, Priority::Background, None)
+                    .await,
+            ) {
+                let fresh = Arc::new(TenantEntry {
+                    slot: slot.clone(),
+                    state: TenantState::Document(stored),
+                });
+                this.entries.insert(tenant.to_string(), fresh).await;
+            }
+            slot.end_refresh();
+        });
+    }
+
+    /// Counts of the cached tenants by state, for the gauges: (servable,
+    /// stale, oldest age).
+    pub fn census(&self) -> (usize, usize, Duration) {
+        let now = Instant::now();
+        let (mut cached, mut stale, mut oldest) = (0, 0, Duration::ZERO);
+        for (_, entry) in self.entries.iter() {
+            if let TenantState::Document(d) = &entry.state {
+                let age = now.saturating_duration_since(d.fetched_at);
+                match self.freshness.classify(age) {
+                    FreshnessState::Fresh { .. } => cached += 1,
+                    FreshnessState::Stale { .. } => {
+                        cached += 1;
+                        stale += 1;
+                    }
+                    FreshnessState::Expired => continue,
+                }
+                oldest = oldest.max(age);
+            }
+        }
+        (cached, stale, oldest)
+    }
+
+    /// Entries held (documents, not-found answers and failures), after
+    /// moka's pending evictions are applied.
+    pub async fn entry_count(&self) -> u64 {
+        self.entries.run_pending_tasks().await;
+        self.entries.entry_count()
+    }
+}

@@ -1,0 +1,222 @@
+//! The typed configuration the rest of the program runs on, and the rules
+//! that turn what an operator wrote into it.
+//!
+//! This is the bottom of the configuration stack: it depends on the pure
+//! rules ([`crate::discovery`], [`crate::tenant`], [`crate::document`],
+//! [`crate::protected_resource`]) and on nothing that reads it. The
+//! command-line front ([`crate::cli`]: clap, environment variables) and the
+//! TOML file ([`file`]) both produce a [`Config`]; the route table
+//! ([`crate::routes`]) is built once from it.
+//!
+//! - [`documents`]: one issuer (or issuer template) → its documents;
+//! - [`file`]: the `--config` TOML file, with located errors;
+//! - [`values`]: durations, sizes and certificate files as typed.
+
+pub mod documents;
+pub mod file;
+pub mod values;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use rustls_pki_types::CertificateDer;
+
+use crate::discovery::DocumentKind;
+use crate::document::ExpectedIssuer;
+use crate::listener::ListenerConfig;
+use crate::protected_resource::ProtectedResourceConfig;
+use crate::tenant::Pattern;
+
+/// RFC 8414 §3: the well-known suffix for authorization-server metadata.
+pub const AS_METADATA_PATH: &str = "/.well-known/oauth-authorization-server";
+
+/// Default bound on upstream requests in flight per upstream host.
+pub const DEFAULT_UPSTREAM_CONCURRENCY: usize = 8;
+
+/// Default number of configured documents up to which metrics carry one
+/// `document` label per document (above it, one per document kind).
+pub const DEFAULT_METRICS_DOCUMENT_LABELS: usize = 32;
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable single lines.
+    Text,
+    /// One JSON object per line, for log shippers.
+    Json,
+}
+
+/// Validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Address the gateway listens on (used by `main`; tests pass their own listener).
+    pub listen: SocketAddr,
+    /// The documents to serve.
+    pub documents: Documents,
+    /// Limits on upstream fetches.
+    pub upstream: UpstreamConfig,
+    /// Up to this many configured documents, metrics are labelled per
+    /// document; above it, per document kind (`--metrics-document-labels`).
+    pub metrics_document_labels: usize,
+    /// `--no-cache`: store nothing, fetch upstream for every request.
+    pub no_cache: bool,
+    /// Demo authorization server, when `--demo` is set.
+    pub demo: Option<SocketAddr>,
+    /// HTTP worker threads; `None` means one per core.
+    pub workers: Option<usize>,
+    /// Bound on graceful shutdown.
+    pub shutdown_timeout: Duration,
+    /// Log format for `main`.
+    pub log_format: LogFormat,
+    /// TLS and client-connection limits.
+    pub listener: ListenerConfig,
+}
+
+impl Config {
+    /// For `--demo`: the first authorization server's issuer and the path
+    /// of the first upstream URL the gateway fetches it from.
+    pub fn demo_document(&self) -> Option<(&str, String)> {
+        let doc = self
+            .documents
+            .documents
+            .iter()
+            .find(|d| d.kind == DocumentKind::AuthorizationServer)?;
+        let url = url::Url::parse(doc.upstream_urls.first()?).ok()?;
+        Some((doc.issuer.as_str(), url.path().to_string()))
+    }
+}
+
+/// The documents to serve, from the flags or the config file.
+#[derive(Debug, Clone, Default)]
+pub struct Documents {
+    /// Upstream documents, one cache slot each.
+    pub documents: Vec<DocumentConfig>,
+    /// Issuer templates: upstream documents per tenant, cached on demand.
+    pub templates: Vec<TemplateConfig>,
+    /// Protected resource documents, generated from configuration.
+    pub protected_resources: Vec<ProtectedResourceConfig>,
+}
+
+impl Documents {
+    /// Every exact `(route, document name)` pair, in configuration order.
+    pub fn routes(&self) -> impl Iterator<Item = (&str, &str)> {
+        let fetched = self
+            .documents
+            .iter()
+            .flat_map(|d| d.routes.iter().map(|r| (r.as_str(), d.name.as_str())));
+        let local = self
+            .protected_resources
+            .iter()
+            .flat_map(|d| d.routes.iter().map(|r| (r.as_str(), d.name.as_str())));
+        fetched.chain(local)
+    }
+
+    /// True when nothing is configured to be served.
+    pub fn is_empty(&self) -> bool {
+        self.documents.is_empty()
+            && self.templates.is_empty()
+            && self.protected_resources.is_empty()
+    }
+
+    /// Every upstream URL (configured documents and templates, as written).
+    pub fn upstream_urls(&self) -> impl Iterator<Item = String> + '_ {
+        let fixed = self
+            .documents
+            .iter()
+            .flat_map(|d| d.upstream_urls.iter().cloned());
+        let templated = self
+            .templates
+            .iter()
+            .flat_map(|t| t.upstream_urls.iter().map(Pattern::as_template));
+        fixed.chain(templated)
+    }
+}
+
+/// One cached document: where it comes from and how long it lives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DocumentConfig {
+    /// Name used in logs, metrics (while per-document labels are on) and
+    /// the status endpoint: the document kind plus the configured issuer
+    /// path, e.g. `oauth-authorization-server/tenant1` (bounded: never
+    /// derived from a request).
+    pub name: String,
+    /// What the document is.
+    pub kind: DocumentKind,
+    /// Paths the gateway serves it at (exact strings).
+    pub routes: Vec<String>,
+    /// Upstream URLs it is fetched from, tried in order (a 4xx moves on).
+    pub upstream_urls: Vec<String>,
+    /// The issuer the document must declare.
+    pub issuer: ExpectedIssuer,
+    /// Freshness lifetime.
+    pub ttl: Duration,
+    /// How long past `ttl` it may be served stale.
+    pub max_stale: Duration,
+}
+
+/// An issuer template's document of one kind: every field with `{tenant}`
+/// is filled in per request from the checked tenant segment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TemplateConfig {
+    /// Name in logs and metrics labels, with the placeholder:
+    /// `oauth-authorization-server/realms/{tenant}`.
+    pub name: String,
+    /// What the documents are.
+    pub kind: DocumentKind,
+    /// Route patterns, as for a configured document.
+    pub routes: Vec<Pattern>,
+    /// Upstream URL patterns, tried in order.
+    pub upstream_urls: Vec<Pattern>,
+    /// The issuer pattern each tenant's document must declare, byte for byte.
+    pub issuer: Pattern,
+    /// Freshness lifetime.
+    pub ttl: Duration,
+    /// How long past `ttl` it may be served stale.
+    pub max_stale: Duration,
+    /// Most tenants cached at once (moka `max_capacity`).
+    pub max_tenants: u64,
+    /// How long an upstream 404/410 for a tenant is remembered.
+    pub not_found_ttl: Duration,
+    /// Most cold fetches (tenants not cached) in flight or waiting at once;
+    /// beyond it a request gets 503 with `Retry-After`.
+    pub max_cold_fetches: usize,
+}
+
+/// Per-template settings with their defaults (`--max-tenants`...).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TemplateLimits {
+    /// Most tenants cached at once.
+    pub max_tenants: u64,
+    /// How long an upstream 404/410 is remembered.
+    pub not_found_ttl: Duration,
+    /// Most cold fetches at once.
+    pub max_cold_fetches: usize,
+}
+
+impl Default for TemplateLimits {
+    fn default() -> Self {
+        Self {
+            max_tenants: 1000,
+            not_found_ttl: Duration::from_secs(60),
+            max_cold_fetches: 32,
+        }
+    }
+}
+
+/// Settings shared by every upstream fetch.
+#[derive(Debug, Clone)]
+pub struct UpstreamConfig {
+    /// Deadline for one whole fetch.
+    pub timeout: Duration,
+    /// Largest accepted body.
+    pub max_body_size: usize,
+    /// First retry delay after a failure.
+    pub backoff_min: Duration,
+    /// Cap on the retry delay.
+    pub backoff_max: Duration,
+    /// Most upstream requests in flight per upstream host (scheme, host
+    /// and port), warm-up and refreshes included.
+    pub concurrency: usize,
+    /// Extra trusted CA certificates (DER), loaded from `--upstream-ca`.
+    pub extra_roots: Vec<CertificateDer<'static>>,
+}

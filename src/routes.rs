@@ -1,0 +1,261 @@
+//! The route table: every path the gateway serves a document at, built once
+//! from the typed configuration, answering "what is served here?" with one
+//! hash lookup whatever the number of documents.
+//!
+//! - Exact routes (configured documents, protected resources): a
+//!   `HashMap` from the exact path to its target. The path compared is the
+//!   one actix-web routes on (percent-encoded bytes decoded except `%2F`,
+//!   `%25` and `%2B`, which stay encoded), so `..`, a doubled or encoded
+//!   slash, or any unknown suffix finds nothing.
+//! - Template routes (issuer templates): tried only when no exact route
+//!   matched, in configuration order (templates never overlap, checked at
+//!   start-up); the text standing for `{tenant}` must pass
+//!   [`crate::tenant::valid_tenant`] and the raw request path must hold no
+//!   `%` at all, so a tenant reaching an upstream URL is exactly what the
+//!   client sent, in the conservative grammar.
+//!
+//! Each target carries its `route` metrics label (the configured path, a
+//! document-kind pattern when per-document labels are off, or the template
+//! route): bounded by the configuration, never a raw path.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use crate::config::Documents;
+use crate::discovery::DocumentKind;
+use crate::tenant::{valid_tenant, Pattern};
+
+/// What a route serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Target {
+    /// Configured upstream document `i` (`Config::documents.documents[i]`).
+    Document(usize),
+    /// Protected resource document `i`.
+    Local(usize),
+}
+
+/// The answer for one request path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Resolved<'p> {
+    /// An exact route.
+    Exact(Target),
+    /// Template `template`'s route, for this (checked) tenant.
+    Tenant {
+        /// Index into `Config::documents.templates`.
+        template: usize,
+        /// The tenant segment.
+        tenant: &'p str,
+    },
+    /// Nothing is served here.
+    NotFound,
+}
+
+#[derive(Debug)]
+struct TemplateRoute {
+    pattern: Pattern,
+    template: usize,
+    label: Arc<str>,
+}
+
+/// Paths to targets, with their metrics labels.
+#[derive(Debug, Default)]
+pub struct RouteTable {
+    exact: HashMap<Box<str>, (Target, Arc<str>)>,
+    templates: Vec<TemplateRoute>,
+}
+
+/// The `route` label of a configured route when labels are per kind.
+fn kind_label(kind: DocumentKind) -> String {
+    format!("/.well-known/{}/*", kind.well_known())
+}
+
+impl RouteTable {
+    /// Builds the table; `per_document_labels` chooses the route labels of
+    /// exact routes (their own path, or one pattern per document kind).
+    pub fn build(docs: &Documents, per_document_labels: bool) -> Self {
+        let mut labels: HashMap<String, Arc<str>> = HashMap::new();
+        let mut label = |text: String| -> Arc<str> {
+            labels
+                .entry(text)
+                .or_insert_with_key(|k| Arc::from(k.as_str()))
+                .clone()
+        };
+        let mut exact = HashMap::new();
+        for (i, d) in docs.documents.iter().enumerate() {
+            for r in &d.routes {
+                let l = if per_document_labels {
+                    label(r.clone())
+                } else {
+                    label(kind_label(d.kind))
+                };
+                exact
+                    .entry(r.as_str().into())
+                    .or_insert((Target::Document(i), l));
+            }
+        }
+        for (i, d) in docs.protected_resources.iter().enumerate() {
+            for r in &d.routes {
+                let l = if per_document_labels {
+                    label(r.clone())
+                } else {
+                    label(kind_label(DocumentKind::ProtectedResource))
+                };
+                exact
+                    .entry(r.as_str().into())
+                    .or_insert((Target::Local(i), l));
+            }
+        }
+        let templates = docs
+            .templates
+            .iter()
+            .enumerate()
+            .flat_map(|(i, t)| t.routes.iter().map(move |p| (i, p)))
+            .map(|(template, pattern)| TemplateRoute {
+                label: label(pattern.as_template()),
+                pattern: pattern.clone(),
+                template,
+            })
+            .collect();
+        Self { exact, templates }
+    }
+
+    /// What `path` (as actix-web routes on it) serves; `raw_path` is the
+    /// request path as sent (checked for `%` before a template matches).
+    pub fn resolve<'p>(&self, path: &'p str, raw_path: &str) -> (Resolved<'p>, Option<&Arc<str>>) {
+        if let Some((target, label)) = self.exact.get(path) {
+            return (Resolved::Exact(*target), Some(label));
+        }
+        if !self.templates.is_empty() && !raw_path.contains('%') {
+            for t in &self.templates {
+                if let Some(tenant) = t.pattern.capture(path) {
+                    if valid_tenant(tenant) {
+                        return (
+                            Resolved::Tenant {
+                                template: t.template,
+                                tenant,
+                            },
+                            Some(&t.label),
+                        );
+                    }
+                }
+            }
+        }
+        (Resolved::NotFound, None)
+    }
+
+    /// Every exact route with its target, in no particular order.
+    pub fn exact_routes(&self) -> impl Iterator<Item = (&str, Target)> {
+        self.exact.iter().map(|(r, (t, _))| (&**r, *t))
+    }
+
+    /// Number of exact routes.
+    pub fn len(&self) -> usize {
+        self.exact.len()
+    }
+
+    /// True when no route is configured.
+    pub fn is_empty(&self) -> bool {
+        self.exact.is_empty() && self.templates.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::documents::{
+        authorization_server, AuthorizationServerSpec, IssuerDocuments,
+    };
+    use std::time::Duration;
+
+    fn docs(issuers: &[&str]) -> Documents {
+        let mut d = Documents::default();
+        for issuer in issuers {
+            match authorization_server(&AuthorizationServerSpec {
+                issuer,
+                upstream: None,
+                openid_configuration: false,
+                ttl: Duration::from_secs(60),
+                max_stale: Duration::ZERO,
+                template: None,
+            })
+            .unwrap()
+            {
+                IssuerDocuments::Fixed(f) => d.documents.extend(f),
+                IssuerDocuments::Templates(t) => d.templates.extend(t),
+            }
+        }
+        d
+    }
+
+    #[test]
+    fn exact_routes_win_and_templates_check_the_tenant() {
+        let t = RouteTable::build(
+            &docs(&[
+                "https://a/realms/{tenant}",
+                "https://a/realms/special",
+                "https://a",
+            ]),
+            true,
+        );
+        fn r<'p>(t: &RouteTable, p: &'p str) -> Resolved<'p> {
+            t.resolve(p, p).0
+        }
+        let r = |p: &'static str| r(&t, p);
+        assert_eq!(
+            r("/.well-known/oauth-authorization-server"),
+            Resolved::Exact(Target::Document(1))
+        );
+        assert_eq!(
+            r("/.well-known/oauth-authorization-server/realms/special"),
+            Resolved::Exact(Target::Document(0))
+        );
+        assert_eq!(
+            r("/.well-known/oauth-authorization-server/realms/acme"),
+            Resolved::Tenant {
+                template: 0,
+                tenant: "acme"
+            }
+        );
+        for bad in [
+            "/.well-known/oauth-authorization-server/realms/",
+            "/.well-known/oauth-authorization-server/realms/..",
+            "/.well-known/oauth-authorization-server/realms/a/b",
+            "/.well-known/oauth-authorization-server/realms/a b",
+            "/.well-known/oauth-authorization-server/realms/a\0",
+            "/.well-known/oauth-authorization-server/realms",
+            "/.well-known/oauth-authorization-server/",
+        ] {
+            assert_eq!(r(bad), Resolved::NotFound, "{bad:?}");
+        }
+        // A percent-encoded byte anywhere in the raw path: no template match.
+        assert_eq!(
+            t.resolve(
+                "/.well-known/oauth-authorization-server/realms/acme",
+                "/.well-known/oauth-authorization-server/realms/%61cme"
+            )
+            .0,
+            Resolved::NotFound
+        );
+        let (_, label) = t.resolve(
+            "/.well-known/oauth-authorization-server/realms/x",
+            "/.well-known/oauth-authorization-server/realms/x",
+        );
+        assert_eq!(
+            label.map(|l| &**l),
+            Some("/.well-known/oauth-authorization-server/realms/{tenant}")
+        );
+    }
+
+    #[test]
+    fn labels_fold_per_kind_when_asked() {
+        let t = RouteTable::build(&docs(&["https://a/t1", "https://a/t2"]), false);
+        let (_, l1) = t.resolve("/.well-known/oauth-authorization-server/t1", "");
+        let (_, l2) = t.resolve("/.well-known/oauth-authorization-server/t2", "");
+        assert_eq!(
+            l1.map(|l| &**l),
+            Some("/.well-known/oauth-authorization-server/*")
+        );
+        assert!(Arc::ptr_eq(l1.unwrap(), l2.unwrap()), "one label shared");
+        assert_eq!(t.len(), 2);
+    }
+}
