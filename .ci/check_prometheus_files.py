@@ -34,11 +34,11 @@ TARGET_LABELS = {"job", "instance"}
 # This is the public interface; keep it in sync with the gateway's /metrics.
 METRICS = {
     "metadata_gateway_lookups_total": ("counter", {"document", "result"},
-                                       {"result": {"hit", "stale", "miss", "error"}}),
+                                       {"result": {"hit", "stale", "miss", "error", "not_found"}}),
     "metadata_gateway_upstream_fetches_total": ("counter", {"document", "outcome"},
                                                 {"outcome": {"ok", "timeout", "connect_error", "http_status",
                                                              "invalid_document", "too_large"}}),
-    "metadata_gateway_upstream_fetch_duration_seconds": ("histogram", {"document"}, {}),
+    "metadata_gateway_upstream_fetch_duration_seconds": ("histogram", set(), {}),
     "metadata_gateway_document_age_seconds": ("gauge", {"document"}, {}),
     "metadata_gateway_document_stale": ("gauge", {"document"}, {}),
     "metadata_gateway_document_cached": ("gauge", {"document"}, {}),
