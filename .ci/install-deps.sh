@@ -3,11 +3,13 @@
 #   promtool + prometheus (Debian package `prometheus`): alert-rule tests,
 #     `promtool check metrics` and the end-to-end Prometheus test.
 #   python3 venv support: .ci/validate-manifests.sh builds a virtualenv.
-#   node + npm (Debian packages `nodejs`, `npm`) and, with `npm ci` in
-#     tests/interop, the official MCP TypeScript SDK that tests/interop.rs
-#     drives (pinned by tests/interop/package-lock.json; needs node >= 18).
+#   node + npm (Debian packages `nodejs`, `npm`) and, with `npm ci`:
+#     in tests/interop, the official MCP TypeScript SDK that tests/interop.rs
+#     drives (pinned by tests/interop/package-lock.json; needs node >= 18);
+#     in .ci/links, remark-cli + remark-validate-links for
+#     .ci/check-links.sh (pinned by .ci/links/package-lock.json).
 # Needs root (or sudo) only when something is missing. Safe to run again:
-# npm ci runs only when tests/interop/node_modules does not match the lock.
+# npm ci runs in a folder only when its node_modules does not match its lock.
 set -euo pipefail
 
 need=()
@@ -18,31 +20,38 @@ python3 -c 'import yaml' >/dev/null 2>&1 || need+=(python3-yaml)
 command -v node >/dev/null 2>&1 || need+=(nodejs)
 command -v npm >/dev/null 2>&1 || need+=(npm)
 
-install_interop_sdk() {
+# npm_ci DIR PACKAGE WHY: `npm ci` in DIR (repository-relative) unless
+# DIR/node_modules already holds PACKAGE installed from the current lock.
+npm_ci() {
     local dir lock stamp want
-    dir="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)/tests/interop"
+    dir="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)/$1"
     lock="$dir/package-lock.json"
     stamp="$dir/node_modules/.package-lock.sha256"
     if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
-        echo "error: node and npm are needed for the MCP SDK interop test (tests/interop.rs)" >&2
+        echo "error: node and npm are needed for $3" >&2
         exit 1
     fi
     if ! node -e 'process.exit(Number(process.versions.node.split(".")[0]) >= 18 ? 0 : 1)'; then
-        echo "error: node $(node --version) is too old for @modelcontextprotocol/sdk; need >= 18" >&2
+        echo "error: node $(node --version) is too old for $3; need >= 18" >&2
         exit 1
     fi
     want="$(sha256sum "$lock" | cut -d' ' -f1)"
-    if [ -f "$dir/node_modules/@modelcontextprotocol/sdk/package.json" ] \
+    if [ -f "$dir/node_modules/$2/package.json" ] \
         && [ "$(cat "$stamp" 2>/dev/null || true)" = "$want" ]; then
         return 0
     fi
-    echo "==> npm ci in tests/interop (MCP TypeScript SDK for the interop test)"
+    echo "==> npm ci in $1, for $3"
     (cd "$dir" && npm ci --no-audit --no-fund --loglevel=error)
     echo "$want" >"$stamp"
 }
 
+install_node_packages() {
+    npm_ci tests/interop @modelcontextprotocol/sdk "the MCP SDK interop test (tests/interop.rs)"
+    npm_ci .ci/links remark-validate-links "the Markdown link check (.ci/check-links.sh)"
+}
+
 if [ ${#need[@]} -eq 0 ]; then
-    install_interop_sdk
+    install_node_packages
     exit 0
 fi
 mapfile -t pkgs < <(printf '%s\n' "${need[@]}" | sort -u)
@@ -70,4 +79,4 @@ done
 if command -v systemctl >/dev/null 2>&1; then
     $sudo systemctl stop prometheus >/dev/null 2>&1 || true
 fi
-install_interop_sdk
+install_node_packages

@@ -1,6 +1,6 @@
 //! Prometheus metrics, in one private registry rendered at `/metrics`.
 //!
-//! Names and labels are part of the public interface (README, Grafana
+//! Names and labels are part of the public interface (docs/metrics.md, Grafana
 //! dashboard, alert rules). Every label value is bounded, and none grows
 //! with the number of tenants: `document` names a metrics *group*, never
 //! client input:
