@@ -9,7 +9,9 @@
 //! - the `If-None-Match` parser;
 //! - `Cache-Status` (parsed back with the `sfv` crate, RFC 8941) and the
 //!   freshness / `Age` arithmetic;
-//! - arbitrary upstream bytes through the real gateway: refused, never served.
+//! - arbitrary upstream bytes through the real gateway: refused, never served;
+//! - the tenant segment of issuer templates: the check is its grammar, and a
+//!   template route yields only checked tenants and safe upstream URLs.
 
 mod support;
 
@@ -266,6 +268,9 @@ fn outcome() -> impl Strategy<Value = CacheOutcome> {
         CacheOutcome::Miss,
         CacheOutcome::Collapsed,
         CacheOutcome::Error,
+        CacheOutcome::Bypass,
+        CacheOutcome::NotFound,
+        CacheOutcome::NegativeHit,
     ])
 }
 
@@ -599,5 +604,80 @@ fn arbitrary_upstream_bytes_are_refused_and_never_served() {
     });
     if let Err(e) = result {
         panic!("{e}");
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The tenant segment of issuer templates
+
+/// Strings near the tenant grammar: its characters, and the ones that must
+/// be refused (`/`, `%`, NUL, space, non-ASCII, other `pchar`s).
+fn tenant_candidate() -> impl Strategy<Value = String> {
+    prop_oneof![
+        "[A-Za-z0-9._-]{0,140}",
+        "[A-Za-z0-9._/%~:@!$&'()*+,;= \u{0}é-]{0,20}",
+        Just(".".to_string()),
+        Just("..".to_string()),
+        "\\.{1,3}",
+    ]
+}
+
+fn grammar_allows(s: &str) -> bool {
+    (1..=oauth_metadata_gateway::tenant::MAX_TENANT_LEN).contains(&s.len())
+        && s != "."
+        && s != ".."
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+}
+
+proptest! {
+    #![proptest_config(PtConfig::with_cases(2048))]
+
+    /// The check is exactly the grammar, and never panics.
+    #[test]
+    fn the_tenant_check_is_exactly_its_grammar(s in tenant_candidate()) {
+        prop_assert_eq!(oauth_metadata_gateway::tenant::valid_tenant(&s), grammar_allows(&s));
+    }
+
+    /// Whatever follows a template route's prefix, the route table either
+    /// finds nothing or a tenant that passes the check, and the upstream URL
+    /// built from it is the template's host with the tenant as one segment
+    /// (the URL parser changes nothing in it).
+    #[test]
+    fn template_routes_only_yield_checked_tenants(
+        rest in tenant_candidate(),
+        suffix in prop_oneof![Just(String::new()), Just("/".to_string()), "/[a-z.]{1,4}"],
+    ) {
+        let config = Cli::config_from_args([
+            "oauth-metadata-gateway",
+            "--issuer",
+            "https://auth.example.com/realms/{tenant}",
+            "--upstream",
+            "http://keycloak.internal:8080/realms/{tenant}",
+        ])
+        .unwrap();
+        let table = oauth_metadata_gateway::routes::RouteTable::build(&config.documents, true);
+        let path = format!("/.well-known/oauth-authorization-server/realms/{rest}{suffix}");
+        match table.resolve(&path, &path).0 {
+            oauth_metadata_gateway::routes::Resolved::Tenant { template, tenant } => {
+                prop_assert_eq!(template, 0);
+                prop_assert!(grammar_allows(tenant));
+                prop_assert!(suffix.is_empty());
+                let t = &config.documents.templates[0];
+                for pattern in &t.upstream_urls {
+                    let rendered = pattern.render(tenant);
+                    let url = url::Url::parse(&rendered).unwrap();
+                    prop_assert_eq!(url.host_str(), Some("keycloak.internal"));
+                    prop_assert_eq!(url.port(), Some(8080));
+                    prop_assert_eq!(url.as_str(), rendered.as_str());
+                    prop_assert!(url.path_segments().unwrap().any(|seg| seg == tenant));
+                }
+                prop_assert_eq!(t.issuer.render(tenant), format!("https://auth.example.com/realms/{tenant}"));
+            }
+            oauth_metadata_gateway::routes::Resolved::NotFound => {
+                prop_assert!(!(grammar_allows(&rest) && suffix.is_empty()));
+            }
+            other => prop_assert!(false, "unexpected {other:?}"),
+        }
     }
 }
