@@ -319,11 +319,12 @@ proptest! {
         let p = &item.params;
         let param = |k: &str| p.iter().find(|(key, _)| key.as_str() == k).map(|(_, v)| v);
         match o {
-            CacheOutcome::Hit => prop_assert_eq!(param("hit"), Some(&sfv::BareItem::Boolean(true))),
+            CacheOutcome::Hit | CacheOutcome::NegativeHit => prop_assert_eq!(param("hit"), Some(&sfv::BareItem::Boolean(true))),
             CacheOutcome::Stale => prop_assert_eq!(param("fwd").and_then(|v| v.as_token()).map(|t| t.as_str()), Some("stale")),
+            CacheOutcome::Bypass => prop_assert_eq!(param("fwd").and_then(|v| v.as_token()).map(|t| t.as_str()), Some("bypass")),
             _ => prop_assert_eq!(param("fwd").and_then(|v| v.as_token()).map(|t| t.as_str()), Some("miss")),
         }
-        prop_assert_eq!(param("stored").is_some(), o == CacheOutcome::Miss);
+        prop_assert_eq!(param("stored").is_some(), matches!(o, CacheOutcome::Miss | CacheOutcome::NotFound));
         prop_assert_eq!(param("collapsed").is_some(), o == CacheOutcome::Collapsed);
         if let Some(status) = d.fwd_status {
             prop_assert_eq!(param("fwd-status").and_then(|v| v.as_integer()).map(i64::from), Some(i64::from(status)));
