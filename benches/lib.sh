@@ -142,9 +142,17 @@ metric_sum() { # url, metric name
     curl -s --max-time 30 "$1" | awk -v m="$2" 'index($0, m "{") == 1 {n += $NF} END {printf "%d", n}'
 }
 
-# The lines of an nginx http block the benchmarks share (temp paths in $WORK).
-common_http() {
+# The start of an nginx configuration, up to and including the first lines
+# of its http block: pid file $WORK/NAME.pid, error log
+# $WORK/NAME-error.log, temp paths in $WORK/tmp (which must exist).
+nginx_head() { # name, worker processes, worker connections
+    if [ "$(id -u)" -eq 0 ]; then echo "user root;"; fi
     cat <<EOF
+worker_processes $2;
+pid $WORK/$1.pid;
+error_log $WORK/$1-error.log warn;
+events { worker_connections $3; }
+http {
     include /etc/nginx/mime.types;
     default_type application/octet-stream;
     sendfile on;

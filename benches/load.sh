@@ -105,19 +105,10 @@ P_STATIC=$(free_port)
 mkdir -p "$WORK/www/.well-known" "$WORK/cache" "$WORK/tmp"
 printf '%s' "$DOCUMENT" >"$WORK/www/.well-known/oauth-authorization-server"
 chmod -R a+rX "$WORK/www"
-USER_LINE=""
-[ "$(id -u)" -eq 0 ] && USER_LINE="user root;"
-
 # The upstream authorization server: nginx, one worker, logging every
 # request so fetches can be counted per client (one port each).
 cat >"$WORK/upstream.conf" <<EOF
-$USER_LINE
-worker_processes 1;
-pid $WORK/upstream.pid;
-error_log $WORK/upstream-error.log warn;
-events { worker_connections 1024; }
-http {
-$(common_http)
+$(nginx_head upstream 1 1024)
     log_format short '\$server_port \$status';
     server {
         listen 127.0.0.1:$P_UP_GW;
@@ -132,13 +123,7 @@ EOF
 # The comparison: nginx with 2 worker processes, proxy_cache with the
 # issue's directives, and the same bytes as a static file.
 cat >"$WORK/nginx.conf" <<EOF
-$USER_LINE
-worker_processes 2;
-pid $WORK/nginx.pid;
-error_log $WORK/nginx-error.log warn;
-events { worker_connections 2048; }
-http {
-$(common_http)
+$(nginx_head nginx 2 2048)
     access_log off;
     proxy_cache_path $WORK/cache levels=1:2 keys_zone=metadata:1m max_size=10m;
     server {

@@ -31,29 +31,22 @@ import json
 import re
 import signal
 
+from flapping_upstream import metadata
+
 PREFIX = "/.well-known/oauth-authorization-server/"
 TENANT = re.compile(r"[A-Za-z0-9_-]{1,64}")
 MAX_HEAD = 16 * 1024
 
 
 def document(issuer):
-    """About 640 bytes, shaped like the reference server's document."""
-    return json.dumps(
-        {
-            "issuer": issuer,
-            "authorization_endpoint": issuer + "/oauth/authorize",
-            "token_endpoint": issuer + "/oauth/token",
-            "registration_endpoint": issuer + "/oauth/register",
-            "scopes_supported": ["user:read", "entries:read", "entries:write", "tags:read"],
-            "response_types_supported": ["code"],
-            "response_modes_supported": ["query"],
-            "grant_types_supported": ["authorization_code", "refresh_token"],
-            "token_endpoint_auth_methods_supported": ["client_secret_basic", "none"],
-            "revocation_endpoint": issuer + "/oauth/revoke",
-            "code_challenge_methods_supported": ["S256"],
-        },
-        separators=(",", ":"),
-    ).encode()
+    """About 650 bytes: flapping_upstream's document and the other members
+    the reference server's document has."""
+    d = metadata(issuer)
+    d["scopes_supported"] += ["entries:write", "tags:read"]
+    d["response_modes_supported"] = ["query"]
+    d["token_endpoint_auth_methods_supported"] = ["client_secret_basic", "none"]
+    d["revocation_endpoint"] = issuer + "/oauth/revoke"
+    return json.dumps(d, separators=(",", ":")).encode()
 
 
 class PortStats:

@@ -94,16 +94,8 @@ upstream_stat() { # port, field
         python3 -c 'import json, sys; print(json.load(sys.stdin)["ports"][sys.argv[1]][sys.argv[2]])' "$1" "$2"
 }
 
-USER_LINE=""
-[ "$(id -u)" -eq 0 ] && USER_LINE="user root;"
 cat >"$WORK/nginx.conf" <<EOF
-$USER_LINE
-worker_processes 2;
-pid $WORK/nginx.pid;
-error_log $WORK/nginx-error.log warn;
-events { worker_connections 2048; }
-http {
-$(common_http)
+$(nginx_head nginx 2 2048)
     access_log off;
     proxy_cache_path $WORK/cache levels=1:2 keys_zone=metadata:10m max_size=100m;
     server {
