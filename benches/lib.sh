@@ -6,7 +6,8 @@
 # Processes: `init_work NAME` makes the scratch directory $WORK and installs
 # the traps; `start NAME CMD...` runs CMD in the background (output in
 # $WORK/NAME.out, PID in LAST_PID), and every process started so is stopped
-# on exit, by its PID (`stop_pid` stops one earlier).
+# on exit, by its PID (`stop_pid` stops one earlier); with LOGS=DIR their
+# output and logs are copied to DIR first.
 
 log() { printf '==> %s\n' "$*" >&2; }
 die() { printf 'error: %s\n' "$*" >&2; exit 1; }
@@ -77,6 +78,11 @@ cleanup() {
     for pid in "${PIDS[@]}"; do
         stop_pid "$pid"
     done
+    # LOGS=DIR keeps the processes' output and logs.
+    if [ -n "${LOGS:-}" ]; then
+        mkdir -p "$LOGS"
+        cp "$WORK"/*.out "$WORK"/*.log "$LOGS"/ 2>/dev/null || true
+    fi
     rm -rf "$WORK"
 }
 init_work() { # name

@@ -37,6 +37,7 @@
 #   TEMPLATE_TIMEOUT=300  seconds the template pass may take at most
 #   GATEWAY_BIN=      use this binary instead of building target/release
 #   RESULTS=          also write the report to this file
+#   LOGS=             copy the processes' output (gateway logs) to this directory
 #
 # Everything listens on 127.0.0.1 on free high ports, every wait is bounded,
 # and every process started here is stopped on exit (trap), by its PID.
@@ -92,6 +93,15 @@ wait_ready "http://127.0.0.1:$P_UP_GW/_stats" upstream
 upstream_stat() { # port, field
     curl -s --max-time 5 "http://127.0.0.1:$P_UP_GW/_stats" |
         python3 -c 'import json, sys; print(json.load(sys.stdin)["ports"][sys.argv[1]][sys.argv[2]])' "$1" "$2"
+}
+
+# A gateway's log $WORK/NAME.out in one line: its lines by level (without
+# the colours it writes even to a file) and the first warning or error.
+log_summary() { # name
+    sed 's/\x1b\[[0-9;]*m//g' "$WORK/$1.out" >"$WORK/$1.log"
+    awk '{ for (i = 1; i <= 3 && i <= NF; i++) if ($i ~ /^(ERROR|WARN|INFO|DEBUG|TRACE)$/) { n[$i]++; break } }
+        END { printf "%d lines", NR; for (l in n) { printf "%s %s %d", sep ? "," : ":", l, n[l]; sep = 1 } }' "$WORK/$1.log"
+    grep -m1 -E ' (ERROR|WARN) ' "$WORK/$1.log" | cut -c1-400 | sed 's/^/; first warning or error: /' || true
 }
 
 cat >"$WORK/nginx.conf" <<EOF
@@ -184,7 +194,7 @@ GW_UP_REQUESTS=$(($(upstream_stat "$P_UP_GW" requests) - 2))
 GW_UP_PEAK=$(upstream_stat "$P_UP_GW" peak_in_flight)
 NGX_HWM=$(nginx_hwm_kib "$WORK/nginx.pid")
 NGX_UP_REQUESTS=$(($(upstream_stat "$P_UP_NGX" requests) - 2))
-GW_LOG_LINES=$(wc -l <"$WORK/gateway.out")
+GW_LOG=$(log_summary gateway)
 stop_pid "$GW_PID"
 stop_pid "$(cat "$WORK/nginx.pid")"
 
@@ -233,6 +243,7 @@ if [ -z "$TPL_STATUS" ]; then
     TPL_UP_REQUESTS=$(upstream_stat "$P_UP_TPL" requests)
     TPL_UP_PEAK=$(upstream_stat "$P_UP_TPL" peak_in_flight)
     TPL_UP_DISTINCT=$(upstream_stat "$P_UP_TPL" distinct_tenants)
+    TPL_LOG=$(log_summary template-gateway)
     TARGETS+=(template-hot)
     stop_pid "$TPL_PID"
 else
@@ -286,7 +297,8 @@ report() {
     row "gateway peak RSS before GET /metrics" "$(mib "$GW_HWM")" "" ""
     row "GET /metrics time" "${METRICS_S} s" "" ""
     row "nginx peak RSS (master + 2 workers, summed)" "$(mib "$NGX_HWM")" "" ""
-    row "gateway log lines at RUST_LOG=$RUST_LOG" "$GW_LOG_LINES" "" ""
+    echo
+    echo "gateway log (RUST_LOG=$RUST_LOG): $GW_LOG"
     echo
     if [ -n "$TPL_STATUS" ]; then
         echo "template mode: $TPL_STATUS"
@@ -303,6 +315,8 @@ report() {
     row "upstream requests after the pass; in all" "$TPL_UP_AFTER_PASS; $TPL_UP_REQUESTS" "" ""
     row "distinct tenants the upstream saw" "$TPL_UP_DISTINCT" "" ""
     row "hot template tenant req/s" "${RPS[template-hot]}" "" ""
+    echo
+    echo "template gateway log: $TPL_LOG"
 }
 if [ -n "${RESULTS:-}" ]; then
     report | tee "$RESULTS"
