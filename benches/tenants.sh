@@ -14,10 +14,11 @@
 # and start-up time, each target of the multi-tenant work with PASS/FAIL
 # next to it (a report: the exit status does not depend on them).
 #
-#   bash benches/tenants.sh                 # defaults below (N=10000: ~4 min
-#                                           # with the old binary, more with a
-#                                           # bounded fetch concurrency)
-#   N=200 ROUNDS=1 bash benches/tenants.sh  # a quick check
+#   bash benches/tenants.sh                 # defaults below (75 s with the
+#                                           # landed binary; start-up takes
+#                                           # N x DELAY / bound with bounded
+#                                           # fetch concurrency: 63 s at 8)
+#   N=200 ROUNDS=1 bash benches/tenants.sh  # a quick check (about 20 s)
 #
 # Settings (environment):
 #   N=10000           configured issuers, tenant1..tenantN
@@ -270,7 +271,7 @@ report() {
     r_unknown=$(ratio "$unknown" "$first")
     r_nginx=$(ratio "$last" "${RPS[nginx-last]}")
     echo "date: $(date -u +%Y-%m-%dT%H:%M:%SZ)"
-    echo "machine: $(machine), load before: $LOAD_BEFORE"
+    echo "machine: $(machine), load before: $LOAD_BEFORE, after: $(cut -d' ' -f1-3 /proc/loadavg)"
     echo "gateway: $GATEWAY_BIN --ttl $TTL${WORKERS:+ --workers $WORKERS}; nginx $("$NGINX" -v 2>&1 | sed 's/.*\///') (2 workers, one prefix location); upstream delay ${DELAY}s"
     echo "wrk -t$WRK_THREADS -c$CONNECTIONS, ${ROUNDS} rounds x ${DURATION}s, medians; $N configured issuers; run took ${RUN_S}s"
     echo
