@@ -14,10 +14,11 @@
 # and start-up time, each target of the multi-tenant work with PASS/FAIL
 # next to it (a report: the exit status does not depend on them).
 #
-#   bash benches/tenants.sh                 # defaults below (75 s with the
-#                                           # landed binary; start-up takes
-#                                           # N x DELAY / bound with bounded
-#                                           # fetch concurrency: 63 s at 8)
+#   bash benches/tenants.sh                 # defaults below: 75 s with the
+#                                           # binary before the multi-tenant
+#                                           # work, 3.5 min with it (start-up
+#                                           # fetches at bounded concurrency:
+#                                           # 86 s, and the template pass 32 s)
 #   N=200 ROUNDS=1 bash benches/tenants.sh  # a quick check (about 20 s)
 #
 # Settings (environment):
@@ -26,7 +27,9 @@
 #   DURATION=4        seconds per wrk run (plus 1 s warm-up per target)
 #   CONNECTIONS=32    wrk connections (and parallel requests of the
 #                     template pass)
-#   WRK_THREADS=1     wrk threads
+#   WRK_THREADS=1     wrk threads (one wrk thread drives about 90k req/s
+#                     here, so at the defaults the gateway's lead over nginx
+#                     is capped; WRK_THREADS=2 CONNECTIONS=64 is load.sh's load)
 #   ROUNDS=3          rounds; each runs every target once
 #   TENANTS=5000      distinct tenants requested in template mode (t1..tTENANTS)
 #   MAX_TENANTS=1000  max_tenants of the template
