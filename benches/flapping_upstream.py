@@ -30,20 +30,22 @@ PATH = "/.well-known/oauth-authorization-server"
 CYCLE = ["good", "down", "good", "slow", "good", "garbage"]
 
 
+def metadata(issuer):
+    """A valid RFC 8414 document for issuer, as a dict."""
+    return {
+        "issuer": issuer,
+        "authorization_endpoint": issuer + "/oauth/authorize",
+        "token_endpoint": issuer + "/oauth/token",
+        "registration_endpoint": issuer + "/oauth/register",
+        "scopes_supported": ["user:read", "entries:read"],
+        "response_types_supported": ["code"],
+        "grant_types_supported": ["authorization_code", "refresh_token"],
+        "code_challenge_methods_supported": ["S256"],
+    }
+
+
 def document(issuer):
-    return json.dumps(
-        {
-            "issuer": issuer,
-            "authorization_endpoint": issuer + "/oauth/authorize",
-            "token_endpoint": issuer + "/oauth/token",
-            "registration_endpoint": issuer + "/oauth/register",
-            "scopes_supported": ["user:read", "entries:read"],
-            "response_types_supported": ["code"],
-            "grant_types_supported": ["authorization_code", "refresh_token"],
-            "code_challenge_methods_supported": ["S256"],
-        },
-        separators=(",", ":"),
-    ).encode()
+    return json.dumps(metadata(issuer), separators=(",", ":")).encode()
 
 
 class State:

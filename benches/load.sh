@@ -53,41 +53,14 @@ ISSUER=http://localhost:7788
 # The reference authorization server's document, byte for byte (642 B).
 DOCUMENT='{"issuer":"http://localhost:7788","authorization_endpoint":"http://localhost:7788/oauth/authorize","token_endpoint":"http://localhost:7788/oauth/token","registration_endpoint":"http://localhost:7788/oauth/register","scopes_supported":["user:read","entries:read","entries:write","tags:read","tags:write"],"response_types_supported":["code"],"response_modes_supported":["query"],"grant_types_supported":["authorization_code","refresh_token"],"token_endpoint_auth_methods_supported":["client_secret_basic","client_secret_post","none"],"revocation_endpoint":"http://localhost:7788/oauth/token","code_challenge_methods_supported":["plain","S256"]}'
 
-log() { printf '==> %s\n' "$*" >&2; }
-die() { printf 'error: %s\n' "$*" >&2; exit 1; }
+# shellcheck source=benches/lib.sh
+. benches/lib.sh
 
-# --- tools -------------------------------------------------------------------
-install_missing() {
-    local need=()
-    command -v wrk >/dev/null 2>&1 || need+=(wrk)
-    command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || need+=(nginx-light)
-    command -v curl >/dev/null 2>&1 || need+=(curl)
-    [ -n "$RATES" ] && { command -v python3 >/dev/null 2>&1 || need+=(python3); }
-    [ ${#need[@]} -eq 0 ] && return 0
-    local sudo=""
-    if [ "$(id -u)" -ne 0 ]; then
-        command -v sudo >/dev/null 2>&1 || die "missing ${need[*]}; install them with apt-get"
-        sudo=sudo
-    fi
-    log "installing Debian packages: ${need[*]}"
-    export DEBIAN_FRONTEND=noninteractive
-    $sudo apt-get update -qq
-    $sudo apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
-    # The package may start a system nginx; this script runs its own.
-    if command -v systemctl >/dev/null 2>&1; then
-        $sudo systemctl stop nginx >/dev/null 2>&1 || true
-    fi
-}
 LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
-install_missing
-NGINX=$(command -v nginx || echo /usr/sbin/nginx)
-
-if [ -z "${GATEWAY_BIN:-}" ]; then
-    log "building the gateway (release profile)"
-    cargo build --release --locked --bin oauth-metadata-gateway >&2
-    GATEWAY_BIN=target/release/oauth-metadata-gateway
-fi
-[ -x "$GATEWAY_BIN" ] || die "no gateway binary at $GATEWAY_BIN"
+tools=(wrk nginx curl)
+[ -n "$RATES" ] && tools+=(python3)
+install_missing "${tools[@]}"
+build_gateway
 
 OHA=""
 if [ -n "$RATES" ]; then
@@ -105,56 +78,8 @@ if [ -n "$RATES" ]; then
     [ -x "$OHA" ] || die "no oha at $OHA"
 fi
 
-# --- processes and cleanup ---------------------------------------------------
-WORK=$(mktemp -d /tmp/gateway-load.XXXXXX)
-chmod 755 "$WORK"
-PIDS=()
-cleanup() {
-    local pid
-    for pid in "${PIDS[@]}"; do
-        kill -TERM "$pid" 2>/dev/null || true
-    done
-    for pid in "${PIDS[@]}"; do
-        # Bounded wait, then force.
-        for _ in $(seq 50); do
-            kill -0 "$pid" 2>/dev/null || break
-            sleep 0.1
-        done
-        kill -KILL "$pid" 2>/dev/null || true
-        wait "$pid" 2>/dev/null || true
-    done
-    rm -rf "$WORK"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-# A free TCP port on 127.0.0.1 (nothing listening, not handed out before).
-USED_PORTS=" "
-free_port() {
-    local port
-    for _ in $(seq 200); do
-        port=$((20000 + RANDOM % 40000))
-        case "$USED_PORTS" in *" $port "*) continue ;; esac
-        if [ -z "$(ss -Htln "sport = :$port")" ]; then
-            USED_PORTS="$USED_PORTS$port "
-            echo "$port"
-            return 0
-        fi
-    done
-    die "no free port found"
-}
-
-# Waits (bounded) until URL answers 200.
-wait_ready() {
-    local url=$1 name=$2
-    for _ in $(seq 100); do
-        if [ "$(curl -s -o /dev/null -w '%{http_code}' --max-time 1 "$url")" = 200 ]; then
-            return 0
-        fi
-        sleep 0.1
-    done
-    die "$name did not become ready at $url (logs in $WORK)"
-}
+# --- processes ----------------------------------------------------------------
+init_work gateway-load
 
 P_UP_GW=$(free_port)    # upstream, as seen by the gateways
 P_UP_NGX=$(free_port)   # upstream, as seen by nginx proxy_cache
@@ -180,34 +105,10 @@ P_STATIC=$(free_port)
 mkdir -p "$WORK/www/.well-known" "$WORK/cache" "$WORK/tmp"
 printf '%s' "$DOCUMENT" >"$WORK/www/.well-known/oauth-authorization-server"
 chmod -R a+rX "$WORK/www"
-USER_LINE=""
-[ "$(id -u)" -eq 0 ] && USER_LINE="user root;"
-
-common_http() {
-    cat <<EOF
-    include /etc/nginx/mime.types;
-    default_type application/octet-stream;
-    sendfile on;
-    tcp_nopush on;
-    keepalive_timeout 65;
-    client_body_temp_path $WORK/tmp/body;
-    proxy_temp_path $WORK/tmp/proxy;
-    fastcgi_temp_path $WORK/tmp/fastcgi;
-    uwsgi_temp_path $WORK/tmp/uwsgi;
-    scgi_temp_path $WORK/tmp/scgi;
-EOF
-}
-
 # The upstream authorization server: nginx, one worker, logging every
 # request so fetches can be counted per client (one port each).
 cat >"$WORK/upstream.conf" <<EOF
-$USER_LINE
-worker_processes 1;
-pid $WORK/upstream.pid;
-error_log $WORK/upstream-error.log warn;
-events { worker_connections 1024; }
-http {
-$(common_http)
+$(nginx_head upstream 1 1024)
     log_format short '\$server_port \$status';
     server {
         listen 127.0.0.1:$P_UP_GW;
@@ -222,13 +123,7 @@ EOF
 # The comparison: nginx with 2 worker processes, proxy_cache with the
 # issue's directives, and the same bytes as a static file.
 cat >"$WORK/nginx.conf" <<EOF
-$USER_LINE
-worker_processes 2;
-pid $WORK/nginx.pid;
-error_log $WORK/nginx-error.log warn;
-events { worker_connections 2048; }
-http {
-$(common_http)
+$(nginx_head nginx 2 2048)
     access_log off;
     proxy_cache_path $WORK/cache levels=1:2 keys_zone=metadata:1m max_size=10m;
     server {
@@ -249,16 +144,6 @@ $(common_http)
     }
 }
 EOF
-
-# Starts a process in the background, logging to $WORK/NAME.out; its PID is
-# kept for cleanup and left in LAST_PID.
-start() { # name, command...
-    local name=$1
-    shift
-    "$@" >"$WORK/$name.out" 2>&1 &
-    LAST_PID=$!
-    PIDS+=("$LAST_PID")
-}
 
 log "starting the upstream, nginx and $((${#GATEWAYS[@]} + 1)) gateways in $WORK"
 start upstream "$NGINX" -p "$WORK" -c "$WORK/upstream.conf" -g 'daemon off;'
@@ -299,29 +184,6 @@ for t in "${TARGETS[@]}"; do
 done
 log "every target serves the same $(wc -c <"$WORK/expected") bytes"
 
-# Converts a wrk latency (e.g. 512.00us, 1.25ms, 1.02s) to microseconds.
-to_us() {
-    awk -v v="$1" 'BEGIN {
-        n = v + 0
-        if (v ~ /us$/) m = 1; else if (v ~ /ms$/) m = 1000; else if (v ~ /s$/) m = 1000000; else m = 1
-        printf "%.0f", n * m }'
-}
-
-# One wrk run; appends "target conns rps p50_us p99_us errors" to results.
-measure() {
-    local target=$1 conns=$2 seconds=$3 out
-    out=$(timeout $((seconds + 30)) wrk -t "$WRK_THREADS" -c "$conns" -d "${seconds}s" --latency "${URL[$target]}") ||
-        die "wrk failed against $target"
-    local rps p50 p99 errors
-    rps=$(awk '/^Requests\/sec:/ {print $2}' <<<"$out")
-    p50=$(to_us "$(awk '$1 == "50%" {print $2}' <<<"$out")")
-    p99=$(to_us "$(awk '$1 == "99%" {print $2}' <<<"$out")")
-    errors=$(awk '/Non-2xx or 3xx responses:/ {n += $NF} /Socket errors:/ {
-        for (i = 1; i <= NF; i++) if ($i ~ /^[0-9]+,?$/) n += $i } END {print n + 0}' <<<"$out")
-    echo "$target $conns $rps $p50 $p99 $errors" >>"$WORK/results"
-    log "$(printf '%-18s c=%-3s %10s req/s  p50 %6s us  p99 %6s us  errors %s' "$target" "$conns" "$rps" "$p50" "$p99" "$errors")"
-}
-
 # One oha run at a fixed rate; appends "target rate rps p50_us p99_us
 # p999_us errors" to rate-results. Latencies are corrected for coordinated
 # omission: each is measured from when the request was due to be sent.
@@ -360,7 +222,7 @@ for round in $(seq "$ROUNDS"); do
     log "round $round of $ROUNDS"
     for conns in $CONNECTIONS; do
         for t in "${TARGETS[@]}"; do
-            measure "$t" "$conns" "$DURATION"
+            measure "$t" "${URL[$t]}" "$conns" "$DURATION"
         done
     done
     for rate in $RATES; do
@@ -372,42 +234,26 @@ done
 
 # --- report ------------------------------------------------------------------
 GW_ENDED=$(date +%s.%N)
-metric_sum() { # url, metric name
-    curl -s --max-time 5 "$1" | awk -v m="$2" 'index($0, m "{") == 1 {n += $NF} END {printf "%d", n}'
-}
 declare -A FETCHES HWM RSS
 for g in "${GATEWAYS[@]}"; do
     FETCHES[$g]=$(metric_sum "http://127.0.0.1:${GW_PORT[$g]}/metrics" metadata_gateway_upstream_fetches_total)
 done
 fetches_nc=$(metric_sum "http://127.0.0.1:$P_GW_NC/metrics" metadata_gateway_upstream_fetches_total)
 ngx_fetches=$(awk -v p="$P_UP_NGX" '$1 == p {n++} END {print n + 0}' "$WORK/upstream-access.log")
-hwm_kib() { awk '/^VmHWM:/ {print $2}' "/proc/$1/status"; }
-rss_kib() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status"; }
 for g in "${GATEWAYS[@]}"; do
     HWM[$g]=$(hwm_kib "${GW_PID[$g]}")
     RSS[$g]=$(rss_kib "${GW_PID[$g]}")
 done
 gw_nc_hwm=$(hwm_kib "$GW_NC_PID")
-ngx_master=$(cat "$WORK/nginx.pid")
-ngx_rss=0
-for p in $ngx_master $(pgrep -P "$ngx_master" || true); do
-    ngx_rss=$((ngx_rss + $(hwm_kib "$p")))
-done
+ngx_rss=$(nginx_hwm_kib "$WORK/nginx.pid")
 run_seconds=$(awk -v a="$GW_STARTED" -v b="$GW_ENDED" 'BEGIN {printf "%.0f", b - a}')
 ttl_seconds=$(awk -v t="$TTL" 'BEGIN {
     n = t + 0; if (t ~ /ms$/) n /= 1000; else if (t ~ /m$/) n *= 60; else if (t ~ /h$/) n *= 3600; print n }')
 bound=$(awk -v r="$run_seconds" -v t="$ttl_seconds" 'BEGIN {printf "%.2f", 1 + r / t}')
 
-# awk: the median of a space-separated list of numbers (the rounds' figures).
-AWK_MEDIAN='
-    function median(list,    a, n, i, j, t) {
-        n = split(list, a, " ")
-        for (i = 2; i <= n; i++) { t = a[i]; for (j = i - 1; j >= 1 && a[j] + 0 > t + 0; j--) a[j + 1] = a[j]; a[j + 1] = t }
-        return (n % 2) ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2
-    }'
 report() {
     echo "date: $(date -u +%Y-%m-%dT%H:%M:%SZ)"
-    echo "machine: $(nproc) cores, $(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo), load before: $LOAD_BEFORE"
+    echo "machine: $(machine), load before: $LOAD_BEFORE"
     echo "gateway: $GATEWAY_BIN --ttl $TTL, workers: $WORKERS (auto = one per core); nginx $("$NGINX" -v 2>&1 | sed 's/.*\///'), wrk -t$WRK_THREADS, ${ROUNDS} rounds x ${DURATION}s, medians"
     [ -n "$RATES" ] && echo "fixed rates: $RATES req/s with oha $("$OHA" --version 2>/dev/null | awk '{print $2}'), $RATE_CONNECTIONS connections"
     echo
