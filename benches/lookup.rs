@@ -119,7 +119,7 @@ fn gateway(upstream: &str, index: usize, extra: &[&str]) -> Arc<Gateway> {
 async fn serve(gw: &Gateway, req: &actix_web::HttpRequest) -> HttpResponse {
     let slot = &gw.slots[0];
     let lookup = gw.cache.lookup(slot).await;
-    gw.metrics.record_lookup(slot.id, lookup.outcome);
+    slot.metrics().record_lookup(lookup.outcome);
     metadata::respond(req, &slot.freshness, &lookup)
 }
 
@@ -155,7 +155,7 @@ fn benches(c: &mut Criterion) {
         // The whole service stack of one worker; the request is built in
         // the loop, as the HTTP/1 decoder builds one per request.
         let app = rt.block_on(test::init_service(oauth_metadata_gateway::http::app(
-            gw.clone(),
+            oauth_metadata_gateway::Live::fixed(gw.clone()),
         )));
         let res = rt.block_on(test::call_service(
             &app,

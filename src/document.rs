@@ -15,7 +15,7 @@ use sha2::{Digest, Sha256};
 use crate::error::InvalidDocument;
 
 /// The issuer a document must declare, as configured.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct ExpectedIssuer(String);
 
 impl ExpectedIssuer {

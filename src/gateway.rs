@@ -1,23 +1,33 @@
-//! The assembled gateway: configuration turned into document slots (one
-//! per configured upstream document), template caches (one per issuer
-//! template document), locally generated documents (protected resource
-//! metadata), the route table, the upstream fetcher, the caches and the
-//! metrics, shared by every HTTP worker and the refresh scheduler.
+//! The assembled gateway, one *generation* at a time: configuration turned
+//! into document slots (one per configured upstream document), template
+//! caches (one per issuer template document), locally generated documents
+//! (protected resource metadata), the route table and their metrics groups,
+//! over the parts that live as long as the process: the upstream fetcher,
+//! the cache of configured documents and the metrics registry.
 //!
-//! Metrics groups are decided here, once (see [`crate::metrics`]): one per
+//! A configuration reload ([`Gateway::reload`]) builds the next generation
+//! from the new documents, reusing what did not change: a document whose
+//! issuer, upstream URLs, routes and rules are equal keeps its slot (and so
+//! its cached copy, failure state and place in the refresh schedule); an
+//! unchanged template keeps its cache of tenants. Removed documents lose
+//! their cached copy and their metrics series. [`crate::live`] swaps the
+//! generation in.
+//!
+//! Metrics groups are decided here (see [`crate::metrics`]): one per
 //! configured document while there are at most
 //! `--metrics-document-labels` of them, else one per document kind; one
 //! per template document.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
+use std::time::Duration;
 
 use crate::cache::tenants::{Shared, TemplateCache};
 use crate::cache::{Backoff, CacheMode, DocumentSlot, MetadataCache};
-use crate::config::Config;
+use crate::config::{Config, DocumentConfig, Documents, TemplateConfig};
 use crate::discovery::DocumentKind;
 use crate::error::RunError;
-use crate::metrics::{GroupState, Metrics};
+use crate::metrics::{GroupMetrics, GroupState, Metrics, UNMATCHED_ROUTE};
 use crate::protected_resource::ProtectedResourceConfig;
 use crate::routes::RouteTable;
 use crate::upstream::Fetcher;
@@ -25,46 +35,85 @@ use crate::upstream::Fetcher;
 /// A document generated from configuration and served from memory.
 #[derive(Debug)]
 pub struct LocalDocument {
-    /// Metrics group index.
-    pub group: usize,
+    /// Its metrics group.
+    pub group: Arc<GroupMetrics>,
     /// The document.
     pub document: ProtectedResourceConfig,
 }
 
-/// Everything a request handler or the refresh scheduler needs.
+/// What stays the same across generations.
+#[derive(Clone)]
+struct Lasting {
+    cache: Arc<MetadataCache>,
+    metrics: Arc<Metrics>,
+    shared: Shared,
+    metrics_document_labels: usize,
+}
+
+/// One generation: everything a request handler or the refresh scheduler
+/// needs.
 pub struct Gateway {
-    /// The cache of configured documents.
+    /// The cache of configured documents (shared by all generations).
     pub cache: Arc<MetadataCache>,
-    /// The configured upstream documents, indexed like the configuration.
+    /// The configured upstream documents, indexed like `documents.documents`.
     pub slots: Vec<Arc<DocumentSlot>>,
-    /// The issuer template caches, indexed like the configuration.
+    /// The issuer template caches, indexed like `documents.templates`.
     pub templates: Vec<Arc<TemplateCache>>,
     /// The locally generated documents.
     pub local: Vec<Arc<LocalDocument>>,
     /// Every served path.
     pub routes: RouteTable,
-    /// The metrics registry.
+    /// The metrics registry (shared by all generations).
     pub metrics: Arc<Metrics>,
-    /// Metrics group names, fetched groups first (index = group id).
-    groups: Vec<String>,
+    /// The configuration this generation was built from.
+    pub documents: Documents,
+    /// 0 at start-up, +1 per reload.
+    pub generation: u64,
+    /// This generation's metrics groups.
+    groups: Vec<Arc<GroupMetrics>>,
+    lasting: Lasting,
 }
 
-/// Assigns group ids to names, first come first served.
-#[derive(Default)]
-struct Groups {
-    names: Vec<String>,
-    index: HashMap<String, usize>,
+/// What a reload changed, for its log line.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ReloadReport {
+    /// Documents (and template documents) new in this configuration.
+    pub added: Vec<String>,
+    /// Documents gone from it.
+    pub removed: Vec<String>,
+    /// Documents whose name stayed but whose issuer, upstream or rules changed.
+    pub changed: Vec<String>,
+    /// Documents kept as they were (cached copy, state and schedule kept).
+    pub unchanged: usize,
+    /// Protected resource documents now served.
+    pub protected_resources: usize,
 }
 
-impl Groups {
-    fn id(&mut self, name: String) -> usize {
-        if let Some(&i) = self.index.get(&name) {
-            return i;
-        }
-        let i = self.names.len();
-        self.index.insert(name.clone(), i);
-        self.names.push(name);
-        i
+impl std::fmt::Display for ReloadReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        const SHOWN: usize = 5;
+        let list = |f: &mut std::fmt::Formatter<'_>, what: &str, names: &[String]| {
+            write!(f, "{} {what}", names.len())?;
+            if !names.is_empty() {
+                let shown: Vec<&str> = names.iter().take(SHOWN).map(String::as_str).collect();
+                write!(f, " ({}", shown.join(", "))?;
+                if names.len() > SHOWN {
+                    write!(f, ", and {} more", names.len() - SHOWN)?;
+                }
+                write!(f, ")")?;
+            }
+            Ok(())
+        };
+        list(f, "added", &self.added)?;
+        write!(f, ", ")?;
+        list(f, "removed", &self.removed)?;
+        write!(f, ", ")?;
+        list(f, "changed", &self.changed)?;
+        write!(
+            f,
+            ", {} unchanged, {} protected resources",
+            self.unchanged, self.protected_resources
+        )
     }
 }
 
@@ -72,137 +121,274 @@ fn kind_group(kind: DocumentKind) -> String {
     format!("{}/*", kind.well_known())
 }
 
+/// Groups of one generation, by name, created on first use.
+struct Groups<'m> {
+    metrics: &'m Metrics,
+    by_name: HashMap<String, Arc<GroupMetrics>>,
+    order: Vec<Arc<GroupMetrics>>,
+}
+
+impl Groups<'_> {
+    fn get(&mut self, name: String, fetched: bool) -> Arc<GroupMetrics> {
+        if let Some(g) = self.by_name.get(&name) {
+            return g.clone();
+        }
+        let g = self.metrics.group(&name, fetched);
+        self.order.push(g.clone());
+        self.by_name.insert(name, g.clone());
+        g
+    }
+}
+
 impl Gateway {
-    /// Builds the gateway and starts its fetcher thread (no request is made
-    /// until the scheduler or a client asks).
+    /// Builds the first generation and starts the fetcher thread (no
+    /// request is made until the scheduler or a client asks).
     pub fn new(config: &Config) -> Result<Arc<Self>, RunError> {
-        let docs = &config.documents;
         let backoff = Backoff {
             min: config.upstream.backoff_min,
             max: config.upstream.backoff_max,
         };
-        let per_document =
-            docs.documents.len() + docs.protected_resources.len() <= config.metrics_document_labels;
-        if !per_document {
-            tracing::info!(
-                documents = docs.documents.len() + docs.protected_resources.len(),
-                limit = config.metrics_document_labels,
-                "more configured documents than --metrics-document-labels: metrics are labelled per document kind"
-            );
-        }
-        let mut groups = Groups::default();
-        let slots: Vec<_> = docs
-            .documents
-            .iter()
-            .enumerate()
-            .map(|(id, doc)| {
-                let group = groups.id(if per_document {
-                    doc.name.clone()
-                } else {
-                    kind_group(doc.kind)
-                });
-                Arc::new(DocumentSlot::configured(
-                    id,
-                    group,
-                    doc,
-                    config.upstream.timeout,
-                    backoff,
-                ))
-            })
-            .collect();
-        let template_groups: Vec<usize> = docs
-            .templates
-            .iter()
-            .map(|t| groups.id(t.name.clone()))
-            .collect();
-        let fetched_groups = groups.names.len();
-        let local: Vec<_> = docs
-            .protected_resources
-            .iter()
-            .map(|doc| {
-                let group = groups.id(if per_document {
-                    doc.name.clone()
-                } else {
-                    kind_group(DocumentKind::ProtectedResource)
-                });
-                Arc::new(LocalDocument {
-                    group,
-                    document: doc.clone(),
-                })
-            })
-            .collect();
-        let names: Vec<&str> = groups.names.iter().map(String::as_str).collect();
-        let metrics = Arc::new(
-            Metrics::with_local(&names[..fetched_groups], &names[fetched_groups..])
-                .map_err(|e| RunError::Metrics(e.to_string()))?,
-        );
+        let metrics = Arc::new(Metrics::new().map_err(|e| RunError::Metrics(e.to_string()))?);
         let fetcher = Fetcher::start(&config.upstream)?;
         let mode = if config.no_cache {
             CacheMode::Bypass
         } else {
             CacheMode::Store
         };
-        let shared = Shared {
-            fetcher: fetcher.clone(),
-            metrics: metrics.clone(),
-            backoff,
-            fetch_timeout: config.upstream.timeout,
+        let lasting = Lasting {
+            cache: Arc::new(MetadataCache::new(fetcher.clone(), mode)),
+            metrics,
+            shared: Shared {
+                fetcher,
+                backoff,
+                fetch_timeout: config.upstream.timeout,
+            },
+            metrics_document_labels: config.metrics_document_labels,
         };
-        let templates = docs
+        let (gateway, _) = Self::assemble(lasting, config.documents.clone(), None);
+        Ok(Arc::new(gateway))
+    }
+
+    /// The next generation for `documents` (already checked), reusing
+    /// whatever did not change. Nothing is dropped yet: requests may still
+    /// be running on this generation until the swap; call
+    /// [`Gateway::retire`] after it.
+    pub fn next(&self, documents: Documents) -> (Arc<Gateway>, ReloadReport) {
+        let (next, report) = Self::assemble(self.lasting.clone(), documents, Some(self));
+        (Arc::new(next), report)
+    }
+
+    /// After `next` replaced this generation: drops the cached copies of
+    /// documents `next` does not keep, and the metrics series of groups and
+    /// routes it does not have.
+    pub async fn retire(&self, next: &Gateway) {
+        let kept: HashSet<usize> = next.slots.iter().map(|s| s.id).collect();
+        for slot in self.slots.iter().filter(|s| !kept.contains(&s.id)) {
+            self.cache.invalidate(slot).await;
+        }
+        let names: HashSet<&str> = next.groups.iter().map(|g| g.name()).collect();
+        for g in self.groups.iter().filter(|g| !names.contains(g.name())) {
+            self.metrics.retire_group(g.name());
+        }
+        let labels: HashSet<&str> = next.routes.labels().map(|l| &*l.name).collect();
+        for label in self.routes.labels() {
+            if !labels.contains(&*label.name) {
+                label.retire();
+            }
+        }
+        self.metrics.retire_routes(|route| {
+            labels.contains(route)
+                || matches!(route, "/metrics" | "/healthz" | "/readyz" | UNMATCHED_ROUTE)
+        });
+    }
+
+    fn assemble(
+        lasting: Lasting,
+        documents: Documents,
+        previous: Option<&Gateway>,
+    ) -> (Gateway, ReloadReport) {
+        let docs = &documents;
+        let per_document = docs.documents.len() + docs.protected_resources.len()
+            <= lasting.metrics_document_labels;
+        if !per_document && previous.is_none() {
+            tracing::info!(
+                documents = docs.documents.len() + docs.protected_resources.len(),
+                limit = lasting.metrics_document_labels,
+                "more configured documents than --metrics-document-labels: metrics are labelled per document kind"
+            );
+        }
+        let mut report = ReloadReport {
+            protected_resources: docs.protected_resources.len(),
+            ..ReloadReport::default()
+        };
+        let mut groups = Groups {
+            metrics: &lasting.metrics,
+            by_name: HashMap::new(),
+            order: Vec::new(),
+        };
+
+        // Slots and template caches of the previous generation, by config.
+        let mut old_slots: HashMap<&DocumentConfig, Arc<DocumentSlot>> = HashMap::new();
+        let mut old_templates: HashMap<&TemplateConfig, Arc<TemplateCache>> = HashMap::new();
+        let mut old_names: HashSet<&str> = HashSet::new();
+        if let Some(p) = previous {
+            old_slots.extend(p.documents.documents.iter().zip(p.slots.iter().cloned()));
+            old_templates.extend(
+                p.documents
+                    .templates
+                    .iter()
+                    .zip(p.templates.iter().cloned()),
+            );
+            old_names.extend(p.documents.documents.iter().map(|d| d.name.as_str()));
+            old_names.extend(p.documents.templates.iter().map(|t| t.name.as_str()));
+        }
+        let mut new_names: HashSet<String> = HashSet::new();
+        let mut note = |report: &mut ReloadReport, name: &str, reused: bool| {
+            new_names.insert(name.to_string());
+            if previous.is_none() {
+                return;
+            }
+            if reused {
+                report.unchanged += 1;
+            } else if old_names.contains(name) {
+                report.changed.push(name.to_string());
+            } else {
+                report.added.push(name.to_string());
+            }
+        };
+
+        let slots: Vec<_> = docs
+            .documents
+            .iter()
+            .map(|doc| {
+                let group = groups.get(
+                    if per_document {
+                        doc.name.clone()
+                    } else {
+                        kind_group(doc.kind)
+                    },
+                    true,
+                );
+                let reused = old_slots.remove(doc);
+                note(&mut report, &doc.name, reused.is_some());
+                match reused {
+                    Some(slot) => {
+                        slot.set_metrics(group);
+                        slot
+                    }
+                    None => Arc::new(DocumentSlot::configured(
+                        group,
+                        doc,
+                        lasting.shared.fetch_timeout,
+                        lasting.shared.backoff,
+                    )),
+                }
+            })
+            .collect();
+        let templates: Vec<_> = docs
             .templates
             .iter()
-            .zip(template_groups)
-            .map(|(t, group)| Arc::new(TemplateCache::new(t.clone(), group, shared.clone())))
+            .map(|t| {
+                let reused = old_templates.remove(t);
+                note(&mut report, &t.name, reused.is_some());
+                reused.unwrap_or_else(|| {
+                    Arc::new(TemplateCache::new(
+                        t.clone(),
+                        groups.get(t.name.clone(), true),
+                        lasting.shared.clone(),
+                    ))
+                })
+            })
             .collect();
-        let cache = Arc::new(MetadataCache::new(
-            slots.len(),
-            fetcher,
-            metrics.clone(),
-            mode,
-        ));
-        Ok(Arc::new(Self {
-            cache,
+        // A kept template keeps its group (named after it).
+        for t in &templates {
+            groups
+                .by_name
+                .entry(t.group.name().to_string())
+                .or_insert_with(|| {
+                    groups.order.push(t.group.clone());
+                    t.group.clone()
+                });
+        }
+        let local: Vec<_> = docs
+            .protected_resources
+            .iter()
+            .map(|doc| {
+                let group = groups.get(
+                    if per_document {
+                        doc.name.clone()
+                    } else {
+                        kind_group(DocumentKind::ProtectedResource)
+                    },
+                    false,
+                );
+                Arc::new(LocalDocument {
+                    group,
+                    document: doc.clone(),
+                })
+            })
+            .collect();
+        report.removed = old_names
+            .iter()
+            .filter(|n| !new_names.contains(**n))
+            .map(|n| n.to_string())
+            .collect();
+        report.removed.sort();
+        let gateway = Gateway {
+            cache: lasting.cache.clone(),
+            metrics: lasting.metrics.clone(),
+            routes: RouteTable::build(docs, per_document),
+            generation: previous.map_or(0, |p| p.generation + 1),
+            groups: groups.order,
             slots,
             templates,
             local,
-            routes: RouteTable::build(docs, per_document),
-            metrics,
-            groups: groups.names,
-        }))
+            documents,
+            lasting,
+        };
+        (gateway, report)
     }
 
-    /// The metrics group names, by group id.
-    pub fn group_names(&self) -> &[String] {
-        &self.groups
+    /// True when a configured document, template or protected resource
+    /// has this name.
+    pub fn has_document(&self, name: &str) -> bool {
+        let d = &self.documents;
+        d.documents.iter().any(|x| x.name == name)
+            || d.templates.iter().any(|x| x.name == name)
+            || d.protected_resources.iter().any(|x| x.name == name)
     }
 
     /// Refreshes the document gauges from the caches (at scrape time).
     pub async fn update_document_gauges(&self) {
+        let index: HashMap<&str, usize> = self
+            .groups
+            .iter()
+            .enumerate()
+            .map(|(i, g)| (g.name(), i))
+            .collect();
         let mut states = vec![GroupState::default(); self.groups.len()];
+        let mut add = |group: &GroupMetrics, cached: usize, stale: usize, age: Duration| {
+            if let Some(s) = index.get(group.name()).and_then(|&i| states.get_mut(i)) {
+                s.cached += cached;
+                s.stale += stale;
+                s.oldest = s.oldest.max(age);
+            }
+        };
         for slot in &self.slots {
             if let Some((_, age)) = self.cache.servable(slot).await {
-                if let Some(s) = states.get_mut(slot.group) {
-                    s.cached += 1;
-                    s.stale += usize::from(age >= slot.freshness.ttl);
-                    s.oldest = s.oldest.max(age);
-                }
+                let stale = usize::from(age >= slot.freshness.ttl);
+                add(&slot.metrics(), 1, stale, age);
             }
         }
         for t in &self.templates {
             let (cached, stale, oldest) = t.census();
-            if let Some(s) = states.get_mut(t.group) {
-                s.cached += cached;
-                s.stale += stale;
-                s.oldest = s.oldest.max(oldest);
-            }
+            add(&t.group, cached, stale, oldest);
         }
         for doc in &self.local {
-            if let Some(s) = states.get_mut(doc.group) {
-                s.cached += 1;
-            }
+            add(&doc.group, 1, 0, Duration::ZERO);
         }
-        for (group, state) in states.into_iter().enumerate() {
-            self.metrics.set_group_state(group, state);
+        for (group, state) in self.groups.iter().zip(states) {
+            group.set_state(state);
         }
     }
 

@@ -34,6 +34,7 @@ pub mod freshness;
 pub mod gateway;
 pub mod http;
 pub mod listener;
+pub mod live;
 pub mod metrics;
 pub mod outcome;
 pub mod protected_resource;
@@ -46,22 +47,50 @@ pub mod upstream;
 use std::future::Future;
 use std::net::TcpListener;
 
+use tokio::sync::mpsc;
+
 pub use cli::Cli;
 pub use config::Config;
 pub use error::RunError;
 pub use gateway::Gateway;
+pub use live::Live;
 
-/// Runs the gateway on `listener` until `shutdown` resolves, then stops
+/// The sockets the gateway serves on: the public listener and, with
+/// `--admin-listen`, the admin listener (operations only, never documents).
+#[derive(Debug)]
+pub struct Listeners {
+    /// Documents and the public operations routes.
+    pub public: TcpListener,
+    /// `/documents`, `/refresh`, `/metrics`, `/healthz`, `/readyz`.
+    pub admin: Option<TcpListener>,
+}
+
+impl From<TcpListener> for Listeners {
+    fn from(public: TcpListener) -> Self {
+        Self {
+            public,
+            admin: None,
+        }
+    }
+}
+
+/// Runs the gateway on `listeners` until `shutdown` resolves, then stops
 /// accepting, lets in-flight requests finish (bounded by
-/// `config.shutdown_timeout`), stops the refreshers and returns.
+/// `config.shutdown_timeout`), stops the refresh scheduler and returns.
 ///
-/// Must be called inside a tokio runtime. Tests call it with a
-/// `127.0.0.1:0` listener.
+/// Every message on `reloads` (the binary sends one per SIGHUP) re-reads
+/// the `--config` file and swaps in the new configuration if it is good
+/// (see [`live`]); the channel closing changes nothing.
+///
+/// Must be called inside a tokio runtime. Tests call it with
+/// `127.0.0.1:0` listeners.
 pub async fn run(
     config: Config,
-    listener: TcpListener,
+    listeners: impl Into<Listeners>,
     shutdown: impl Future<Output = ()>,
+    mut reloads: mpsc::UnboundedReceiver<()>,
 ) -> Result<(), RunError> {
+    let listeners = listeners.into();
     let demo = match (config.demo, config.demo_document()) {
         (Some(addr), Some((issuer, path))) => demo::start(addr, issuer, &path)?,
         _ => None,
@@ -70,27 +99,44 @@ pub async fn run(
     let (stop_refreshers, stop) = tokio::sync::watch::channel(());
     // Without a cache (`--no-cache`) there is nothing to refresh ahead.
     let refresh = gateway.cache.mode() == cache::CacheMode::Store;
-    let scheduler = refresh.then(|| {
-        tokio::spawn(refresher::run(
+    let (commands, scheduler) = if refresh {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let task = tokio::spawn(refresher::run(
             gateway.cache.clone(),
-            gateway.slots.iter().cloned().collect(),
+            gateway.slots.clone(),
+            rx,
             stop.clone(),
-        ))
-    });
+        ));
+        (Some(tx), Some(task))
+    } else {
+        (None, None)
+    };
+    let live = Live::new(gateway, config.config_file.clone(), commands);
 
-    let addr = listener
+    let addr = listeners
+        .public
         .local_addr()
         .map_err(RunError::io("listener has no address"))?;
-    let server = http::server(
-        gateway.clone(),
-        listener,
-        http::ServerSettings {
-            workers: config.workers,
-            shutdown_timeout: config.shutdown_timeout,
-            listener: config.listener.clone(),
-        },
-    )?;
+    let settings = http::ServerSettings {
+        workers: config.workers,
+        shutdown_timeout: config.shutdown_timeout,
+        listener: config.listener.clone(),
+    };
+    let server = http::server(live.clone(), listeners.public, settings.clone())?;
     let handle = server.handle();
+    let admin = match listeners.admin {
+        Some(l) => {
+            let admin_addr = l
+                .local_addr()
+                .map_err(RunError::io("admin listener has no address"))?;
+            let server = http::admin::server(live.clone(), l, &settings)?;
+            tracing::info!(addr = %admin_addr, "admin listener (documents, refresh, metrics, health)");
+            Some(server)
+        }
+        None => None,
+    };
+    let admin_handle = admin.as_ref().map(actix_web::dev::Server::handle);
+    let admin_task = admin.map(tokio::spawn);
     log_documents(&config);
     let scheme = if config.listener.tls.is_some() {
         "https"
@@ -100,17 +146,37 @@ pub async fn run(
     tracing::info!(%addr, scheme, "gateway listening");
 
     let mut server = std::pin::pin!(server);
-    let result = tokio::select! {
-        res = &mut server => res,
-        () = shutdown => {
-            tracing::info!("shutting down: finishing in-flight requests");
-            // The stop command is handled by the server future itself, so
-            // both are polled together.
-            let ((), res) = tokio::join!(handle.stop(true), &mut server);
-            res
+    let mut shutdown = std::pin::pin!(shutdown);
+    let mut reloads_open = true;
+    let result = loop {
+        tokio::select! {
+            res = &mut server => break res,
+            () = &mut shutdown => {
+                tracing::info!("shutting down: finishing in-flight requests");
+                // The stop command is handled by the server future itself, so
+                // both are polled together.
+                let ((), res) = tokio::join!(handle.stop(true), &mut server);
+                break res;
+            }
+            msg = reloads.recv(), if reloads_open => match msg {
+                // Off the loop, so the servers keep being polled; reloads
+                // run one at a time and log their outcome.
+                Some(()) => {
+                    let live = live.clone();
+                    tokio::spawn(async move { live.reload().await });
+                }
+                None => reloads_open = false,
+            },
         }
     };
+    if let Some(h) = admin_handle {
+        h.stop(true).await;
+    }
+    if let Some(task) = admin_task {
+        let _ = task.await;
+    }
     drop(stop_refreshers);
+    drop(live);
     if let Some(task) = scheduler {
         let _ = task.await;
     }

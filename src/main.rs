@@ -1,7 +1,8 @@
 //! Binary entry point: parse the command line; `check` runs the metadata
 //! check and exits 0/1; otherwise validate the configuration, set up
 //! logging, bind the listener and hand over to
-//! [`oauth_metadata_gateway::run`] until SIGINT or SIGTERM.
+//! [`oauth_metadata_gateway::run`] until SIGINT or SIGTERM; SIGHUP reloads
+//! the `--config` file.
 
 #![forbid(unsafe_code)]
 
@@ -11,7 +12,7 @@ use clap::Parser;
 use oauth_metadata_gateway::check::CheckArgs;
 use oauth_metadata_gateway::cli::Command;
 use oauth_metadata_gateway::config::LogFormat;
-use oauth_metadata_gateway::{run, Cli};
+use oauth_metadata_gateway::{run, Cli, Listeners};
 use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
@@ -28,14 +29,29 @@ fn main() -> ExitCode {
         return ExitCode::FAILURE;
     };
     runtime.block_on(async move {
-        let listener = match std::net::TcpListener::bind(config.listen) {
+        let public = match std::net::TcpListener::bind(config.listen) {
             Ok(l) => l,
             Err(e) => {
                 tracing::error!("cannot listen on {}: {e}", config.listen);
                 return ExitCode::FAILURE;
             }
         };
-        match run(config, listener, shutdown_signal()).await {
+        let admin = match config.admin_listen.map(std::net::TcpListener::bind) {
+            None => None,
+            Some(Ok(l)) => Some(l),
+            Some(Err(e)) => {
+                tracing::error!(
+                    "cannot listen on the admin address {}: {e}",
+                    config
+                        .admin_listen
+                        .map(|a| a.to_string())
+                        .unwrap_or_default()
+                );
+                return ExitCode::FAILURE;
+            }
+        };
+        let listeners = Listeners { public, admin };
+        match run(config, listeners, shutdown_signal(), reload_signals()).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 tracing::error!("{e}");
@@ -103,4 +119,25 @@ async fn shutdown_signal() {
         () = ctrl_c => {},
         () = term => {},
     }
+}
+
+/// One message per SIGHUP: reload the `--config` file.
+fn reload_signals() -> tokio::sync::mpsc::UnboundedReceiver<()> {
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    #[cfg(unix)]
+    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+        Ok(mut hup) => {
+            tokio::spawn(async move {
+                while hup.recv().await.is_some() {
+                    if tx.send(()).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+        Err(e) => tracing::warn!("cannot listen for SIGHUP, reload is off: {e}"),
+    }
+    #[cfg(not(unix))]
+    drop(tx);
+    rx
 }

@@ -25,6 +25,7 @@
 
 use std::time::Duration;
 
+use prometheus::core::Collector as _;
 use prometheus::{
     Encoder, Gauge, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec,
     IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
@@ -45,23 +46,63 @@ pub const FETCH_OUTCOMES: [&str; 6] = [
 /// Label used for requests that matched no route.
 pub const UNMATCHED_ROUTE: &str = "unmatched";
 
-/// Handles for one group, resolved at start-up.
+/// The series of one group, resolved when the group is created (at
+/// start-up or on a reload): recording costs no label lookup.
 #[derive(Debug)]
-struct GroupMetrics {
+pub struct GroupMetrics {
+    name: Box<str>,
     lookups: [IntCounter; RESULT_LABELS.len()],
     /// `None` for documents generated locally (never fetched).
     fetches: Option<[IntCounter; FETCH_OUTCOMES.len()]>,
+    fetch_duration: Histogram,
     age: Gauge,
     stale: IntGauge,
     cached: IntGauge,
+}
+
+impl GroupMetrics {
+    /// The group's `document` label value.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Counts one metadata request.
+    pub fn record_lookup(&self, outcome: CacheOutcome) {
+        self.lookups[outcome.result_index()].inc();
+    }
+
+    /// Counts one upstream fetch and its duration (ignored for a group
+    /// of local documents).
+    pub fn record_fetch(&self, outcome: &'static str, elapsed: Duration) {
+        let Some(fetches) = &self.fetches else {
+            return;
+        };
+        if let Some(i) = FETCH_OUTCOMES.iter().position(|o| *o == outcome) {
+            fetches[i].inc();
+        }
+        self.fetch_duration.observe(elapsed.as_secs_f64());
+    }
+
+    /// Sets the document gauges (called at scrape time).
+    pub fn set_state(&self, state: GroupState) {
+        self.age.set(state.oldest.as_secs_f64());
+        self.stale
+            .set(i64::try_from(state.stale).unwrap_or(i64::MAX));
+        self.cached
+            .set(i64::try_from(state.cached).unwrap_or(i64::MAX));
+    }
 }
 
 /// All metrics of one gateway.
 #[derive(Debug)]
 pub struct Metrics {
     registry: Registry,
-    groups: Vec<GroupMetrics>,
+    lookups: IntCounterVec,
+    fetches: IntCounterVec,
     fetch_duration: Histogram,
+    age: GaugeVec,
+    stale: IntGaugeVec,
+    cached: IntGaugeVec,
     http_requests: IntCounterVec,
     http_duration: HistogramVec,
 }
@@ -78,17 +119,8 @@ pub struct GroupState {
 }
 
 impl Metrics {
-    /// Registers every metric; `groups` are the group names of fetched
-    /// documents, in index order.
-    pub fn new(groups: &[&str]) -> Result<Self, prometheus::Error> {
-        Self::with_local(groups, &[])
-    }
-
-    /// Like [`Metrics::new`], plus groups of documents generated locally
-    /// (protected resource metadata): they get indices after the fetched
-    /// ones, lookup counters and document gauges, and no upstream-fetch
-    /// series.
-    pub fn with_local(groups: &[&str], local: &[&str]) -> Result<Self, prometheus::Error> {
+    /// Registers every metric (no group yet: see [`Metrics::group`]).
+    pub fn new() -> Result<Self, prometheus::Error> {
         let registry = Registry::new();
         let lookups = IntCounterVec::new(
             Opts::new(
@@ -176,43 +208,83 @@ impl Metrics {
             prometheus::process_collector::ProcessCollector::for_self(),
         ))?;
 
-        let handles = |name: &str, fetched: bool| GroupMetrics {
-            lookups: RESULT_LABELS.map(|r| lookups.with_label_values(&[name, r])),
-            fetches: fetched.then(|| FETCH_OUTCOMES.map(|o| fetches.with_label_values(&[name, o]))),
-            age: age.with_label_values(&[name]),
-            stale: stale.with_label_values(&[name]),
-            cached: cached.with_label_values(&[name]),
-        };
-        let groups = groups
-            .iter()
-            .map(|n| handles(n, true))
-            .chain(local.iter().map(|n| handles(n, false)))
-            .collect();
         Ok(Self {
             registry,
-            groups,
+            lookups,
+            fetches,
             fetch_duration,
+            age,
+            stale,
+            cached,
             http_requests,
             http_duration,
         })
     }
 
-    /// Counts one metadata request of group `group`.
-    pub fn record_lookup(&self, group: usize, outcome: CacheOutcome) {
-        if let Some(g) = self.groups.get(group) {
-            g.lookups[outcome.result_index()].inc();
-        }
+    /// The series of group `name` (created at 0, or the existing ones when
+    /// the group already exists); `fetched` is false for local documents,
+    /// which have no upstream-fetch series.
+    pub fn group(&self, name: &str, fetched: bool) -> std::sync::Arc<GroupMetrics> {
+        std::sync::Arc::new(GroupMetrics {
+            name: name.into(),
+            lookups: RESULT_LABELS.map(|r| self.lookups.with_label_values(&[name, r])),
+            fetches: fetched
+                .then(|| FETCH_OUTCOMES.map(|o| self.fetches.with_label_values(&[name, o]))),
+            fetch_duration: self.fetch_duration.clone(),
+            age: self.age.with_label_values(&[name]),
+            stale: self.stale.with_label_values(&[name]),
+            cached: self.cached.with_label_values(&[name]),
+        })
     }
 
-    /// Counts one upstream fetch of group `group` and its duration.
-    pub fn record_fetch(&self, group: usize, outcome: &'static str, elapsed: Duration) {
-        let Some(fetches) = self.groups.get(group).and_then(|g| g.fetches.as_ref()) else {
-            return;
-        };
-        if let Some(i) = FETCH_OUTCOMES.iter().position(|o| *o == outcome) {
-            fetches[i].inc();
+    /// Removes every series of group `name` (a reload removed its
+    /// documents), so it disappears from the scrape.
+    pub fn retire_group(&self, name: &str) {
+        for r in RESULT_LABELS {
+            let _ = self.lookups.remove_label_values(&[name, r]);
         }
-        self.fetch_duration.observe(elapsed.as_secs_f64());
+        for o in FETCH_OUTCOMES {
+            let _ = self.fetches.remove_label_values(&[name, o]);
+        }
+        let _ = self.age.remove_label_values(&[name]);
+        let _ = self.stale.remove_label_values(&[name]);
+        let _ = self.cached.remove_label_values(&[name]);
+    }
+
+    /// Removes the HTTP series of every route label `keep` refuses (a
+    /// reload removed the route).
+    pub fn retire_routes(&self, keep: impl Fn(&str) -> bool) {
+        let mut gone: Vec<(String, Option<String>)> = Vec::new();
+        for family in self
+            .http_requests
+            .collect()
+            .iter()
+            .chain(self.http_duration.collect().iter())
+        {
+            for m in family.get_metric() {
+                let label = |n: &str| {
+                    m.get_label()
+                        .iter()
+                        .find(|l| l.name() == n)
+                        .map(|l| l.value().to_string())
+                };
+                if let Some(route) = label("route") {
+                    if !keep(&route) {
+                        gone.push((route, label("status")));
+                    }
+                }
+            }
+        }
+        for (route, status) in gone {
+            match status {
+                Some(status) => {
+                    let _ = self.http_requests.remove_label_values(&[&route, &status]);
+                }
+                None => {
+                    let _ = self.http_duration.remove_label_values(&[&route]);
+                }
+            }
+        }
     }
 
     /// Counts one HTTP response. Resolves the labels on every call; the
@@ -236,16 +308,6 @@ impl Metrics {
         self.http_duration.with_label_values(&[route])
     }
 
-    /// Sets the document gauges of `group` (called at scrape time).
-    pub fn set_group_state(&self, group: usize, state: GroupState) {
-        if let Some(g) = self.groups.get(group) {
-            g.age.set(state.oldest.as_secs_f64());
-            g.stale.set(i64::try_from(state.stale).unwrap_or(i64::MAX));
-            g.cached
-                .set(i64::try_from(state.cached).unwrap_or(i64::MAX));
-        }
-    }
-
     /// Renders the Prometheus text exposition format.
     pub fn render(&self) -> Result<Vec<u8>, prometheus::Error> {
         let mut out = Vec::with_capacity(8 * 1024);
@@ -258,10 +320,15 @@ impl Metrics {
 mod tests {
     use super::*;
 
+    fn text(m: &Metrics) -> String {
+        String::from_utf8(m.render().unwrap()).unwrap()
+    }
+
     #[test]
     fn all_lookup_labels_exist_from_start() {
-        let m = Metrics::new(&["oauth-authorization-server"]).unwrap();
-        let text = String::from_utf8(m.render().unwrap()).unwrap();
+        let m = Metrics::new().unwrap();
+        let _g = m.group("oauth-authorization-server", true);
+        let text = text(&m);
         for r in RESULT_LABELS {
             let line = format!(
                 "metadata_gateway_lookups_total{{document=\"oauth-authorization-server\",result=\"{r}\"}} 0"
@@ -276,29 +343,34 @@ mod tests {
 
     #[test]
     fn counts_move_by_exactly_one() {
-        let m = Metrics::new(&["a"]).unwrap();
-        m.record_lookup(0, CacheOutcome::Collapsed);
-        m.record_lookup(0, CacheOutcome::Hit);
-        m.record_lookup(0, CacheOutcome::Hit);
-        m.record_lookup(7, CacheOutcome::Hit); // unknown document: ignored
-        let text = String::from_utf8(m.render().unwrap()).unwrap();
+        let m = Metrics::new().unwrap();
+        let a = m.group("a", true);
+        a.record_lookup(CacheOutcome::Collapsed);
+        a.record_lookup(CacheOutcome::Hit);
+        a.record_lookup(CacheOutcome::Hit);
+        // The same group asked for again shares the series.
+        m.group("a", true).record_lookup(CacheOutcome::NegativeHit);
+        let text = text(&m);
         assert!(text.contains("metadata_gateway_lookups_total{document=\"a\",result=\"hit\"} 2"));
         assert!(text.contains("metadata_gateway_lookups_total{document=\"a\",result=\"miss\"} 1"));
+        assert!(
+            text.contains("metadata_gateway_lookups_total{document=\"a\",result=\"not_found\"} 1")
+        );
     }
 
     #[test]
     fn local_documents_have_lookups_and_gauges_but_no_fetches() {
-        let m = Metrics::with_local(&["as"], &["oauth-protected-resource/mcp"]).unwrap();
-        m.set_group_state(
-            1,
-            GroupState {
-                cached: 1,
-                ..GroupState::default()
-            },
-        );
-        m.record_lookup(1, CacheOutcome::Hit);
-        m.record_fetch(1, "ok", Duration::from_millis(1)); // ignored: never fetched
-        let text = String::from_utf8(m.render().unwrap()).unwrap();
+        let m = Metrics::new().unwrap();
+        let fetched = m.group("as", true);
+        let local = m.group("oauth-protected-resource/mcp", false);
+        local.set_state(GroupState {
+            cached: 1,
+            ..GroupState::default()
+        });
+        local.record_lookup(CacheOutcome::Hit);
+        local.record_fetch("ok", Duration::from_millis(1)); // ignored: never fetched
+        fetched.record_fetch("ok", Duration::from_millis(1));
+        let text = text(&m);
         assert!(text.contains(
             "metadata_gateway_lookups_total{document=\"oauth-protected-resource/mcp\",result=\"hit\"} 1"
         ));
@@ -306,6 +378,24 @@ mod tests {
             "metadata_gateway_document_cached{document=\"oauth-protected-resource/mcp\"} 1"
         ));
         assert!(!text.contains("upstream_fetches_total{document=\"oauth-protected-resource/mcp\""));
-        assert!(text.contains("upstream_fetches_total{document=\"as\",outcome=\"ok\"} 0"));
+        assert!(text.contains("upstream_fetches_total{document=\"as\",outcome=\"ok\"} 1"));
+        assert!(text.contains("metadata_gateway_upstream_fetch_duration_seconds_count 1"));
+    }
+
+    #[test]
+    fn retired_groups_and_routes_disappear() {
+        let m = Metrics::new().unwrap();
+        m.group("gone", true).record_lookup(CacheOutcome::Hit);
+        m.group("kept", true);
+        m.record_http("/gone", 200, Duration::from_millis(1));
+        m.record_http("/gone", 404, Duration::from_millis(1));
+        m.record_http("/kept", 200, Duration::from_millis(1));
+        m.retire_group("gone");
+        m.retire_routes(|r| r != "/gone");
+        let text = text(&m);
+        assert!(!text.contains("\"gone\""), "{text}");
+        assert!(!text.contains("/gone"), "{text}");
+        assert!(text.contains("document=\"kept\""));
+        assert!(text.contains("route=\"/kept\""));
     }
 }

@@ -19,6 +19,7 @@
 //! route): bounded by the configuration, never a raw path.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use crate::config::Documents;
@@ -50,17 +51,48 @@ pub enum Resolved<'p> {
     NotFound,
 }
 
+/// A `route` metrics label handed out by one route table. When a reload
+/// drops the label, it is marked retired, so a request still running on
+/// the old table does not bring the label's series back after they were
+/// removed (see [`crate::http::recorder`]).
+#[derive(Debug)]
+pub struct RouteLabel {
+    /// The label value.
+    pub name: Box<str>,
+    retired: AtomicBool,
+}
+
+impl RouteLabel {
+    /// A live label.
+    pub fn new(name: &str) -> Self {
+        Self {
+            name: name.into(),
+            retired: AtomicBool::new(false),
+        }
+    }
+
+    /// Marks the label as gone from the configuration.
+    pub fn retire(&self) {
+        self.retired.store(true, Ordering::Relaxed);
+    }
+
+    /// True once a reload dropped the label.
+    pub fn is_retired(&self) -> bool {
+        self.retired.load(Ordering::Relaxed)
+    }
+}
+
 #[derive(Debug)]
 struct TemplateRoute {
     pattern: Pattern,
     template: usize,
-    label: Arc<str>,
+    label: Arc<RouteLabel>,
 }
 
 /// Paths to targets, with their metrics labels.
 #[derive(Debug, Default)]
 pub struct RouteTable {
-    exact: HashMap<Box<str>, (Target, Arc<str>)>,
+    exact: HashMap<Box<str>, (Target, Arc<RouteLabel>)>,
     templates: Vec<TemplateRoute>,
 }
 
@@ -73,11 +105,11 @@ impl RouteTable {
     /// Builds the table; `per_document_labels` chooses the route labels of
     /// exact routes (their own path, or one pattern per document kind).
     pub fn build(docs: &Documents, per_document_labels: bool) -> Self {
-        let mut labels: HashMap<String, Arc<str>> = HashMap::new();
-        let mut label = |text: String| -> Arc<str> {
+        let mut labels: HashMap<String, Arc<RouteLabel>> = HashMap::new();
+        let mut label = |text: String| -> Arc<RouteLabel> {
             labels
                 .entry(text)
-                .or_insert_with_key(|k| Arc::from(k.as_str()))
+                .or_insert_with_key(|k| Arc::new(RouteLabel::new(k)))
                 .clone()
         };
         let mut exact = HashMap::new();
@@ -121,7 +153,11 @@ impl RouteTable {
 
     /// What `path` (as actix-web routes on it) serves; `raw_path` is the
     /// request path as sent (checked for `%` before a template matches).
-    pub fn resolve<'p>(&self, path: &'p str, raw_path: &str) -> (Resolved<'p>, Option<&Arc<str>>) {
+    pub fn resolve<'p>(
+        &self,
+        path: &'p str,
+        raw_path: &str,
+    ) -> (Resolved<'p>, Option<&Arc<RouteLabel>>) {
         if let Some((target, label)) = self.exact.get(path) {
             return (Resolved::Exact(*target), Some(label));
         }
@@ -146,6 +182,15 @@ impl RouteTable {
     /// Every exact route with its target, in no particular order.
     pub fn exact_routes(&self) -> impl Iterator<Item = (&str, Target)> {
         self.exact.iter().map(|(r, (t, _))| (&**r, *t))
+    }
+
+    /// Every `route` label the table hands out (a shared label once per
+    /// route).
+    pub fn labels(&self) -> impl Iterator<Item = &Arc<RouteLabel>> {
+        self.exact
+            .values()
+            .map(|(_, l)| l)
+            .chain(self.templates.iter().map(|t| &t.label))
     }
 
     /// Number of exact routes.
@@ -241,7 +286,7 @@ mod tests {
             "/.well-known/oauth-authorization-server/realms/x",
         );
         assert_eq!(
-            label.map(|l| &**l),
+            label.map(|l| &*l.name),
             Some("/.well-known/oauth-authorization-server/realms/{tenant}")
         );
     }
@@ -252,7 +297,7 @@ mod tests {
         let (_, l1) = t.resolve("/.well-known/oauth-authorization-server/t1", "");
         let (_, l2) = t.resolve("/.well-known/oauth-authorization-server/t2", "");
         assert_eq!(
-            l1.map(|l| &**l),
+            l1.map(|l| &*l.name),
             Some("/.well-known/oauth-authorization-server/*")
         );
         assert!(Arc::ptr_eq(l1.unwrap(), l2.unwrap()), "one label shared");

@@ -512,9 +512,12 @@ fn arbitrary_paths_never_panic_and_only_configured_paths_match() {
 
         let gw = gw.clone();
         let (status, cors) = actix_web::rt::System::new().block_on(async move {
-            let app = atest::init_service(
-                App::new().configure(|cfg| oauth_metadata_gateway::http::routes(cfg, &gw)),
-            )
+            let app = atest::init_service(App::new().configure(|cfg| {
+                oauth_metadata_gateway::http::routes(
+                    cfg,
+                    &oauth_metadata_gateway::Live::fixed(gw.clone()),
+                )
+            }))
             .await;
             let res =
                 atest::call_service(&app, atest::TestRequest::get().uri(&uri).to_request()).await;

@@ -8,7 +8,6 @@ use std::time::Instant;
 
 use crate::document::ValidatedDocument;
 use crate::error::FetchError;
-use crate::metrics::Metrics;
 use crate::upstream::{Fetcher, Permit, Priority};
 
 use super::slot::DocumentSlot;
@@ -17,7 +16,6 @@ use super::StoredDocument;
 /// What a fetch needs besides the slot.
 pub(crate) struct FetchContext<'a> {
     pub fetcher: &'a Fetcher,
-    pub metrics: &'a Metrics,
 }
 
 impl FetchContext<'_> {
@@ -36,7 +34,7 @@ impl FetchContext<'_> {
             Ok(_) => "ok",
             Err(e) => e.outcome_label(),
         };
-        self.metrics.record_fetch(slot.group, outcome, elapsed);
+        slot.metrics().record_fetch(outcome, elapsed);
         let tenant = slot.tenant.as_deref().unwrap_or("");
         match result {
             Ok(document) => {

@@ -40,7 +40,6 @@ use moka::Expiry;
 use crate::document::ValidatedDocument;
 use crate::error::FetchError;
 use crate::freshness::{Freshness, FreshnessState};
-use crate::metrics::Metrics;
 use crate::outcome::CacheOutcome;
 use crate::upstream::{Fetcher, Priority};
 
@@ -197,23 +196,27 @@ pub enum CacheMode {
 pub struct MetadataCache {
     entries: moka::future::Cache<usize, Arc<StoredDocument>>,
     fetcher: Fetcher,
-    metrics: Arc<Metrics>,
     mode: CacheMode,
 }
 
 impl MetadataCache {
-    /// Creates an empty cache for `capacity` documents.
-    pub fn new(capacity: usize, fetcher: Fetcher, metrics: Arc<Metrics>, mode: CacheMode) -> Self {
+    /// Creates an empty cache. It holds one entry per configured document
+    /// at most (the configuration bounds it; a reload invalidates the
+    /// entries of removed documents).
+    pub fn new(fetcher: Fetcher, mode: CacheMode) -> Self {
         let entries = moka::future::Cache::builder()
-            .max_capacity(capacity as u64)
             .expire_after(EntryLifetime)
             .build();
         Self {
             entries,
             fetcher,
-            metrics,
             mode,
         }
+    }
+
+    /// Drops `slot`'s stored document (its document was removed).
+    pub async fn invalidate(&self, slot: &DocumentSlot) {
+        self.entries.invalidate(&slot.id).await;
     }
 
     /// Whether documents are stored at all.
@@ -229,7 +232,6 @@ impl MetadataCache {
     fn context(&self) -> FetchContext<'_> {
         FetchContext {
             fetcher: &self.fetcher,
-            metrics: &self.metrics,
         }
     }
 
@@ -283,19 +285,21 @@ impl MetadataCache {
         }
     }
 
-    /// Background work for `slot` (warm-up, refresh-ahead, retry): waits
-    /// for a background permit of its upstream host first, then fetches
-    /// unless the document became fresh enough meanwhile (a client's cold
-    /// fetch may have stored it). A failure leaves the stored document in
+    /// Background work for `slot` (warm-up, refresh-ahead, retry, or an
+    /// operator's refresh when `force`): waits for a background permit of
+    /// its upstream host first, then fetches unless the document became
+    /// fresh enough meanwhile (a client's cold fetch may have stored it;
+    /// `force` fetches anyway). A failure leaves the stored document in
     /// place.
-    pub async fn refresh(&self, slot: &DocumentSlot) {
+    pub async fn refresh(&self, slot: &DocumentSlot, force: bool) {
         let Some(first) = slot.upstream_urls().first() else {
             return;
         };
         let permit = self.fetcher.permit(first, Priority::Background).await;
         match self.servable(slot).await {
             Some((stored, _)) => {
-                if stored.fetched_at + slot.freshness.refresh_age() > Instant::now()
+                if !force
+                    && stored.fetched_at + slot.freshness.refresh_age() > Instant::now()
                     && slot.retry_at().is_none()
                 {
                     return;

@@ -3,15 +3,23 @@
 //! cached tenant. The slot is what a fetch needs (upstream URLs, expected
 //! issuer, freshness) and where back-off lives between fetches.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
+
+use arc_swap::ArcSwap;
 
 use crate::config::{DocumentConfig, TemplateConfig};
 use crate::discovery::DocumentKind;
 use crate::document::ExpectedIssuer;
 use crate::error::FetchError;
 use crate::freshness::Freshness;
+use crate::metrics::GroupMetrics;
+
+/// Slot ids: unique for the life of the process, so a slot kept across a
+/// configuration reload keeps its cache entry and its place in the
+/// refresh schedule, and a new one never takes over another's.
+static NEXT_ID: AtomicUsize = AtomicUsize::new(0);
 
 /// Capped exponential back-off with jitter between failed fetches.
 #[derive(Debug, Clone, Copy)]
@@ -38,21 +46,30 @@ struct FailureState {
     consecutive: u32,
     last_error: Option<FetchError>,
     retry_at: Option<Instant>,
+    last_fetch: Option<LastFetch>,
+}
+
+/// The outcome and wall-clock time of a slot's last completed fetch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LastFetch {
+    /// The fetch outcome label (`ok`, `timeout`, ...).
+    pub outcome: &'static str,
+    /// When it completed.
+    pub at: SystemTime,
 }
 
 /// One document: its source, its rules and its failure state.
 #[derive(Debug)]
 pub struct DocumentSlot {
-    /// Index among the configured documents (the configured store's key);
-    /// 0 for a template tenant, which lives in its template's store.
+    /// Unique id (the configured store's key and the scheduler's handle).
     pub id: usize,
     /// Name for logs (bounded, from configuration; a template's name for
     /// its tenants).
     pub name: Arc<str>,
     /// The tenant, for a template tenant.
     pub tenant: Option<Box<str>>,
-    /// Metrics group index (see [`crate::metrics`]).
-    pub group: usize,
+    /// Its metrics group (replaced when a reload regroups documents).
+    group: ArcSwap<GroupMetrics>,
     /// What the document is.
     pub kind: DocumentKind,
     /// Freshness rules.
@@ -65,17 +82,15 @@ pub struct DocumentSlot {
 }
 
 impl DocumentSlot {
-    /// The slot of configured document `id`; `fetch_timeout` bounds one
+    /// The slot of a configured document; `fetch_timeout` bounds one
     /// upstream request (a fetch may make one per upstream URL).
     pub fn configured(
-        id: usize,
-        group: usize,
+        group: Arc<GroupMetrics>,
         config: &DocumentConfig,
         fetch_timeout: Duration,
         backoff: Backoff,
     ) -> Self {
         Self::new(
-            id,
             Arc::from(config.name.as_str()),
             None,
             group,
@@ -100,13 +115,12 @@ impl DocumentSlot {
     pub fn tenant(
         template: &TemplateConfig,
         name: Arc<str>,
-        group: usize,
+        group: Arc<GroupMetrics>,
         tenant: &str,
         freshness: Freshness,
         backoff: Backoff,
     ) -> Self {
         Self::new(
-            0,
             name,
             Some(tenant.into()),
             group,
@@ -124,10 +138,9 @@ impl DocumentSlot {
 
     #[allow(clippy::too_many_arguments)]
     fn new(
-        id: usize,
         name: Arc<str>,
         tenant: Option<Box<str>>,
-        group: usize,
+        group: Arc<GroupMetrics>,
         kind: DocumentKind,
         freshness: Freshness,
         urls: Box<[Arc<str>]>,
@@ -135,10 +148,10 @@ impl DocumentSlot {
         backoff: Backoff,
     ) -> Self {
         Self {
-            id,
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             name,
             tenant,
-            group,
+            group: ArcSwap::new(group),
             kind,
             freshness,
             urls,
@@ -154,13 +167,34 @@ impl DocumentSlot {
         self.failures.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
+    /// Its metrics group.
+    pub fn metrics(&self) -> arc_swap::Guard<Arc<GroupMetrics>> {
+        // A guard, not a clone: no reference-count traffic per request.
+        self.group.load()
+    }
+
+    /// Moves it to another metrics group (a reload changed the grouping).
+    pub fn set_metrics(&self, group: Arc<GroupMetrics>) {
+        self.group.store(group);
+    }
+
     pub(super) fn record_success(&self) {
-        *self.failures() = FailureState::default();
+        *self.failures() = FailureState {
+            last_fetch: Some(LastFetch {
+                outcome: "ok",
+                at: SystemTime::now(),
+            }),
+            ..FailureState::default()
+        };
     }
 
     /// Records a failure and returns when the next attempt is allowed.
     pub(super) fn record_failure(&self, error: &FetchError, now: Instant) -> Duration {
         let mut state = self.failures();
+        state.last_fetch = Some(LastFetch {
+            outcome: error.outcome_label(),
+            at: SystemTime::now(),
+        });
         state.consecutive = state.consecutive.saturating_add(1);
         let delay = self.backoff.delay(state.consecutive);
         state.last_error = Some(error.clone());
@@ -186,6 +220,11 @@ impl DocumentSlot {
     /// Consecutive failed fetches (0 once one succeeds).
     pub fn consecutive_failures(&self) -> u32 {
         self.failures().consecutive
+    }
+
+    /// The last completed fetch, if any.
+    pub fn last_fetch(&self) -> Option<LastFetch> {
+        self.failures().last_fetch
     }
 
     /// When a retry is due, while failing.

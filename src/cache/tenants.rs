@@ -32,7 +32,7 @@ use tokio::sync::Semaphore;
 use crate::config::TemplateConfig;
 use crate::error::FetchError;
 use crate::freshness::{Freshness, FreshnessState};
-use crate::metrics::Metrics;
+use crate::metrics::GroupMetrics;
 use crate::outcome::CacheOutcome;
 use crate::upstream::{Fetcher, Priority};
 
@@ -105,8 +105,6 @@ impl Expiry<String, Arc<TenantEntry>> for TenantLifetime {
 pub struct Shared {
     /// The upstream fetcher.
     pub fetcher: Fetcher,
-    /// The metrics.
-    pub metrics: Arc<Metrics>,
     /// Back-off between failed fetches.
     pub backoff: Backoff,
     /// Deadline of one upstream request.
@@ -119,8 +117,8 @@ pub struct TemplateCache {
     pub config: TemplateConfig,
     /// Name in logs and metrics.
     pub name: Arc<str>,
-    /// Metrics group index.
-    pub group: usize,
+    /// Its metrics group (the template's name).
+    pub group: Arc<GroupMetrics>,
     freshness: Freshness,
     entries: moka::future::Cache<String, Arc<TenantEntry>>,
     cold: Arc<Semaphore>,
@@ -134,7 +132,7 @@ fn failed_ttl(backoff: Backoff) -> Duration {
 
 impl TemplateCache {
     /// An empty cache for `config`'s tenants.
-    pub fn new(config: TemplateConfig, group: usize, shared: Shared) -> Self {
+    pub fn new(config: TemplateConfig, group: Arc<GroupMetrics>, shared: Shared) -> Self {
         let freshness = Freshness::new(
             config.ttl,
             config.max_stale,
@@ -167,7 +165,6 @@ impl TemplateCache {
     fn context(&self) -> FetchContext<'_> {
         FetchContext {
             fetcher: &self.shared.fetcher,
-            metrics: &self.shared.metrics,
         }
     }
 
@@ -226,7 +223,7 @@ impl TemplateCache {
                     None => Arc::new(DocumentSlot::tenant(
                         &this.config,
                         this.name.clone(),
-                        this.group,
+                        this.group.clone(),
                         tenant,
                         this.freshness,
                         this.shared.backoff,
@@ -303,6 +300,29 @@ impl TemplateCache {
             }
             slot.end_refresh();
         });
+    }
+
+    /// Starts a background refresh of every cached tenant with a document
+    /// that is not backing off (an operator's refresh); returns how many
+    /// were started. Each obeys the per-tenant single flight and the
+    /// per-host bound like any refresh.
+    pub fn refresh_all(self: &Arc<Self>) -> usize {
+        let now = Instant::now();
+        let mut started = 0;
+        for (_, entry) in self.entries.iter() {
+            if matches!(entry.state, TenantState::Document(_))
+                && entry.slot.backing_off(now).is_none()
+            {
+                self.refresh_in_background(entry.clone());
+                started += 1;
+            }
+        }
+        started
+    }
+
+    /// Every cached tenant entry (for the status endpoint).
+    pub fn entries(&self) -> Vec<Arc<TenantEntry>> {
+        self.entries.iter().map(|(_, e)| e).collect()
     }
 
     /// Counts of the cached tenants by state, for the gauges: (servable,

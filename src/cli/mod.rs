@@ -29,8 +29,8 @@ pub use listener_args::ListenerArgs;
 use crate::config::documents::{self, AuthorizationServerSpec, IssuerDocuments, SpecField};
 use crate::config::values::{load_ca_file, parse_duration, parse_positive_duration, parse_size};
 use crate::config::{
-    Config, Documents, LogFormat, TemplateLimits, UpstreamConfig, DEFAULT_METRICS_DOCUMENT_LABELS,
-    DEFAULT_UPSTREAM_CONCURRENCY,
+    Config, ConfigFile, Documents, LogFormat, TemplateLimits, UpstreamConfig,
+    DEFAULT_METRICS_DOCUMENT_LABELS, DEFAULT_UPSTREAM_CONCURRENCY,
 };
 use crate::discovery::DocumentKind;
 use crate::protected_resource::{ProtectedResourceConfig, ResourceMetadata};
@@ -50,6 +50,12 @@ pub struct Cli {
     /// Address to listen on.
     #[arg(long, env = "GATEWAY_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
+
+    /// Also listen here for operations (GET /documents, POST /refresh, /metrics,
+    /// /healthz, /readyz); off by default. Bind it to loopback or a private network:
+    /// it is not for clients.
+    #[arg(long, env = "GATEWAY_ADMIN_LISTEN")]
+    pub admin_listen: Option<SocketAddr>,
 
     /// Where the gateway reaches the authorization server: its issuer URL as
     /// seen from the gateway. The document is fetched with GET from
@@ -230,19 +236,20 @@ impl Cli {
                 .map_err(|e| usage_error(format!("invalid value for '--upstream-ca': {e}")))?,
             None => Vec::new(),
         };
-        let docs = match &self.config {
-            Some(path) => crate::config::file::load(
-                path,
-                crate::config::file::Defaults {
-                    ttl: self.ttl,
-                    max_stale: self.max_stale,
-                    template: TemplateLimits {
-                        max_tenants: self.max_tenants,
-                        ..TemplateLimits::default()
-                    },
+        let config_file = self.config.as_ref().map(|path| ConfigFile {
+            path: path.clone(),
+            defaults: crate::config::file::Defaults {
+                ttl: self.ttl,
+                max_stale: self.max_stale,
+                template: TemplateLimits {
+                    max_tenants: self.max_tenants,
+                    ..TemplateLimits::default()
                 },
-            )
-            .map_err(|e| usage_error(format!("invalid value for '--config': {e}")))?,
+            },
+        });
+        let docs = match &config_file {
+            Some(file) => crate::config::file::load(&file.path, file.defaults)
+                .map_err(|e| usage_error(format!("invalid value for '--config': {e}")))?,
             None => self.documents_from_flags()?,
         };
         documents::check_routes(&docs).map_err(|c| usage_error(c.to_string()))?;
@@ -262,10 +269,18 @@ impl Cli {
                     .to_string(),
             ));
         }
+        if self.admin_listen == Some(self.listen) {
+            return Err(usage_error(format!(
+                "invalid value for '--admin-listen': {} is also --listen; the admin listener needs an address of its own",
+                self.listen
+            )));
+        }
         let listener = self.listener.into_config()?;
         Ok(Config {
             listen: self.listen,
             documents: docs,
+            config_file,
+            admin_listen: self.admin_listen,
             upstream: UpstreamConfig {
                 timeout: self.upstream_timeout,
                 max_body_size: self.max_body_size,

@@ -17,6 +17,7 @@ pub mod file;
 pub mod values;
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use rustls_pki_types::CertificateDer;
@@ -53,6 +54,12 @@ pub struct Config {
     pub listen: SocketAddr,
     /// The documents to serve.
     pub documents: Documents,
+    /// The `--config` file they came from, re-read on SIGHUP; `None` for the
+    /// single-upstream flags (nothing to reload).
+    pub config_file: Option<ConfigFile>,
+    /// `--admin-listen`: where the admin listener (status, refresh,
+    /// operations endpoints) listens; off when `None`.
+    pub admin_listen: Option<SocketAddr>,
     /// Limits on upstream fetches.
     pub upstream: UpstreamConfig,
     /// Up to this many configured documents, metrics are labelled per
@@ -83,6 +90,25 @@ impl Config {
             .find(|d| d.kind == DocumentKind::AuthorizationServer)?;
         let url = url::Url::parse(doc.upstream_urls.first()?).ok()?;
         Some((doc.issuer.as_str(), url.path().to_string()))
+    }
+}
+
+/// A config file and the defaults (from flags) its documents were read
+/// with: everything a reload needs to read it again the same way.
+#[derive(Debug, Clone)]
+pub struct ConfigFile {
+    /// The file, as given.
+    pub path: PathBuf,
+    /// Lifetimes and template limits from the flags.
+    pub defaults: file::Defaults,
+}
+
+impl ConfigFile {
+    /// Reads and checks the file again, exactly as at start-up.
+    pub fn load(&self) -> Result<Documents, String> {
+        let docs = file::load(&self.path, self.defaults).map_err(|e| e.to_string())?;
+        documents::check_routes(&docs).map_err(|c| format!("{}: {c}", self.path.display()))?;
+        Ok(docs)
     }
 }
 
@@ -133,7 +159,7 @@ impl Documents {
 }
 
 /// One cached document: where it comes from and how long it lives.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct DocumentConfig {
     /// Name used in logs, metrics (while per-document labels are on) and
     /// the status endpoint: the document kind plus the configured issuer
@@ -156,7 +182,7 @@ pub struct DocumentConfig {
 
 /// An issuer template's document of one kind: every field with `{tenant}`
 /// is filled in per request from the checked tenant segment.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct TemplateConfig {
     /// Name in logs and metrics labels, with the placeholder:
     /// `oauth-authorization-server/realms/{tenant}`.

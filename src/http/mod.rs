@@ -23,6 +23,7 @@
 //! Client-connection limits and TLS come from [`crate::listener`]; request
 //! bodies on document routes are refused ([`limits`]).
 
+pub mod admin;
 pub mod conditional;
 pub mod cors;
 pub mod errors;
@@ -47,9 +48,10 @@ use crate::error::RunError;
 use crate::freshness::ceil_seconds;
 use crate::gateway::Gateway;
 use crate::listener::{watchdog, ListenerConfig};
+use crate::live::Live;
 use crate::metrics::UNMATCHED_ROUTE;
 use crate::outcome::CacheOutcome;
-use crate::routes::{Resolved, Target};
+use crate::routes::{Resolved, RouteLabel, Target};
 
 /// Server-level settings.
 #[derive(Debug, Clone)]
@@ -64,7 +66,7 @@ pub struct ServerSettings {
 
 /// Builds the gateway's HTTP server on `listener` (not yet polled).
 pub fn server(
-    gw: Arc<Gateway>,
+    live: Arc<Live>,
     listener: TcpListener,
     settings: ServerSettings,
 ) -> Result<Server, RunError> {
@@ -74,7 +76,7 @@ pub fn server(
     let workers = settings.workers.unwrap_or_else(|| {
         std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
     });
-    let server = HttpServer::new(move || app(gw.clone()))
+    let server = HttpServer::new(move || app(live.clone()))
         .disable_signals()
         .shutdown_timeout(ceil_seconds(settings.shutdown_timeout))
         .client_request_timeout(limits.client_request_timeout)
@@ -94,7 +96,7 @@ pub fn server(
 /// The application one worker runs: every route behind the HTTP metrics
 /// middleware. Public so benchmarks can drive the whole stack in-process.
 pub fn app(
-    gw: Arc<Gateway>,
+    live: Arc<Live>,
 ) -> App<
     impl ServiceFactory<
         ServiceRequest,
@@ -104,7 +106,7 @@ pub fn app(
         InitError = (),
     >,
 > {
-    let recorder = Rc::new(recorder::HttpRecorder::new(gw.metrics.clone()));
+    let recorder = Rc::new(recorder::HttpRecorder::new(live.current().metrics.clone()));
     App::new()
         .wrap_fn(move |req, srv| {
             let started = Instant::now();
@@ -114,8 +116,8 @@ pub fn app(
                 let res = fut.await?;
                 let status = res.status().as_u16();
                 let elapsed = started.elapsed();
-                match res.request().extensions().get::<RouteLabel>() {
-                    Some(RouteLabel(label)) => recorder.record(label, status, elapsed),
+                match res.request().extensions().get::<RoutedAs>() {
+                    Some(RoutedAs(label)) => recorder.record_label(label, status, elapsed),
                     None => recorder.record(
                         res.request().match_name().unwrap_or(UNMATCHED_ROUTE),
                         status,
@@ -136,46 +138,22 @@ pub fn app(
                 res
             }
         })
-        .configure(|cfg| routes(cfg, &gw))
+        .configure(|cfg| routes(cfg, &live))
 }
 
 /// Registers every route of the gateway.
-pub fn routes(cfg: &mut web::ServiceConfig, gw: &Arc<Gateway>) {
-    let (m, r) = (gw.clone(), gw.clone());
-    cfg.service(
-        web::resource("/metrics")
-            .name("/metrics")
-            .route(web::get().to({
-                let m = m.clone();
-                move || ops::metrics(m.clone())
-            }))
-            .route(web::head().to(move || ops::metrics(m.clone())))
-            .default_service(web::to(errors::ops_method_not_allowed)),
-    )
-    .service(
-        web::resource("/healthz")
-            .name("/healthz")
-            .route(web::get().to(ops::healthz))
-            .route(web::head().to(ops::healthz))
-            .default_service(web::to(errors::ops_method_not_allowed)),
-    )
-    .service(
-        web::resource("/readyz")
-            .name("/readyz")
-            .route(web::method(Method::GET).to({
-                let r = r.clone();
-                move || ops::readyz(r.clone())
-            }))
-            .route(web::head().to(move || ops::readyz(r.clone())))
-            .default_service(web::to(errors::ops_method_not_allowed)),
-    );
-    let gw = gw.clone();
-    cfg.default_service(web::to(move |req: HttpRequest| dispatch(gw.clone(), req)));
+pub fn routes(cfg: &mut web::ServiceConfig, live: &Arc<Live>) {
+    ops::routes(cfg, live);
+    let live = live.clone();
+    cfg.default_service(web::to(move |req: HttpRequest| {
+        let gw = live.current();
+        dispatch(gw, req)
+    }));
 }
 
 /// The metrics `route` label a dispatched request was answered under.
 #[derive(Debug, Clone)]
-pub struct RouteLabel(pub Arc<str>);
+pub struct RoutedAs(pub Arc<RouteLabel>);
 
 /// Every request that is not for an operations route: look the path up
 /// in the route table and answer (see the module docs).
@@ -184,7 +162,7 @@ async fn dispatch(gw: Arc<Gateway>, req: HttpRequest) -> HttpResponse {
         .routes
         .resolve(req.match_info().as_str(), req.uri().path());
     if let Some(label) = label {
-        req.extensions_mut().insert(RouteLabel(label.clone()));
+        req.extensions_mut().insert(RoutedAs(label.clone()));
     }
     let mut res = match resolved {
         Resolved::NotFound => {
@@ -225,7 +203,7 @@ async fn serve(gw: &Gateway, req: &HttpRequest, resolved: Resolved<'_>) -> HttpR
                 return errors::not_found();
             };
             let lookup = gw.cache.lookup(slot).await;
-            gw.metrics.record_lookup(slot.group, lookup.outcome);
+            slot.metrics().record_lookup(lookup.outcome);
             tracing::debug!(document = &*slot.name, outcome = %lookup.outcome, "metadata request");
             metadata::respond(req, &slot.freshness, &lookup)
         }
@@ -233,7 +211,7 @@ async fn serve(gw: &Gateway, req: &HttpRequest, resolved: Resolved<'_>) -> HttpR
             let Some(doc) = gw.local.get(i) else {
                 return errors::not_found();
             };
-            gw.metrics.record_lookup(doc.group, CacheOutcome::Hit);
+            doc.group.record_lookup(CacheOutcome::Hit);
             local::respond(req, doc)
         }
         Resolved::Tenant { template, tenant } => {
@@ -241,7 +219,7 @@ async fn serve(gw: &Gateway, req: &HttpRequest, resolved: Resolved<'_>) -> HttpR
                 return errors::not_found();
             };
             let lookup = t.lookup(tenant).await;
-            gw.metrics.record_lookup(t.group, lookup.outcome);
+            t.group.record_lookup(lookup.outcome);
             tracing::debug!(document = &*t.name, tenant, outcome = %lookup.outcome, "metadata request");
             metadata::respond(req, t.freshness(), &lookup)
         }

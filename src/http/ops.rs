@@ -6,11 +6,46 @@ use std::sync::Arc;
 
 use actix_web::http::header::{self, HeaderValue};
 use actix_web::http::StatusCode;
-use actix_web::HttpResponse;
+use actix_web::{web, HttpResponse};
 
 use crate::gateway::Gateway;
+use crate::live::Live;
 
-use super::errors::json_error;
+use super::errors::{self, json_error};
+
+/// Registers `/metrics`, `/healthz` and `/readyz` (GET and HEAD; 405 with
+/// `Allow: GET, HEAD` otherwise), each answered from the current
+/// generation. The public and the admin listener both serve them.
+pub fn routes(cfg: &mut web::ServiceConfig, live: &Arc<Live>) {
+    let (m, r) = (live.clone(), live.clone());
+    cfg.service(
+        web::resource("/metrics")
+            .name("/metrics")
+            .route(web::get().to({
+                let m = m.clone();
+                move || metrics(m.current())
+            }))
+            .route(web::head().to(move || metrics(m.current())))
+            .default_service(web::to(errors::ops_method_not_allowed)),
+    )
+    .service(
+        web::resource("/healthz")
+            .name("/healthz")
+            .route(web::get().to(healthz))
+            .route(web::head().to(healthz))
+            .default_service(web::to(errors::ops_method_not_allowed)),
+    )
+    .service(
+        web::resource("/readyz")
+            .name("/readyz")
+            .route(web::get().to({
+                let r = r.clone();
+                move || readyz(r.current())
+            }))
+            .route(web::head().to(move || readyz(r.current())))
+            .default_service(web::to(errors::ops_method_not_allowed)),
+    );
+}
 
 /// `GET /metrics` (and `HEAD`: the same headers, actix-web drops the body).
 pub async fn metrics(gw: Arc<Gateway>) -> HttpResponse {

@@ -17,6 +17,7 @@ use std::time::Duration;
 use prometheus::{Histogram, IntCounter};
 
 use crate::metrics::Metrics;
+use crate::routes::RouteLabel;
 
 /// Resolved handles of one worker; not `Send` on purpose (one per worker).
 pub struct HttpRecorder {
@@ -26,6 +27,10 @@ pub struct HttpRecorder {
 
 struct RouteHandles {
     route: Box<str>,
+    /// The route table label the handles were resolved for, if any: a
+    /// reload hands out new labels, and a label dropped and later added
+    /// again must get fresh handles (the old series were removed).
+    label: Option<Arc<RouteLabel>>,
     duration: Histogram,
     statuses: Vec<(u16, IntCounter)>,
 }
@@ -39,18 +44,53 @@ impl HttpRecorder {
         }
     }
 
-    /// Counts one response of `route` (a route pattern) with `status`.
+    /// Counts one response under a route table label; nothing when a
+    /// reload has dropped the label since the request was routed (its
+    /// series are gone and must stay gone).
+    pub fn record_label(&self, label: &Arc<RouteLabel>, status: u16, elapsed: Duration) {
+        if label.is_retired() {
+            return;
+        }
+        self.record_inner(&label.name, Some(label), status, elapsed);
+    }
+
+    /// Counts one response of `route` (an operations route or `unmatched`).
     pub fn record(&self, route: &str, status: u16, elapsed: Duration) {
+        self.record_inner(route, None, status, elapsed);
+    }
+
+    fn record_inner(
+        &self,
+        route: &str,
+        label: Option<&Arc<RouteLabel>>,
+        status: u16,
+        elapsed: Duration,
+    ) {
         let mut routes = self.routes.borrow_mut();
+        let same_label = |h: &RouteHandles| match (&h.label, label) {
+            (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+            (None, None) => true,
+            _ => false,
+        };
         let index = match routes.iter().position(|r| &*r.route == route) {
-            Some(i) => i,
-            None => {
-                routes.push(RouteHandles {
+            Some(i) if same_label(&routes[i]) => i,
+            found => {
+                let handles = RouteHandles {
                     route: route.into(),
+                    label: label.cloned(),
                     duration: self.metrics.http_duration_handle(route),
                     statuses: Vec::new(),
-                });
-                routes.len() - 1
+                };
+                match found {
+                    Some(i) => {
+                        routes[i] = handles;
+                        i
+                    }
+                    None => {
+                        routes.push(handles);
+                        routes.len() - 1
+                    }
+                }
             }
         };
         let handles = &mut routes[index];
@@ -72,7 +112,7 @@ mod tests {
 
     #[test]
     fn counts_like_record_http() {
-        let metrics = Arc::new(Metrics::new(&["doc"]).unwrap());
+        let metrics = Arc::new(Metrics::new().unwrap());
         let recorder = HttpRecorder::new(metrics.clone());
         let before = String::from_utf8(metrics.render().unwrap()).unwrap();
         assert!(
@@ -94,5 +134,29 @@ mod tests {
         ] {
             assert!(text.contains(line), "missing {line} in\n{text}");
         }
+    }
+
+    #[test]
+    fn retired_labels_stay_gone_and_come_back_fresh() {
+        let metrics = Arc::new(Metrics::new().unwrap());
+        let recorder = HttpRecorder::new(metrics.clone());
+        let old = Arc::new(RouteLabel::new("/x"));
+        recorder.record_label(&old, 200, Duration::from_micros(50));
+        old.retire();
+        metrics.retire_routes(|_| false);
+        recorder.record_label(&old, 200, Duration::from_micros(50));
+        let text = String::from_utf8(metrics.render().unwrap()).unwrap();
+        assert!(
+            !text.contains("route=\"/x\""),
+            "retired series came back:\n{text}"
+        );
+        // The route is configured again: a new label, new series.
+        let new = Arc::new(RouteLabel::new("/x"));
+        recorder.record_label(&new, 200, Duration::from_micros(50));
+        let text = String::from_utf8(metrics.render().unwrap()).unwrap();
+        assert!(
+            text.contains("metadata_gateway_http_requests_total{route=\"/x\",status=\"200\"} 1"),
+            "{text}"
+        );
     }
 }

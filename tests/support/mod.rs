@@ -321,6 +321,9 @@ fn last_segment(path: &str) -> &str {
 pub struct Gateway {
     pub addr: SocketAddr,
     pub base_url: String,
+    /// The admin listener's base URL, when started with one.
+    pub admin_url: Option<String>,
+    reloads: tokio::sync::mpsc::UnboundedSender<()>,
     stop: Option<oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<Result<(), oauth_metadata_gateway::RunError>>>,
 }
@@ -336,20 +339,65 @@ impl Gateway {
     /// Starts a gateway on a listener the test bound itself (so it can put
     /// the gateway's own address into the configuration).
     pub async fn start_on(listener: std::net::TcpListener, args: &[&str]) -> Self {
+        Self::start_listeners(listener.into(), args).await
+    }
+
+    /// Starts a gateway with an admin listener on its own `127.0.0.1:0`.
+    pub async fn start_with_admin(args: &[&str]) -> Self {
+        let public = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let admin = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        Self::start_listeners(
+            oauth_metadata_gateway::Listeners {
+                public,
+                admin: Some(admin),
+            },
+            args,
+        )
+        .await
+    }
+
+    async fn start_listeners(listeners: oauth_metadata_gateway::Listeners, args: &[&str]) -> Self {
         let mut full = vec!["oauth-metadata-gateway", "--workers", "2"];
         full.extend_from_slice(args);
         let config = Cli::config_from_args(full).expect("valid test arguments");
-        let addr = listener.local_addr().unwrap();
+        let addr = listeners.public.local_addr().unwrap();
+        let admin_url = listeners
+            .admin
+            .as_ref()
+            .map(|l| format!("http://{}", l.local_addr().unwrap()));
         let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(run(config, listener, async move {
-            let _ = stopped.await;
-        }));
+        let (reloads, reload_rx) = tokio::sync::mpsc::unbounded_channel();
+        let task = tokio::spawn(run(
+            config,
+            listeners,
+            async move {
+                let _ = stopped.await;
+            },
+            reload_rx,
+        ));
         Self {
             addr,
             base_url: format!("http://{addr}"),
+            admin_url,
+            reloads,
             stop: Some(stop),
             task: Some(task),
         }
+    }
+
+    /// Asks for a config reload, as SIGHUP does in the binary.
+    pub fn reload(&self) {
+        self.reloads.send(()).expect("gateway running");
+    }
+
+    /// A URL on the admin listener.
+    pub fn admin(&self, path: &str) -> String {
+        format!(
+            "{}{path}",
+            self.admin_url
+                .as_deref()
+                .expect("started with an admin listener")
+        )
     }
 
     /// Gateway in front of `upstream` with these extra arguments.

@@ -1,0 +1,462 @@
+//! The admin listener (`--admin-listen`): what the gateway holds and a way
+//! to make it fetch now, kept off the public port (Envoy's admin listener
+//! and `varnishadm` are the models).
+//!
+//! - `GET /documents`: one JSON entry per configured document, cached
+//!   template tenant and protected resource document (state, age, time to
+//!   expiry, last fetch, last error, consecutive failures), filtered by
+//!   `?document=NAME` and `?state=STATE`. Per-document detail for 10,000
+//!   issuers lives here, not in Prometheus series.
+//! - `POST /refresh[?document=NAME]`: queue fetches now (see
+//!   [`crate::live::Live::refresh`]: the scheduler's and the per-host
+//!   bounds apply and documents in back-off are skipped).
+//! - `/metrics`, `/healthz`, `/readyz`: as on the public listener.
+//!
+//! Nothing here is routed on the public listener: its route table only
+//! holds document paths, so these paths get its JSON 404.
+
+use std::net::TcpListener;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use actix_web::dev::Server;
+use actix_web::http::header::{self, HeaderValue};
+use actix_web::http::StatusCode;
+use actix_web::{web, App, HttpResponse, HttpServer};
+use serde::{Deserialize, Serialize};
+
+use crate::cache::tenants::TenantState;
+use crate::cache::{CacheMode, DocumentSlot, StoredDocument};
+use crate::error::RunError;
+use crate::freshness::{ceil_seconds, FreshnessState};
+use crate::gateway::Gateway;
+use crate::live::Live;
+
+use super::errors::json_error;
+use super::{ops, ServerSettings};
+
+/// Builds the admin server on `listener` (plain HTTP, one worker: it is
+/// for operators and scrapers, not clients).
+pub fn server(
+    live: Arc<Live>,
+    listener: TcpListener,
+    settings: &ServerSettings,
+) -> Result<Server, RunError> {
+    let limits = settings.listener.limits;
+    let server = HttpServer::new(move || {
+        let live = live.clone();
+        App::new().configure(move |cfg| routes(cfg, &live))
+    })
+    .disable_signals()
+    .shutdown_timeout(ceil_seconds(settings.shutdown_timeout))
+    .client_request_timeout(limits.client_request_timeout)
+    .keep_alive(limits.keep_alive)
+    .workers(1)
+    .listen(listener)
+    .map_err(RunError::io("cannot listen on the admin address"))?;
+    Ok(server.run())
+}
+
+/// Registers the admin routes.
+pub fn routes(cfg: &mut web::ServiceConfig, live: &Arc<Live>) {
+    ops::routes(cfg, live);
+    let (d, r) = (live.clone(), live.clone());
+    cfg.service(
+        web::resource("/documents")
+            .route(
+                web::get().to(move |q: web::Query<DocumentsQuery>| {
+                    documents(d.current(), q.into_inner())
+                }),
+            )
+            .route(web::head().to(|| async { HttpResponse::Ok().finish() }))
+            .default_service(web::to(|| async { not_allowed("GET, HEAD") })),
+    )
+    .service(
+        web::resource("/refresh")
+            .route(web::post().to(move |q: web::Query<RefreshQuery>| {
+                let live = r.clone();
+                async move { refresh(&live, q.into_inner()) }
+            }))
+            .default_service(web::to(|| async { not_allowed("POST") })),
+    )
+    .default_service(web::to(|| async {
+        json_error(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "the admin listener serves /documents, /refresh, /metrics, /healthz and /readyz",
+        )
+    }));
+}
+
+fn not_allowed(allow: &'static str) -> HttpResponse {
+    let mut res = json_error(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        &format!("this path answers {allow} only"),
+    );
+    res.headers_mut()
+        .insert(header::ALLOW, HeaderValue::from_static(allow));
+    res
+}
+
+/// `GET /documents` filters.
+#[derive(Debug, Default, Deserialize)]
+pub struct DocumentsQuery {
+    /// Only the document (or template) with this name.
+    pub document: Option<String>,
+    /// Only documents in this state (`fresh`, `stale`, `error`, ...).
+    pub state: Option<String>,
+}
+
+/// `POST /refresh` parameters.
+#[derive(Debug, Default, Deserialize)]
+pub struct RefreshQuery {
+    /// Only this document (or template).
+    pub document: Option<String>,
+}
+
+/// Where a document stands, as `/documents` reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DocumentState {
+    /// Cached and within its TTL.
+    Fresh,
+    /// Cached, past its TTL, still served (stale-if-error, RFC 5861 §4).
+    Stale,
+    /// Nothing servable; the last fetch failed.
+    Error,
+    /// Nothing servable yet; no fetch has finished.
+    Pending,
+    /// Not cached; served from the upstream on every request (`--no-cache`).
+    Bypass,
+    /// The upstream has no such tenant (404/410), remembered for a while.
+    NotFound,
+    /// Generated from configuration, served from memory.
+    Local,
+}
+
+impl DocumentState {
+    const ALL: [(&'static str, Self); 7] = [
+        ("fresh", Self::Fresh),
+        ("stale", Self::Stale),
+        ("error", Self::Error),
+        ("pending", Self::Pending),
+        ("bypass", Self::Bypass),
+        ("not_found", Self::NotFound),
+        ("local", Self::Local),
+    ];
+
+    fn parse(text: &str) -> Option<Self> {
+        Self::ALL.iter().find(|(n, _)| *n == text).map(|(_, s)| *s)
+    }
+}
+
+/// The last finished upstream fetch.
+#[derive(Debug, Serialize)]
+pub struct LastFetchView {
+    /// Its outcome label (as in `metadata_gateway_upstream_fetches_total`).
+    pub outcome: &'static str,
+    /// When it finished (RFC 3339, UTC).
+    pub at: String,
+}
+
+/// One entry of `GET /documents`.
+#[derive(Debug, Serialize)]
+pub struct DocumentView {
+    /// The document's name (a template tenant: the template's name).
+    pub name: String,
+    /// `oauth-authorization-server`, `openid-configuration` or
+    /// `oauth-protected-resource`.
+    pub kind: &'static str,
+    /// The tenant, for a cached template tenant.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tenant: Option<String>,
+    /// Paths it is served at.
+    pub routes: Vec<String>,
+    /// Upstream URLs, in the order they are tried.
+    pub upstream_urls: Vec<String>,
+    /// Where it stands.
+    pub state: DocumentState,
+    /// Age of the served copy, whole seconds.
+    pub age_seconds: Option<u64>,
+    /// Seconds until it turns stale; negative once it is stale.
+    pub expires_in_seconds: Option<i64>,
+    /// Seconds it may still be served (stale included).
+    pub servable_for_seconds: Option<u64>,
+    /// The last finished fetch.
+    pub last_fetch: Option<LastFetchView>,
+    /// Why the last fetch failed, when it did.
+    pub last_error: Option<String>,
+    /// Failed fetches since the last success.
+    pub consecutive_failures: u32,
+    /// Seconds until the back-off lets the next fetch start.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retry_in_seconds: Option<u64>,
+}
+
+/// A template's summary in `GET /documents`.
+#[derive(Debug, Serialize)]
+pub struct TemplateView {
+    /// The template document's name.
+    pub name: String,
+    /// Its issuer pattern.
+    pub issuer: String,
+    /// Tenant entries held (documents, not-found answers, failures).
+    pub cached_tenants: usize,
+    /// Its bound (`max_tenants`).
+    pub max_tenants: u64,
+}
+
+/// The body of `GET /documents`.
+#[derive(Debug, Serialize)]
+pub struct DocumentsView {
+    /// The configuration generation (0 at start, +1 per reload).
+    pub generation: u64,
+    /// Entries matching the filters.
+    pub documents: Vec<DocumentView>,
+    /// Issuer templates.
+    pub templates: Vec<TemplateView>,
+}
+
+fn seconds(d: Duration) -> u64 {
+    d.as_secs()
+}
+
+fn signed_seconds(ahead: Duration, behind: Duration) -> i64 {
+    let s = |d: Duration| i64::try_from(d.as_secs()).unwrap_or(i64::MAX);
+    if ahead >= behind {
+        s(ahead - behind)
+    } else {
+        -s(behind - ahead)
+    }
+}
+
+fn rfc3339(at: SystemTime) -> String {
+    humantime::format_rfc3339_seconds(at).to_string()
+}
+
+/// The view of one slot, given its stored copy (if any).
+fn slot_view(
+    slot: &DocumentSlot,
+    stored: Option<(&StoredDocument, Duration)>,
+    mode: CacheMode,
+    routes: Vec<String>,
+    now: Instant,
+) -> DocumentView {
+    let f = &slot.freshness;
+    let (state, age, expires, servable) = match stored {
+        Some((_, age)) => {
+            let state = match f.classify(age) {
+                FreshnessState::Fresh { .. } => DocumentState::Fresh,
+                FreshnessState::Stale { .. } | FreshnessState::Expired => DocumentState::Stale,
+            };
+            let servable = (f.ttl + f.max_stale).saturating_sub(age);
+            (
+                state,
+                Some(seconds(age)),
+                Some(signed_seconds(f.ttl, age)),
+                Some(seconds(servable)),
+            )
+        }
+        None if mode == CacheMode::Bypass && slot.last_error().is_none() => {
+            (DocumentState::Bypass, None, None, None)
+        }
+        None if slot.last_error().is_some() => (DocumentState::Error, None, None, None),
+        None => (DocumentState::Pending, None, None, None),
+    };
+    DocumentView {
+        name: slot.name.to_string(),
+        kind: slot.kind.well_known(),
+        tenant: slot.tenant.as_deref().map(str::to_string),
+        routes,
+        upstream_urls: slot.upstream_urls().iter().map(|u| u.to_string()).collect(),
+        state,
+        age_seconds: age,
+        expires_in_seconds: expires,
+        servable_for_seconds: servable,
+        last_fetch: slot.last_fetch().map(|l| LastFetchView {
+            outcome: l.outcome,
+            at: rfc3339(l.at),
+        }),
+        last_error: slot.last_error().map(|e| e.to_string()),
+        consecutive_failures: slot.consecutive_failures(),
+        retry_in_seconds: slot.backing_off(now).map(|(_, left)| ceil_seconds(left)),
+    }
+}
+
+/// Every document of `gw` matching `q`.
+pub async fn collect(gw: &Gateway, q: &DocumentsQuery) -> Vec<DocumentView> {
+    let wanted = |name: &str| q.document.as_deref().is_none_or(|d| d == name);
+    let state = q.state.as_deref().and_then(DocumentState::parse);
+    let keep = |v: &DocumentView| state.is_none_or(|s| s == v.state);
+    let now = Instant::now();
+    let mut out = Vec::new();
+    for (slot, doc) in gw.slots.iter().zip(&gw.documents.documents) {
+        if !wanted(&slot.name) {
+            continue;
+        }
+        let stored = gw.cache.servable(slot).await;
+        let v = slot_view(
+            slot,
+            stored.as_ref().map(|(s, age)| (&**s, *age)),
+            gw.cache.mode(),
+            doc.routes.clone(),
+            now,
+        );
+        if keep(&v) {
+            out.push(v);
+        }
+    }
+    for t in &gw.templates {
+        if !wanted(&t.name) {
+            continue;
+        }
+        let mut entries = t.entries();
+        entries.sort_by(|a, b| a.slot.tenant.cmp(&b.slot.tenant));
+        for entry in entries {
+            let tenant = entry.slot.tenant.as_deref().unwrap_or_default();
+            let routes = t.config.routes.iter().map(|p| p.render(tenant)).collect();
+            let mut v = match &entry.state {
+                TenantState::Document(d) => {
+                    let age = d.fetched_at.elapsed();
+                    slot_view(&entry.slot, Some((d, age)), CacheMode::Store, routes, now)
+                }
+                TenantState::NotFound { .. } | TenantState::Failed => {
+                    slot_view(&entry.slot, None, CacheMode::Store, routes, now)
+                }
+            };
+            if matches!(entry.state, TenantState::NotFound { .. }) {
+                v.state = DocumentState::NotFound;
+            }
+            if keep(&v) {
+                out.push(v);
+            }
+        }
+    }
+    for doc in &gw.local {
+        let d = &doc.document;
+        if !wanted(&d.name) {
+            continue;
+        }
+        let v = DocumentView {
+            name: d.name.clone(),
+            kind: crate::discovery::DocumentKind::ProtectedResource.well_known(),
+            tenant: None,
+            routes: d.routes.clone(),
+            upstream_urls: Vec::new(),
+            state: DocumentState::Local,
+            age_seconds: None,
+            expires_in_seconds: None,
+            servable_for_seconds: None,
+            last_fetch: None,
+            last_error: None,
+            consecutive_failures: 0,
+            retry_in_seconds: None,
+        };
+        if keep(&v) {
+            out.push(v);
+        }
+    }
+    out
+}
+
+fn no_store_json(status: StatusCode, body: &impl Serialize) -> HttpResponse {
+    HttpResponse::build(status)
+        .insert_header((header::CACHE_CONTROL, HeaderValue::from_static("no-store")))
+        .json(body)
+}
+
+/// `GET /documents`.
+async fn documents(gw: Arc<Gateway>, q: DocumentsQuery) -> HttpResponse {
+    if let Some(s) = q.state.as_deref() {
+        if DocumentState::parse(s).is_none() {
+            let names: Vec<&str> = DocumentState::ALL.iter().map(|(n, _)| *n).collect();
+            return json_error(
+                StatusCode::BAD_REQUEST,
+                "invalid_request",
+                &format!("unknown state {s:?}; one of {}", names.join(", ")),
+            );
+        }
+    }
+    let documents = collect(&gw, &q).await;
+    if documents.is_empty() {
+        if let Some(name) = q.document.as_deref() {
+            if !gw.has_document(name) {
+                return json_error(
+                    StatusCode::NOT_FOUND,
+                    "not_found",
+                    &format!("no document named {name:?}"),
+                );
+            }
+        }
+    }
+    let mut templates = Vec::new();
+    for t in &gw.templates {
+        templates.push(TemplateView {
+            name: t.name.to_string(),
+            issuer: t.config.issuer.as_template(),
+            cached_tenants: usize::try_from(t.entry_count().await).unwrap_or(usize::MAX),
+            max_tenants: t.config.max_tenants,
+        });
+    }
+    no_store_json(
+        StatusCode::OK,
+        &DocumentsView {
+            generation: gw.generation,
+            documents,
+            templates,
+        },
+    )
+}
+
+#[derive(Serialize)]
+struct TenantsStarted<'a> {
+    document: &'a str,
+    tenants: usize,
+}
+
+#[derive(Serialize)]
+struct Skipped<'a> {
+    document: &'a str,
+    reason: &'a str,
+}
+
+#[derive(Serialize)]
+struct RefreshBody<'a> {
+    started: &'a [String],
+    tenants: Vec<TenantsStarted<'a>>,
+    skipped: Vec<Skipped<'a>>,
+}
+
+/// `POST /refresh`.
+fn refresh(live: &Live, q: RefreshQuery) -> HttpResponse {
+    let Some(answer) = live.refresh(q.document.as_deref()) else {
+        return json_error(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            &format!(
+                "no document named {:?}",
+                q.document.as_deref().unwrap_or_default()
+            ),
+        );
+    };
+    no_store_json(
+        StatusCode::ACCEPTED,
+        &RefreshBody {
+            started: &answer.started,
+            tenants: answer
+                .tenants
+                .iter()
+                .map(|(document, tenants)| TenantsStarted {
+                    document,
+                    tenants: *tenants,
+                })
+                .collect(),
+            skipped: answer
+                .skipped
+                .iter()
+                .map(|(document, reason)| Skipped { document, reason })
+                .collect(),
+        },
+    )
+}

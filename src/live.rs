@@ -1,0 +1,166 @@
+//! The live gateway: the current [`Gateway`] generation behind a lock-free
+//! swap, and the two operations that change or drive it at run time —
+//! reloading the `--config` file (SIGHUP) and an operator's refresh (the
+//! admin listener's `POST /refresh`).
+//!
+//! Every request loads the current generation once and answers from it, so
+//! a reload never fails a request: requests already running finish on the
+//! generation they started with, the next ones see the new one. A reload
+//! reads and checks the file exactly like start-up; a bad file is logged
+//! (file, line, column, key) and changes nothing. Flags and environment
+//! are fixed at start: only the file's documents change.
+
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use tokio::sync::{mpsc, Mutex};
+
+use crate::config::ConfigFile;
+use crate::gateway::{Gateway, ReloadReport};
+use crate::refresher::Command;
+
+/// The current generation and what reloads and refreshes need.
+pub struct Live {
+    current: ArcSwap<Gateway>,
+    config_file: Option<ConfigFile>,
+    scheduler: Option<mpsc::UnboundedSender<Command>>,
+    /// One reload at a time.
+    reloading: Mutex<()>,
+}
+
+/// Why a reload changed nothing.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ReloadError {
+    /// The gateway runs from flags: there is no file to read again.
+    #[error("no --config file: nothing to reload (flags and environment are fixed at start)")]
+    NoConfigFile,
+    /// The file is unreadable or invalid; the old configuration keeps serving.
+    #[error("{0}; the previous configuration keeps serving")]
+    Invalid(String),
+}
+
+/// What an operator's refresh started.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct RefreshAnswer {
+    /// Configured documents queued for a fetch now.
+    pub started: Vec<String>,
+    /// Template documents and how many of their cached tenants were queued.
+    pub tenants: Vec<(String, usize)>,
+    /// Documents not refreshed, with the reason (back-off).
+    pub skipped: Vec<(String, String)>,
+}
+
+impl Live {
+    /// The live handle of `first`; `scheduler` receives document changes
+    /// and refresh requests (none in tests that drive the cache directly).
+    pub fn new(
+        first: Arc<Gateway>,
+        config_file: Option<ConfigFile>,
+        scheduler: Option<mpsc::UnboundedSender<Command>>,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            current: ArcSwap::new(first),
+            config_file,
+            scheduler,
+            reloading: Mutex::new(()),
+        })
+    }
+
+    /// A handle that never changes (benchmarks, tests of the HTTP front).
+    pub fn fixed(gateway: Arc<Gateway>) -> Arc<Self> {
+        Self::new(gateway, None, None)
+    }
+
+    /// The current generation.
+    pub fn current(&self) -> Arc<Gateway> {
+        self.current.load_full()
+    }
+
+    /// Reads the config file again and, if it is good, swaps in the next
+    /// generation; logs one line either way.
+    pub async fn reload(&self) -> Result<ReloadReport, ReloadError> {
+        let _one = self.reloading.lock().await;
+        let Some(file) = &self.config_file else {
+            tracing::warn!("SIGHUP: {}", ReloadError::NoConfigFile);
+            return Err(ReloadError::NoConfigFile);
+        };
+        let documents = match file.load() {
+            Ok(d) => d,
+            Err(e) => {
+                let e = ReloadError::Invalid(e);
+                tracing::error!("config reload refused: {e}");
+                return Err(e);
+            }
+        };
+        let current = self.current();
+        let (next, report) = current.next(documents);
+        let generation = next.generation;
+        self.current.store(next.clone());
+        if let Some(s) = &self.scheduler {
+            let _ = s.send(Command::Replace(next.slots.clone()));
+        }
+        current.retire(&next).await;
+        tracing::info!(generation, file = %file.path.display(), "config reloaded: {report}");
+        Ok(report)
+    }
+
+    /// Queues a fetch now of every document, or of the one named
+    /// `document` (a configured document's name or a template's, which
+    /// refreshes its cached tenants); `None` when no document has that
+    /// name. A document in back-off is skipped (a refresh cannot be used to
+    /// hammer a failing upstream), and every fetch goes through the
+    /// scheduler's bound and the per-host bound like any refresh.
+    pub fn refresh(&self, document: Option<&str>) -> Option<RefreshAnswer> {
+        let gw = self.current();
+        let now = std::time::Instant::now();
+        let mut answer = RefreshAnswer::default();
+        let mut ids = Vec::new();
+        let mut found = document.is_none();
+        for slot in &gw.slots {
+            if document.is_some_and(|d| d != &*slot.name) {
+                continue;
+            }
+            found = true;
+            match slot.backing_off(now) {
+                Some((error, left)) => answer.skipped.push((
+                    slot.name.to_string(),
+                    format!(
+                        "backing off for {}s after {} failed fetches ({error})",
+                        left.as_secs().max(1),
+                        slot.consecutive_failures()
+                    ),
+                )),
+                None => {
+                    ids.push(slot.id);
+                    answer.started.push(slot.name.to_string());
+                }
+            }
+        }
+        for t in &gw.templates {
+            if document.is_some_and(|d| d != &*t.name) {
+                continue;
+            }
+            found = true;
+            answer.tenants.push((t.name.to_string(), t.refresh_all()));
+        }
+        for doc in &gw.local {
+            if document.is_some_and(|d| d != doc.document.name) {
+                continue;
+            }
+            found = true;
+            if document.is_some() {
+                answer.skipped.push((
+                    doc.document.name.clone(),
+                    "generated from configuration: nothing to fetch".to_string(),
+                ));
+            }
+        }
+        if !found {
+            return None;
+        }
+        if let Some(s) = &self.scheduler {
+            let _ = s.send(Command::RefreshNow(ids));
+        }
+        Some(answer)
+    }
+}
