@@ -300,3 +300,115 @@ async fn a_request_that_outlives_the_shutdown_timeout_does_not_block_exit() {
     );
     upstream.release();
 }
+
+/// Polls `url` until it answers `status` (bounded).
+async fn wait_status(proc: &mut Process, url: &str, status: u16) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        assert!(proc.running(), "the gateway exited:\n{}", proc.text());
+        if let Ok(res) = client().get(url).send().await {
+            if res.status() == status {
+                return;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{url} never answered {status}:\n{}",
+            proc.text()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Waits (bounded) until the output contains `needle`.
+async fn wait_output(proc: &Process, needle: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let text = proc.text();
+        if text.contains(needle) {
+            return text;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no {needle:?} in the output:\n{text}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[actix_web::test]
+async fn sighup_without_a_config_file_is_a_logged_no_op() {
+    let upstream = Upstream::start(Behaviour::status(500)).await;
+    upstream.set(Behaviour::json(document(&upstream.base_url)));
+    let listen = format!("127.0.0.1:{}", free_port());
+    let mut proc = Process::spawn(&[
+        "--upstream",
+        &upstream.base_url,
+        "--listen",
+        &listen,
+        "--workers",
+        "1",
+    ]);
+    let base = format!("http://{listen}");
+    wait_ready(&mut proc, &base).await;
+    proc.signal("HUP");
+    wait_output(&proc, "nothing to reload").await;
+    assert!(proc.running(), "SIGHUP must not stop the gateway");
+    let r = get(&format!("{base}{AS_PATH}")).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(upstream.requests(), 1, "nothing fetched again");
+}
+
+#[actix_web::test]
+async fn sighup_reloads_the_config_file_and_refuses_a_bad_one() {
+    let upstream = Upstream::start(Behaviour::status(500)).await;
+    upstream.set(Behaviour::tenants(&upstream.base_url, Duration::ZERO));
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("gateway.toml");
+    let table = |t: &str| {
+        format!(
+            "[[authorization_server]]\nissuer = \"{}/{t}\"\n",
+            upstream.base_url
+        )
+    };
+    std::fs::write(&path, table("t1")).unwrap();
+    let listen = format!("127.0.0.1:{}", free_port());
+    let mut proc = Process::spawn(&[
+        "--config",
+        path.to_str().unwrap(),
+        "--listen",
+        &listen,
+        "--workers",
+        "1",
+    ]);
+    let base = format!("http://{listen}");
+    wait_ready(&mut proc, &base).await;
+
+    std::fs::write(&path, table("t1") + &table("t2")).unwrap();
+    proc.signal("HUP");
+    let text = wait_output(&proc, "config reloaded").await;
+    assert!(
+        text.contains("1 added (oauth-authorization-server/t2), 0 removed, 0 changed, 1 unchanged"),
+        "{text}"
+    );
+    wait_status(&mut proc, &format!("{base}{AS_PATH}/t2"), 200).await;
+
+    // A bad file: logged with file, line and column; the old config serves.
+    std::fs::write(&path, table("t1") + "ttl = \"soon\"\n").unwrap();
+    proc.signal("HUP");
+    let text = wait_output(&proc, "config reload refused").await;
+    let line = text
+        .lines()
+        .find(|l| l.contains("config reload refused"))
+        .unwrap_or_default();
+    assert!(
+        line.contains(path.to_str().unwrap()),
+        "names the file: {line}"
+    );
+    assert!(line.contains("ttl"), "names the key: {line}");
+    assert!(line.contains("line 3"), "names the line: {line}");
+    assert!(proc.running());
+    let r = get(&format!("{base}{AS_PATH}/t2")).await;
+    assert_eq!(r.status, 200, "the previous configuration keeps serving");
+    assert_eq!(upstream.requests_for(&format!("{AS_PATH}/t1")), 1);
+}

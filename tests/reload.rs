@@ -1,0 +1,348 @@
+//! Config reloads (what SIGHUP does in the binary, driven here through the
+//! reload channel of `run`): added, removed and changed documents; a bad
+//! file refused while the old configuration keeps serving; unchanged
+//! documents fetch nothing; every request answered 200 while reloads run
+//! under load; no `--config` is a no-op.
+
+mod support;
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use support::*;
+
+/// A config file the test rewrites between reloads (atomically, as an
+/// operator's deploy tool would).
+struct File {
+    dir: tempfile::TempDir,
+}
+
+impl File {
+    fn new(text: &str) -> Self {
+        let f = Self {
+            dir: tempfile::tempdir().unwrap(),
+        };
+        f.write(text);
+        f
+    }
+
+    fn path(&self) -> String {
+        self.dir.path().join("gateway.toml").display().to_string()
+    }
+
+    fn write(&self, text: &str) {
+        let tmp = self.dir.path().join("gateway.toml.tmp");
+        std::fs::write(&tmp, text).unwrap();
+        std::fs::rename(tmp, self.path()).unwrap();
+    }
+}
+
+/// `[[authorization_server]]` tables for these tenants of `upstream`, with
+/// extra keys per tenant.
+fn tenants(upstream: &Upstream, list: &[(&str, &str)]) -> String {
+    list.iter()
+        .map(|(t, extra)| {
+            format!(
+                "[[authorization_server]]\nissuer = \"{}/{t}\"\n{extra}\n",
+                upstream.base_url
+            )
+        })
+        .collect()
+}
+
+fn route(tenant: &str) -> String {
+    format!("{AS_PATH}/{tenant}")
+}
+
+async fn upstream() -> Upstream {
+    let upstream = Upstream::start(Behaviour::status(500)).await;
+    upstream.set(Behaviour::tenants(&upstream.base_url, Duration::ZERO));
+    upstream
+}
+
+/// Polls the admin listener until the configuration generation is `n`.
+async fn wait_generation(gw: &Gateway, n: u64) -> serde_json::Value {
+    let r = poll_until(&gw.admin("/documents"), Duration::from_secs(10), |r| {
+        r.status == 200 && r.json()["generation"] == n
+    })
+    .await;
+    r.json()
+}
+
+/// The `/metrics` text once it no longer holds `gone` (a reload drops
+/// series just after swapping the configuration in), bounded.
+async fn metrics_without(gw: &Gateway, gone: &str) -> String {
+    let r = poll_until(&gw.url("/metrics"), Duration::from_secs(5), |r| {
+        !String::from_utf8_lossy(&r.body).contains(gone)
+    })
+    .await;
+    String::from_utf8_lossy(&r.body).into_owned()
+}
+
+/// Polls until every document is fetched (fresh).
+async fn wait_all_fresh(gw: &Gateway, count: usize) {
+    poll_until(&gw.admin("/documents"), Duration::from_secs(10), |r| {
+        let docs = r.json()["documents"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        docs.len() == count && docs.iter().all(|d| d["state"] == "fresh")
+    })
+    .await;
+}
+
+#[actix_web::test]
+async fn a_reload_adds_removes_and_changes_documents_and_keeps_the_unchanged_ones() {
+    let upstream = upstream().await;
+    let file = File::new(&tenants(&upstream, &[("t1", ""), ("t2", ""), ("t3", "")]));
+    let path = file.path();
+    let gw = Gateway::start_with_admin(&["--config", &path]).await;
+    wait_all_fresh(&gw, 3).await;
+    for t in ["t1", "t2", "t3"] {
+        assert_eq!(get(&gw.url(&route(t))).await.status, 200);
+    }
+    let metrics = get(&gw.url("/metrics")).await;
+    let text = String::from_utf8_lossy(&metrics.body).into_owned();
+    assert!(
+        text.contains("document=\"oauth-authorization-server/t3\""),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!("route=\"{}\"", route("t3"))),
+        "{text}"
+    );
+    assert_eq!(upstream.requests_for(&route("t1")), 1);
+
+    // t1 unchanged, t2 changed (its TTL), t3 removed, t4 added.
+    file.write(&tenants(
+        &upstream,
+        &[("t1", ""), ("t2", "ttl = \"7m\""), ("t4", "")],
+    ));
+    gw.reload();
+    wait_generation(&gw, 1).await;
+    wait_all_fresh(&gw, 3).await;
+
+    let t1 = get(&gw.url(&route("t1"))).await;
+    assert_eq!(t1.status, 200);
+    assert!(t1.cache_status().contains("; hit"), "{}", t1.cache_status());
+    assert_eq!(
+        upstream.requests_for(&route("t1")),
+        1,
+        "an unchanged document keeps its cached copy: no fetch"
+    );
+    let t2 = get(&gw.url(&route("t2"))).await;
+    assert_eq!(t2.status, 200);
+    assert_eq!(
+        upstream.requests_for(&route("t2")),
+        2,
+        "a changed document is fetched again"
+    );
+    let max_age: u64 = t2
+        .header("cache-control")
+        .and_then(|c| c.split("max-age=").nth(1))
+        .and_then(|v| v.split(',').next())
+        .and_then(|v| v.trim().parse().ok())
+        .expect("max-age");
+    assert!(
+        (400..=420).contains(&max_age),
+        "the new TTL (7m) applies: max-age={max_age}"
+    );
+    let t4 = get(&gw.url(&route("t4"))).await;
+    assert_eq!(t4.status, 200);
+    assert_eq!(t4.json()["issuer"], format!("{}/t4", upstream.base_url));
+
+    let t3 = get(&gw.url(&route("t3"))).await;
+    assert_eq!(t3.status, 404, "a removed route answers the JSON 404");
+    assert_eq!(t3.json()["error"], "not_found");
+    assert_eq!(t3.header("access-control-allow-origin"), Some("*"));
+
+    // The removed document's series are gone, the others stay.
+    let text = metrics_without(&gw, "document=\"oauth-authorization-server/t3\"").await;
+    assert!(
+        !text.contains("document=\"oauth-authorization-server/t3\""),
+        "metrics of a removed document disappear:\n{text}"
+    );
+    assert!(
+        !text.contains(&format!("route=\"{}\"", route("t3"))),
+        "route series of a removed route disappear:\n{text}"
+    );
+    assert!(text.contains("document=\"oauth-authorization-server/t1\""));
+    assert!(text.contains("document=\"oauth-authorization-server/t4\""));
+}
+
+#[actix_web::test]
+async fn a_bad_file_is_refused_and_the_old_configuration_keeps_serving() {
+    let upstream = upstream().await;
+    let file = File::new(&tenants(&upstream, &[("t1", "")]));
+    let path = file.path();
+    let gw = Gateway::start_with_admin(&["--config", &path]).await;
+    wait_all_fresh(&gw, 1).await;
+
+    for bad in [
+        // TOML syntax error.
+        "[[authorization_server]\nissuer = 1\n".to_string(),
+        // Valid TOML, invalid configuration (unknown key).
+        format!(
+            "[[authorization_server]]\nissuer = \"{}/t2\"\nttl_typo = \"1m\"\n",
+            upstream.base_url
+        ),
+        // Two documents on one route.
+        tenants(&upstream, &[("t2", ""), ("t2", "")]),
+    ] {
+        file.write(&bad);
+        gw.reload();
+        // A refused reload changes nothing; give it time to have run.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let docs = get(&gw.admin("/documents")).await.json();
+        assert_eq!(docs["generation"], 0, "refused: {bad}");
+        assert_eq!(docs["documents"].as_array().unwrap().len(), 1);
+        let r = get(&gw.url(&route("t1"))).await;
+        assert_eq!(r.status, 200, "the old configuration keeps serving");
+        assert_eq!(get(&gw.url(&route("t2"))).await.status, 404);
+    }
+    // The file removed altogether.
+    std::fs::remove_file(file.path()).unwrap();
+    gw.reload();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(get(&gw.url(&route("t1"))).await.status, 200);
+
+    // Fixed: the next reload applies.
+    file.write(&tenants(&upstream, &[("t1", ""), ("t2", "")]));
+    gw.reload();
+    wait_generation(&gw, 1).await;
+    let r = poll_until(&gw.url(&route("t2")), Duration::from_secs(5), |r| {
+        r.status == 200
+    })
+    .await;
+    assert_eq!(r.status, 200);
+    assert_eq!(upstream.requests_for(&route("t1")), 1);
+}
+
+#[actix_web::test]
+async fn without_a_config_file_a_reload_changes_nothing() {
+    let upstream = upstream().await;
+    let issuer = format!("{}/t1", upstream.base_url);
+    let gw = Gateway::start_with_admin(&["--issuer", &issuer, "--upstream", &issuer]).await;
+    assert_eq!(get(&gw.url(&route("t1"))).await.status, 200);
+    gw.reload();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let docs = get(&gw.admin("/documents")).await.json();
+    assert_eq!(docs["generation"], 0);
+    let r = get(&gw.url(&route("t1"))).await;
+    assert_eq!(r.status, 200);
+    assert!(r.cache_status().contains("; hit"));
+    assert_eq!(upstream.requests(), 1);
+}
+
+#[actix_web::test]
+async fn every_request_is_answered_while_reloads_run_under_load() {
+    let upstream = upstream().await;
+    let a = tenants(&upstream, &[("t1", ""), ("t2", "")]);
+    let b = tenants(&upstream, &[("t1", ""), ("t2", ""), ("t5", "")]);
+    let file = File::new(&a);
+    let path = file.path();
+    let gw = Gateway::start_with_admin(&["--config", &path]).await;
+    wait_all_fresh(&gw, 2).await;
+
+    const RELOADS: u64 = 20;
+    const CLIENTS: usize = 4;
+    let done = Arc::new(AtomicBool::new(false));
+    let answered = Arc::new(AtomicUsize::new(0));
+    let url = gw.url(&route("t1"));
+    let clients: Vec<_> = (0..CLIENTS)
+        .map(|_| {
+            let (done, answered, url) = (done.clone(), answered.clone(), url.clone());
+            actix_web::rt::spawn(async move {
+                // Bounded by count as well as by the reloads finishing.
+                let client = client();
+                let mut failures = Vec::new();
+                for _ in 0..20_000 {
+                    if done.load(Ordering::Relaxed) {
+                        break;
+                    }
+                    match client.get(&url).send().await {
+                        Ok(mut res) => {
+                            let status = res.status().as_u16();
+                            let body = res.body().await.map(|b| b.len()).unwrap_or(0);
+                            if status != 200 || body == 0 {
+                                failures.push(format!("status {status}, {body} bytes"));
+                            }
+                        }
+                        Err(e) => failures.push(e.to_string()),
+                    }
+                    answered.fetch_add(1, Ordering::Relaxed);
+                }
+                failures
+            })
+        })
+        .collect();
+
+    let started = Instant::now();
+    for n in 1..=RELOADS {
+        // Requests on every generation, not just before and after.
+        let before = answered.load(Ordering::Relaxed);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while answered.load(Ordering::Relaxed) < before + 2 * CLIENTS && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        file.write(if n % 2 == 1 { &b } else { &a });
+        gw.reload();
+        wait_generation(&gw, n).await;
+    }
+    done.store(true, Ordering::Relaxed);
+    let mut failures = Vec::new();
+    for c in clients {
+        failures.extend(c.await.unwrap());
+    }
+    assert!(
+        failures.is_empty(),
+        "{} of {} requests failed during {RELOADS} reloads in {:?}: {:?}",
+        failures.len(),
+        answered.load(Ordering::Relaxed),
+        started.elapsed(),
+        &failures[..failures.len().min(5)]
+    );
+    assert!(answered.load(Ordering::Relaxed) >= 2 * CLIENTS * RELOADS as usize);
+    assert_eq!(
+        upstream.requests_for(&route("t1")),
+        1,
+        "t1 never changed: fetched once in all those generations"
+    );
+}
+
+#[actix_web::test]
+async fn an_unchanged_template_keeps_its_tenants_and_a_removed_one_stops_serving() {
+    let upstream = upstream().await;
+    let template = format!(
+        "[[authorization_server]]\nissuer = \"{}/realms/{{tenant}}\"\n",
+        upstream.base_url
+    );
+    let file = File::new(&(template.clone() + &tenants(&upstream, &[("t1", "")])));
+    let path = file.path();
+    let gw = Gateway::start_with_admin(&["--config", &path]).await;
+    let acme = format!("{AS_PATH}/realms/acme");
+    assert_eq!(get(&gw.url(&acme)).await.status, 200);
+
+    // Another document added: the template and its tenants stay.
+    file.write(&(template.clone() + &tenants(&upstream, &[("t1", ""), ("t2", "")])));
+    gw.reload();
+    wait_generation(&gw, 1).await;
+    let r = get(&gw.url(&acme)).await;
+    assert!(r.cache_status().contains("; hit"), "{}", r.cache_status());
+    assert_eq!(upstream.requests_for(&acme), 1);
+
+    // The template removed: its routes answer 404, its series are gone.
+    file.write(&tenants(&upstream, &[("t1", ""), ("t2", "")]));
+    gw.reload();
+    wait_generation(&gw, 2).await;
+    let r = get(&gw.url(&acme)).await;
+    assert_eq!(r.status, 404);
+    assert_eq!(
+        upstream.requests_for(&acme),
+        1,
+        "no upstream request for it"
+    );
+    let text = metrics_without(&gw, "realms/{tenant}").await;
+    assert!(!text.contains("realms/{tenant}"), "{text}");
+}
