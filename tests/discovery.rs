@@ -437,6 +437,7 @@ resource_name = "Test MCP server"
         r.header("cache-control")
             .unwrap()
             .strip_prefix("public, max-age=")
+            .and_then(|v| v.split(',').next())
             .unwrap()
             .parse()
             .unwrap()

@@ -166,10 +166,15 @@ async fn hit_headers_count_down_freshness() {
     let cc = r.header("cache-control").unwrap();
     let max_age: u64 = cc
         .strip_prefix("public, max-age=")
+        .and_then(|v| v.split(',').next())
         .unwrap()
         .parse()
         .unwrap();
     assert!((298..=300).contains(&max_age), "{cc}");
+    assert!(
+        cc.ends_with(", stale-if-error=86400"),
+        "a fresh document may be used stale for --max-stale (24h) downstream too: {cc}"
+    );
     let ttl: u64 = r
         .cache_status()
         .strip_prefix("oauth-metadata-gateway; hit; ttl=")

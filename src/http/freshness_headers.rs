@@ -1,6 +1,12 @@
 //! The headers of a metadata response that change with time: `Age`
-//! (RFC 9111 §5.1), `Cache-Control: public, max-age=N` (RFC 9111 §5.2.2.1)
-//! and `Cache-Status` (RFC 9211).
+//! (RFC 9111 §5.1), `Cache-Control: public, max-age=N, stale-if-error=M`
+//! (RFC 9111 §5.2.2.1, RFC 5861 §4) and `Cache-Status` (RFC 9211).
+//!
+//! `stale-if-error` tells a CDN or browser in front how long past its
+//! freshness it may keep using the document while it cannot reach this
+//! gateway: exactly what `--max-stale` still allows here, so a downstream
+//! cache rides out the same outages and never serves the document longer
+//! than the gateway itself would.
 //!
 //! They depend only on a few small values (outcome, whole seconds of age and
 //! of freshness left, the upstream failure detail), which change at most
@@ -27,6 +33,8 @@ pub struct Inputs {
     pub age: u64,
     /// `max-age` in whole seconds.
     pub max_age: u64,
+    /// `stale-if-error` in whole seconds (omitted when 0).
+    pub stale_if_error: u64,
 }
 
 /// The rendered header values (cheap to clone: shared bytes).
@@ -62,8 +70,16 @@ pub fn render(inputs: Inputs) -> Rendered {
     let mut num = itoa::Buffer::new();
     let age =
         HeaderValue::from_str(num.format(inputs.age)).unwrap_or(HeaderValue::from_static("0"));
-    let cache_control = HeaderValue::from_str(&format!("public, max-age={}", inputs.max_age))
-        .unwrap_or(HeaderValue::from_static("public, max-age=0"));
+    let text = if inputs.stale_if_error > 0 {
+        format!(
+            "public, max-age={}, stale-if-error={}",
+            inputs.max_age, inputs.stale_if_error
+        )
+    } else {
+        format!("public, max-age={}", inputs.max_age)
+    };
+    let cache_control =
+        HeaderValue::from_str(&text).unwrap_or(HeaderValue::from_static("public, max-age=0"));
     Rendered {
         age,
         cache_control,
@@ -84,6 +100,7 @@ mod tests {
             },
             age,
             max_age,
+            stale_if_error: 0,
         }
     }
 
@@ -104,6 +121,16 @@ mod tests {
     }
 
     #[test]
+    fn stale_if_error_is_rendered_when_allowed() {
+        let mut i = hit(12, 288);
+        i.stale_if_error = 86_400;
+        assert_eq!(
+            render(i).cache_control,
+            "public, max-age=288, stale-if-error=86400"
+        );
+    }
+
+    #[test]
     fn reuse_never_returns_another_inputs_rendering() {
         let inputs = [
             hit(0, 300),
@@ -120,6 +147,7 @@ mod tests {
                 },
                 age: 303,
                 max_age: 0,
+                stale_if_error: 86_397,
             },
             hit(1, 298),
         ];

@@ -31,13 +31,27 @@ pub fn respond(req: &HttpRequest, rules: &Freshness, lookup: &Lookup) -> HttpRes
             _ => unavailable(lookup),
         };
     };
-    let (ttl_secs, max_age) = match lookup.freshness(rules) {
+    // RFC 5861 §4: a downstream cache may use the document for
+    // `stale-if-error` seconds once it turns stale; here it may be served
+    // until `max_stale` past its TTL, counted from the same moment.
+    let (ttl_secs, max_age, stale_if_error) = match lookup.freshness(rules) {
         FreshnessState::Fresh { remaining } => {
             let secs = whole_seconds(remaining);
-            (secs as i64, secs)
+            (secs as i64, secs, whole_seconds(rules.max_stale))
         }
-        FreshnessState::Stale { past } => (-(ceil_seconds(past).max(1) as i64), 0),
-        FreshnessState::Expired => (0, 0),
+        FreshnessState::Stale { past } => (
+            -(ceil_seconds(past).max(1) as i64),
+            0,
+            whole_seconds(rules.max_stale.saturating_sub(past)),
+        ),
+        FreshnessState::Expired => (0, 0, 0),
+    };
+    // Nothing is kept on a bypass (`--no-cache`): no promise to ride out an
+    // outage.
+    let stale_if_error = if lookup.outcome == CacheOutcome::Bypass {
+        0
+    } else {
+        stale_if_error
     };
     let detail = StatusDetail {
         // Nothing is stored on a bypass, so there is no stored freshness.
@@ -59,7 +73,7 @@ pub fn respond(req: &HttpRequest, rules: &Freshness, lookup: &Lookup) -> HttpRes
     } else {
         HttpResponse::Ok()
     };
-    common_headers(&mut builder, lookup, detail, max_age);
+    common_headers(&mut builder, lookup, detail, max_age, stale_if_error);
     builder.insert_header((header::ETAG, etag.clone()));
     if not_modified {
         return builder.finish();
@@ -74,12 +88,14 @@ fn common_headers(
     lookup: &Lookup,
     detail: StatusDetail,
     max_age: u64,
+    stale_if_error: u64,
 ) {
     let rendered = freshness_headers::for_inputs(Inputs {
         outcome: lookup.outcome,
         detail,
         age: whole_seconds(lookup.age),
         max_age,
+        stale_if_error,
     });
     b.insert_header((header::AGE, rendered.age));
     b.insert_header((header::CACHE_CONTROL, rendered.cache_control));
