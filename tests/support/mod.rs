@@ -68,6 +68,18 @@ impl Behaviour {
         }
     }
 
+    /// A bare `304 Not Modified` (no body, no validators) whatever the
+    /// request asked: an upstream that claims a document is unchanged
+    /// when the gateway never had validators to offer.
+    pub fn not_modified() -> Self {
+        Self::Respond {
+            status: 304,
+            content_type: "application/json".into(),
+            body: Vec::new(),
+            delay: Duration::ZERO,
+        }
+    }
+
     pub fn status(status: u16) -> Self {
         Self::Respond {
             status,
@@ -112,7 +124,25 @@ struct UpstreamState {
     in_flight: AtomicUsize,
     peak_in_flight: AtomicUsize,
     paths: Mutex<Vec<String>>,
+    /// Every request's header block (request line included), in order.
+    heads: Mutex<Vec<String>>,
+    /// Extra response headers on every answer.
+    headers: Mutex<Vec<(String, String)>>,
+    /// Extra response headers for particular paths, replacing `headers`.
+    headers_by_path: Mutex<std::collections::HashMap<String, Vec<(String, String)>>>,
+    /// Validators given with every 200 and honoured in conditional requests.
+    validators: Mutex<Validators>,
+    /// `304 Not Modified` answers sent.
+    not_modified: AtomicUsize,
     held: watch::Sender<bool>,
+}
+
+/// The validators the upstream gives with its 200s (RFC 9110 §8.8) and
+/// checks conditional requests against (RFC 9110 §13.1.1, §13.1.3).
+#[derive(Debug, Clone, Default)]
+struct Validators {
+    etag: Option<String>,
+    last_modified: Option<String>,
 }
 
 /// A test authorization server whose behaviour can be switched at any time.
@@ -147,6 +177,11 @@ impl Upstream {
             in_flight: AtomicUsize::new(0),
             peak_in_flight: AtomicUsize::new(0),
             paths: Mutex::new(Vec::new()),
+            heads: Mutex::new(Vec::new()),
+            headers: Mutex::new(Vec::new()),
+            headers_by_path: Mutex::new(std::collections::HashMap::new()),
+            validators: Mutex::new(Validators::default()),
+            not_modified: AtomicUsize::new(0),
             held,
         });
         let scheme = if tls.is_some() { "https" } else { "http" };
@@ -189,6 +224,47 @@ impl Upstream {
             .lock()
             .unwrap()
             .insert(path.to_string(), behaviour);
+    }
+
+    /// Adds these headers to every answer (replacing earlier ones), e.g.
+    /// `&[("cache-control", "max-age=30"), ("age", "5")]`.
+    pub fn set_headers(&self, headers: &[(&str, &str)]) {
+        *self.state.headers.lock().unwrap() = owned_headers(headers);
+    }
+
+    /// Adds these headers to answers for exactly `path`, instead of the
+    /// ones of [`Upstream::set_headers`].
+    pub fn set_path_headers(&self, path: &str, headers: &[(&str, &str)]) {
+        self.state
+            .headers_by_path
+            .lock()
+            .unwrap()
+            .insert(path.to_string(), owned_headers(headers));
+    }
+
+    /// Revalidation: every 200 carries `ETag: <etag>` (when given); a
+    /// request whose `If-None-Match` lists that tag gets `304 Not
+    /// Modified` with no body (plus the extra headers and the ETag).
+    pub fn set_etag(&self, etag: Option<&str>) {
+        self.state.validators.lock().unwrap().etag = etag.map(str::to_string);
+    }
+
+    /// Revalidation by date: every 200 carries `Last-Modified: <date>`
+    /// (when given); a request without `If-None-Match` whose
+    /// `If-Modified-Since` is that date or later gets `304 Not Modified`.
+    pub fn set_last_modified(&self, date: Option<&str>) {
+        self.state.validators.lock().unwrap().last_modified = date.map(str::to_string);
+    }
+
+    /// `304 Not Modified` answers sent so far (revalidations and bare 304s).
+    pub fn not_modified_sent(&self) -> usize {
+        self.state.not_modified.load(Ordering::SeqCst)
+    }
+
+    /// The header block of every request received so far (request line
+    /// first), in arrival order.
+    pub fn request_heads(&self) -> Vec<String> {
+        self.state.heads.lock().unwrap().clone()
     }
 
     /// Requests received so far (each is one upstream fetch).
@@ -263,8 +339,13 @@ async fn serve_connection<S: AsyncRead + AsyncWrite + Unpin>(
         }
     }
     let head = String::from_utf8_lossy(&buf).to_string();
+    let head = match head.find("\r\n\r\n") {
+        Some(end) => head[..end].to_string(),
+        None => head,
+    };
     let path = head.split_whitespace().nth(1).unwrap_or("").to_string();
     st.paths.lock().unwrap().push(path.clone());
+    st.heads.lock().unwrap().push(head.clone());
     st.requests.fetch_add(1, Ordering::SeqCst);
     let now = st.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
     st.peak_in_flight.fetch_max(now, Ordering::SeqCst);
@@ -300,17 +381,127 @@ async fn serve_connection<S: AsyncRead + AsyncWrite + Unpin>(
             delay,
         } => {
             tokio::time::sleep(delay).await;
-            let head = format!(
-                "HTTP/1.1 {status} X\r\ncontent-type: {content_type}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
-                body.len()
-            );
-            let _ = stream.write_all(head.as_bytes()).await;
-            let _ = stream.write_all(&body).await;
+            let extra = st
+                .headers_by_path
+                .lock()
+                .unwrap()
+                .get(&path)
+                .cloned()
+                .unwrap_or_else(|| st.headers.lock().unwrap().clone());
+            let validators = st.validators.lock().unwrap().clone();
+            let status = if status == 200 && validators.matches(&head) {
+                304
+            } else {
+                status
+            };
+            let mut out = format!("HTTP/1.1 {status} X\r\n");
+            if status == 304 {
+                // RFC 9110 §15.4.5: no content; the validators and the
+                // caching headers a 200 would have had.
+                st.not_modified.fetch_add(1, Ordering::SeqCst);
+            } else {
+                out.push_str(&format!(
+                    "content-type: {content_type}\r\ncontent-length: {}\r\n",
+                    body.len()
+                ));
+            }
+            if status == 200 || status == 304 {
+                if let Some(tag) = &validators.etag {
+                    out.push_str(&format!("etag: {tag}\r\n"));
+                }
+                if let Some(date) = &validators.last_modified {
+                    out.push_str(&format!("last-modified: {date}\r\n"));
+                }
+            }
+            for (k, v) in &extra {
+                out.push_str(&format!("{k}: {v}\r\n"));
+            }
+            out.push_str("connection: close\r\n\r\n");
+            let _ = stream.write_all(out.as_bytes()).await;
+            if status != 304 {
+                let _ = stream.write_all(&body).await;
+            }
             let _ = stream.flush().await;
             let _ = stream.shutdown().await;
         }
     }
     st.in_flight.fetch_sub(1, Ordering::SeqCst);
+}
+
+impl Validators {
+    /// Whether a request with this header block is answered 304: its
+    /// `If-None-Match` lists the ETag (weak comparison), or it has no
+    /// `If-None-Match` and its `If-Modified-Since` is not before
+    /// `Last-Modified` (RFC 9110 §13.2.2: If-None-Match takes precedence).
+    fn matches(&self, head: &str) -> bool {
+        if let Some(inm) = header_of(head, "if-none-match") {
+            let Some(tag) = &self.etag else {
+                return false;
+            };
+            let bare = |t: &str| t.trim().trim_start_matches("W/").to_string();
+            return inm
+                .split(',')
+                .any(|t| t.trim() == "*" || bare(t) == bare(tag));
+        }
+        match (header_of(head, "if-modified-since"), &self.last_modified) {
+            (Some(since), Some(modified)) => {
+                match (
+                    httpdate::parse_http_date(&since),
+                    httpdate::parse_http_date(modified),
+                ) {
+                    (Ok(since), Ok(modified)) => since >= modified,
+                    _ => false,
+                }
+            }
+            _ => false,
+        }
+    }
+}
+
+fn owned_headers(headers: &[(&str, &str)]) -> Vec<(String, String)> {
+    headers
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+/// The value of header `name` (case-insensitive) in a header block, as
+/// [`Upstream::request_heads`] returns them; several fields of that name
+/// are joined with ", ".
+pub fn header_of(head: &str, name: &str) -> Option<String> {
+    let values: Vec<&str> = head
+        .split("\r\n")
+        .skip(1)
+        .filter_map(|line| {
+            let (k, v) = line.split_once(':')?;
+            k.trim().eq_ignore_ascii_case(name).then(|| v.trim())
+        })
+        .collect();
+    (!values.is_empty()).then(|| values.join(", "))
+}
+
+/// `t` as an HTTP date (RFC 9110 §5.6.7), e.g. for `Date` and `Expires`.
+pub fn http_date(t: std::time::SystemTime) -> String {
+    httpdate::fmt_http_date(t)
+}
+
+/// The delta-seconds value of `directive` in a `Cache-Control` value
+/// (`max-age`, `stale-if-error`...), if present and numeric.
+pub fn directive(cache_control: &str, directive: &str) -> Option<u64> {
+    cache_control.split(',').find_map(|d| {
+        let (k, v) = d.trim().split_once('=')?;
+        k.trim()
+            .eq_ignore_ascii_case(directive)
+            .then(|| v.trim().trim_matches('"').parse().ok())
+            .flatten()
+    })
+}
+
+/// The `ttl` parameter of a `Cache-Status` value (RFC 9211 §2.6).
+pub fn cache_status_ttl(cache_status: &str) -> Option<i64> {
+    cache_status
+        .split(';')
+        .find_map(|p| p.trim().strip_prefix("ttl=")?.parse().ok())
 }
 
 fn last_segment(path: &str) -> &str {
@@ -449,6 +640,25 @@ impl Reply {
 
     pub fn json(&self) -> serde_json::Value {
         serde_json::from_slice(&self.body).expect("JSON body")
+    }
+
+    /// `max-age` of the `Cache-Control` header (panics when absent).
+    pub fn max_age(&self) -> u64 {
+        let cc = self.header("cache-control").unwrap_or("");
+        directive(cc, "max-age").unwrap_or_else(|| panic!("no max-age in {cc:?}"))
+    }
+
+    /// The `Age` header in seconds (panics when absent or not a number).
+    pub fn age(&self) -> u64 {
+        let age = self.header("age");
+        age.and_then(|a| a.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no numeric Age header: {age:?}"))
+    }
+
+    /// The `ttl` of `Cache-Status` (panics when absent).
+    pub fn ttl(&self) -> i64 {
+        cache_status_ttl(self.cache_status())
+            .unwrap_or_else(|| panic!("no ttl in Cache-Status {:?}", self.cache_status()))
     }
 }
 
