@@ -1,0 +1,440 @@
+//! `--state-dir` on the real binary: the documents it fetched survive a
+//! SIGKILL and are served again after a restart with the upstream down;
+//! state files that are damaged or belong to another issuer are ignored
+//! (logged, never served); an unusable directory is a warning, not a
+//! reason to stop serving.
+
+mod support;
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use support::*;
+
+const BIN: &str = env!("CARGO_BIN_EXE_oauth-metadata-gateway");
+
+/// The gateway binary as a child process, its output collected.
+struct Process {
+    child: Child,
+    output: Arc<Mutex<Vec<u8>>>,
+    base: String,
+}
+
+impl Process {
+    /// Starts the binary on a fresh port with `args` and `envs` and waits
+    /// (bounded) until it answers `/healthz`.
+    async fn start(args: &[&str], envs: &[(&str, &str)]) -> Self {
+        let listen = format!("127.0.0.1:{}", free_port());
+        let mut cmd = Command::new(BIN);
+        cmd.args(args)
+            .args(["--listen", &listen, "--workers", "1"])
+            .env("RUST_LOG", "info")
+            .env("NO_COLOR", "1");
+        for var in ["GATEWAY_LISTEN", "GATEWAY_STATE_DIR", "GATEWAY_MIN_TTL"] {
+            cmd.env_remove(var);
+        }
+        for (k, v) in envs {
+            cmd.env(k, v);
+        }
+        let mut child = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn the gateway binary");
+        let output = Arc::new(Mutex::new(Vec::new()));
+        let stdout: Box<dyn Read + Send> = Box::new(child.stdout.take().unwrap());
+        let stderr: Box<dyn Read + Send> = Box::new(child.stderr.take().unwrap());
+        for mut pipe in [stdout, stderr] {
+            let out = output.clone();
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 4096];
+                while let Ok(n) = pipe.read(&mut buf) {
+                    if n == 0 {
+                        break;
+                    }
+                    out.lock().unwrap().extend_from_slice(&buf[..n]);
+                }
+            });
+        }
+        let mut p = Self {
+            child,
+            output,
+            base: format!("http://{listen}"),
+        };
+        p.wait_live().await;
+        p
+    }
+
+    async fn wait_live(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            assert!(self.running(), "the gateway exited early:\n{}", self.text());
+            if let Ok(res) = client().get(self.url("/healthz")).send().await {
+                if res.status() == 200 {
+                    return;
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "/healthz never answered 200:\n{}",
+                self.text()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    fn running(&mut self) -> bool {
+        self.child.try_wait().expect("try_wait").is_none()
+    }
+
+    /// SIGKILL: no shutdown code runs.
+    fn kill(mut self) {
+        self.child.kill().expect("SIGKILL the gateway");
+        let _ = self.child.wait();
+    }
+
+    /// Everything printed so far, without terminal colours.
+    fn text(&self) -> String {
+        strip_ansi(&String::from_utf8_lossy(&self.output.lock().unwrap()))
+    }
+
+    /// Waits (bounded) until the output contains `needle`.
+    async fn wait_for_log(&self, needle: &str) {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !self.text().contains(needle) {
+            assert!(
+                Instant::now() < deadline,
+                "no log line containing {needle:?}:\n{}",
+                self.text()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+fn strip_ansi(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut chars = s.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// Every regular file under `dir` (recursively), sorted.
+fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                todo.push(p);
+            } else if p.is_file() {
+                out.push(p);
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// Waits (bounded) until `dir` holds at least one non-empty file whose
+/// size has stopped changing, and returns the files.
+async fn wait_for_state_files(dir: &Path, proc: &Process) -> Vec<PathBuf> {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut last: Option<Vec<(PathBuf, u64)>> = None;
+    loop {
+        let now: Vec<(PathBuf, u64)> = files_under(dir)
+            .into_iter()
+            .map(|p| {
+                let len = std::fs::metadata(&p).map(|m| m.len()).unwrap_or(0);
+                (p, len)
+            })
+            .collect();
+        if now.iter().any(|(_, len)| *len > 0) && last.as_ref() == Some(&now) {
+            return now.into_iter().map(|(p, _)| p).collect();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no state file written under {}: {now:?}\n{}",
+            dir.display(),
+            proc.text()
+        );
+        last = Some(now);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// An upstream serving its document, and the gateway arguments in front of
+/// it (quick retries so a down upstream fails fast).
+async fn upstream() -> (Upstream, String) {
+    let up = Upstream::start(Behaviour::status(500)).await;
+    let body = document(&up.base_url);
+    up.set(Behaviour::json(body.clone()));
+    (up, body)
+}
+
+fn gateway_args<'a>(up: &'a Upstream, state_dir: Option<&'a str>) -> Vec<&'a str> {
+    let mut v = vec![
+        "--upstream",
+        up.base_url.as_str(),
+        "--issuer",
+        up.base_url.as_str(),
+        "--retry-backoff-min",
+        "200ms",
+        "--retry-backoff-max",
+        "400ms",
+        "--upstream-timeout",
+        "2s",
+    ];
+    if let Some(d) = state_dir {
+        v.extend_from_slice(&["--state-dir", d]);
+    }
+    v
+}
+
+#[track_caller]
+fn assert_json_error(r: &Reply, proc: &Process) {
+    assert!(
+        (500..600).contains(&r.status),
+        "expected a 5xx, got {} {} ({}):\n{}",
+        r.status,
+        String::from_utf8_lossy(&r.body),
+        r.cache_status(),
+        proc.text()
+    );
+    assert!(
+        r.header("content-type")
+            .unwrap_or("")
+            .starts_with("application/json"),
+        "{:?}",
+        r.header("content-type")
+    );
+    assert!(r.json()["error"].is_string(), "{}", r.json());
+}
+
+/// Run 1: warm the gateway with `--state-dir`, wait for its state file,
+/// take the upstream down and SIGKILL the process. Returns the state files.
+async fn warm_and_kill(up: &Upstream, body: &str, dir: &str) -> Vec<PathBuf> {
+    let proc = Process::start(&gateway_args(up, Some(dir)), &[]).await;
+    let r = get(&proc.url(AS_PATH)).await;
+    assert_eq!(r.status, 200, "{}", proc.text());
+    assert_eq!(r.body, body.as_bytes());
+    let files = wait_for_state_files(Path::new(dir), &proc).await;
+    up.set(Behaviour::status(503));
+    proc.kill();
+    files
+}
+
+#[actix_web::test]
+async fn a_document_survives_sigkill_and_is_served_with_the_upstream_down() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("state");
+    let dir = dir.to_str().unwrap();
+    let (up, body) = upstream().await;
+    let fetched = Instant::now();
+    let files = warm_and_kill(&up, &body, dir).await;
+    let before = up.requests();
+    // Held for a while, so the restored document has an age to account for.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+
+    let proc = Process::start(&gateway_args(&up, Some(dir)), &[]).await;
+    let r = get(&proc.url(AS_PATH)).await;
+    assert_eq!(
+        r.status,
+        200,
+        "{} {}\n{}",
+        String::from_utf8_lossy(&r.body),
+        r.cache_status(),
+        proc.text()
+    );
+    assert_eq!(r.body, body.as_bytes(), "byte-identical after the restart");
+    let cs = r.cache_status();
+    assert!(
+        cs.contains("; hit") || cs.contains("fwd=stale"),
+        "served from the restored cache: {cs}"
+    );
+    assert!(!cs.contains("fwd=miss"), "{cs}");
+    // Its age counts from the original fetch, not from the restart.
+    let held = fetched.elapsed().as_secs();
+    assert!(
+        r.age() + 1 >= held && r.age() >= 1,
+        "Age {} after {held} s",
+        r.age()
+    );
+    assert!(r.ttl() <= 299, "{cs}");
+    proc.wait_for_log("restored").await;
+    // The upstream answered 503 to anything the restarted gateway asked:
+    // the 200 can only have come from the state file.
+    assert!(up.paths()[before..].iter().all(|p| p == AS_PATH));
+    assert!(files.iter().all(|f| f.starts_with(dir)));
+}
+
+#[actix_web::test]
+async fn a_damaged_state_file_is_ignored_and_never_served() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("state");
+    let dir_s = dir.to_str().unwrap().to_string();
+    let (up, body) = upstream().await;
+    let files = warm_and_kill(&up, &body, &dir_s).await;
+    let originals: Vec<Vec<u8>> = files.iter().map(|f| std::fs::read(f).unwrap()).collect();
+
+    let damages: [(&str, fn(&[u8]) -> Vec<u8>); 3] = [
+        ("truncated", |b| b[..b.len() / 2].to_vec()),
+        ("garbage", |_| b"\x00\xffnot a state file at all\n".to_vec()),
+        ("one byte flipped in the document", |b| {
+            // A valid-looking file whose document bytes changed: the
+            // integrity check (or the issuer check) must catch it.
+            let mut b = b.to_vec();
+            let at = b
+                .windows(b"user:read".len())
+                .position(|w| w == b"user:read")
+                .map(|i| i + 5)
+                .unwrap_or(b.len() / 2);
+            b[at] ^= 0x01;
+            b
+        }),
+    ];
+    for (what, damage) in damages {
+        for (f, orig) in files.iter().zip(&originals) {
+            std::fs::write(f, damage(orig)).unwrap();
+        }
+        // The state dir comes from the environment this time.
+        let mut proc = Process::start(
+            &gateway_args(&up, None),
+            &[("GATEWAY_STATE_DIR", dir_s.as_str())],
+        )
+        .await;
+        let r = get(&proc.url(AS_PATH)).await;
+        assert!(
+            r.body != body.as_bytes(),
+            "{what}: the damaged file was served"
+        );
+        if r.status == 200 {
+            panic!(
+                "{what}: served 200 {} from a damaged file:\n{}",
+                String::from_utf8_lossy(&r.body),
+                proc.text()
+            );
+        }
+        assert_json_error(&r, &proc);
+        proc.wait_for_log("state file ignored").await;
+        assert!(proc.running(), "{what}: the gateway stays up");
+        assert_eq!(get(&proc.url("/healthz")).await.status, 200);
+        proc.kill();
+    }
+}
+
+#[actix_web::test]
+async fn an_unusable_state_dir_is_a_warning_and_the_gateway_serves() {
+    let tmp = tempfile::tempdir().unwrap();
+    // A path under a regular file: no directory can be made there, root
+    // or not.
+    let file = tmp.path().join("file");
+    std::fs::write(&file, b"a regular file").unwrap();
+    let dir = file.join("sub");
+    let dir = dir.to_str().unwrap();
+    let (up, body) = upstream().await;
+    let mut proc = Process::start(&gateway_args(&up, Some(dir)), &[]).await;
+    let r = get(&proc.url(AS_PATH)).await;
+    assert_eq!(r.status, 200, "{}", proc.text());
+    assert_eq!(r.body, body.as_bytes());
+    // Saving fails too; the gateway keeps serving.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(get(&proc.url(AS_PATH)).await.status, 200);
+    assert!(proc.running(), "{}", proc.text());
+    let text = proc.text();
+    let warning = text.lines().find(|l| {
+        let lower = l.to_ascii_lowercase();
+        lower.contains("warn")
+            && (l.contains(dir)
+                || lower.contains("state dir")
+                || lower.contains("state-dir")
+                || lower.contains("state_dir"))
+    });
+    assert!(warning.is_some(), "no warning about the state dir:\n{text}");
+}
+
+#[actix_web::test]
+async fn a_state_file_of_another_issuer_is_not_served() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("state");
+    let dir = dir.to_str().unwrap();
+    // Run 1: issuer X, saved.
+    let (x, x_body) = upstream().await;
+    let after_x = warm_and_kill(&x, &x_body, dir).await;
+
+    // Run 2: the same route (issuer without a path), another issuer Y,
+    // whose upstream is down.
+    let (y, y_body) = upstream().await;
+    y.set(Behaviour::status(503));
+    let proc = Process::start(&gateway_args(&y, Some(dir)), &[]).await;
+    let r = get(&proc.url(AS_PATH)).await;
+    assert!(
+        r.body != x_body.as_bytes(),
+        "issuer X's document served for Y"
+    );
+    assert_json_error(&r, &proc);
+
+    // Once Y answers, Y's document is served and saved.
+    y.set(Behaviour::json(y_body.clone()));
+    let r = poll_until(&proc.url(AS_PATH), Duration::from_secs(5), |r| {
+        r.status == 200
+    })
+    .await;
+    assert_eq!(r.body, y_body.as_bytes());
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let after_y = loop {
+        let now = files_under(Path::new(dir));
+        let changed = now != after_x
+            || now
+                .iter()
+                .any(|f| std::fs::read(f).is_ok_and(|b| !contains(&b, x.base_url.as_bytes())));
+        if changed || Instant::now() >= deadline {
+            break now;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    if after_y == after_x {
+        // The same file name serves both issuers: run 2 found X's file at
+        // start and must have said why it did not use it.
+        assert!(
+            proc.text().contains("state file ignored"),
+            "X's file was at Y's place and nothing says it was ignored:\n{}",
+            proc.text()
+        );
+    }
+}
+
+fn contains(hay: &[u8], needle: &[u8]) -> bool {
+    hay.windows(needle.len()).any(|w| w == needle)
+}
