@@ -6,7 +6,8 @@
 //!   [`discovery`] (well-known routes and upstream URLs, RFC 8414 §3,
 //!   RFC 9728 §3, OpenID Connect Discovery §4), [`document`] (RFC 8414
 //!   validation), [`protected_resource`] (RFC 9728 metadata),
-//!   [`freshness`], [`outcome`], [`error`];
+//!   [`freshness`], [`upstream_freshness`] (RFC 9111 §4.2 lifetimes from
+//!   the upstream's headers), [`outcome`], [`error`];
 //! - [`config`]: the typed configuration (and the TOML file) everything
 //!   else reads; [`listener`]: listener TLS and client-connection limits;
 //! - [`routes`]: the route table built once from the configuration;
@@ -43,6 +44,7 @@ pub mod routes;
 pub mod tenant;
 pub mod tls;
 pub mod upstream;
+pub mod upstream_freshness;
 
 use std::future::Future;
 use std::net::TcpListener;

@@ -685,3 +685,58 @@ proptest! {
         }
     }
 }
+
+fn directive() -> impl Strategy<Value = String> {
+    prop_oneof![
+        (0u64..100_000).prop_map(|n| format!("max-age={n}")),
+        (0u64..100_000).prop_map(|n| format!("S-MaxAge={n}")),
+        Just("no-store".to_string()),
+        Just("no-cache".to_string()),
+        Just("private".to_string()),
+        Just("public".to_string()),
+        Just("no-cache=\"a, b\"".to_string()),
+        "[a-z-]{1,10}(=[a-z0-9\"]{0,5})?",
+        "[ -~]{0,12}",
+    ]
+}
+
+proptest! {
+    #![proptest_config(PtConfig::with_cases(1024))]
+
+    /// RFC 9111 §4.2 within the operator's bounds: whatever the upstream
+    /// sends, the freshness is within [min(--min-ttl, --ttl), --ttl], a
+    /// forbidding directive means --min-ttl, and a plain max-age below
+    /// the bounds is the max-age minus the upstream's Age.
+    #[test]
+    fn upstream_freshness_stays_within_the_bounds(
+        items in proptest::collection::vec(directive(), 0..5),
+        age in proptest::option::of("[0-9]{0,4}|[ -~]{0,6}"),
+        min in 1u64..100,
+        ttl in 1u64..1000,
+    ) {
+        use oauth_metadata_gateway::upstream_freshness::{evaluate, parse_cache_control, Policy, Source, UpstreamHeaders};
+        let value = items.join(", ");
+        let headers = UpstreamHeaders {
+            cache_control: Some(value.clone()),
+            age: age.clone(),
+            ..UpstreamHeaders::default()
+        };
+        let policy = Policy {
+            min_ttl: Duration::from_secs(min),
+            ttl: Duration::from_secs(ttl),
+            honour_upstream: true,
+        };
+        let t = evaluate(&headers, std::time::SystemTime::now(), policy);
+        let low = Duration::from_secs(min.min(ttl));
+        prop_assert!(t.fresh_for >= low && t.fresh_for <= policy.ttl, "{value}: {t:?}");
+        let d = parse_cache_control(&value);
+        if d.no_store || d.no_cache || d.private {
+            prop_assert_eq!(t.fresh_for, low);
+            prop_assert_eq!(t.source, Source::Uncacheable);
+        }
+        if let (None, Some(Ok(max_age)), false) = (d.s_maxage, d.max_age, d.no_store || d.no_cache || d.private) {
+            let expected = Duration::from_secs(max_age).saturating_sub(t.upstream_age).clamp(low, policy.ttl);
+            prop_assert_eq!(t.fresh_for, expected);
+        }
+    }
+}

@@ -1,0 +1,285 @@
+//! How long an upstream answer stays fresh, from its own headers
+//! (RFC 9111 §4.2), within the bounds the operator set.
+//!
+//! The rule, written once:
+//! - freshness lifetime (§4.2.1): `s-maxage` (the gateway is a shared
+//!   cache), else `max-age`, else `Expires` − `Date` (the receipt time
+//!   standing in for a missing `Date`);
+//! - minus the upstream's `Age` (§4.2.3), so a document that already spent
+//!   time in a cache upstream (another gateway, a CDN) is not held longer
+//!   than that cache had left;
+//! - the freshness left is clamped to `[--min-ttl, --ttl]` (a `--min-ttl`
+//!   above a document's TTL is lowered to it);
+//! - `no-store`, `no-cache`, `private` (unqualified) and `max-age=0` would
+//!   forbid or defeat storing; the operator configured the gateway to
+//!   cache this document on purpose, so it is held for `--min-ttl`, the
+//!   least the gateway promises, rather than fetched per request;
+//! - no freshness information at all: `--ttl`, as the operator configured;
+//! - `--ignore-upstream-freshness`: always `--ttl`, and the upstream's
+//!   `Age` is not carried on.
+//!
+//! Age is the upstream's `Age` value only, not the apparent age from its
+//! `Date` (§4.2.3 allows both and takes the larger): the apparent age is
+//! the difference of two hosts' clocks, and a skewed upstream clock would
+//! make every document look stale. Varnish does the same.
+//!
+//! The `Cache-Control` parser is written here rather than taken from a
+//! crate: actix-web's `CacheDirective` matches directive names
+//! case-sensitively, rejects a delta-seconds too large for `u32` instead of
+//! capping it (§1.2.2) and splits quoted strings at commas; and
+//! `http-cache-semantics` makes its own storability choices (heuristic
+//! freshness, `no-store` is never stored) that are not this gateway's. It
+//! is small and covered by property tests (tests/properties.rs).
+
+use std::time::{Duration, SystemTime};
+
+use crate::freshness::MAX_DELTA_SECONDS;
+
+/// The response headers freshness and revalidation are computed from, as
+/// the upstream sent them (several field lines joined with `, `).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct UpstreamHeaders {
+    /// `Cache-Control`.
+    pub cache_control: Option<String>,
+    /// `Expires`.
+    pub expires: Option<String>,
+    /// `Date`.
+    pub date: Option<String>,
+    /// `Age`.
+    pub age: Option<String>,
+    /// `ETag` (a validator for `If-None-Match`).
+    pub etag: Option<String>,
+    /// `Last-Modified` (a validator for `If-Modified-Since`).
+    pub last_modified: Option<String>,
+}
+
+impl UpstreamHeaders {
+    /// RFC 9111 §4.3.4: the headers of a stored response after a `304`,
+    /// which carries the fields it updates (a missing one keeps the
+    /// stored value). `Date` and `Age` are always the 304's own.
+    pub fn updated_by(&self, not_modified: &UpstreamHeaders) -> UpstreamHeaders {
+        let pick = |new: &Option<String>, old: &Option<String>| new.clone().or_else(|| old.clone());
+        UpstreamHeaders {
+            cache_control: pick(&not_modified.cache_control, &self.cache_control),
+            expires: pick(&not_modified.expires, &self.expires),
+            date: not_modified.date.clone(),
+            age: not_modified.age.clone(),
+            etag: pick(&not_modified.etag, &self.etag),
+            last_modified: pick(&not_modified.last_modified, &self.last_modified),
+        }
+    }
+
+    /// Whether a conditional request can be made from these headers.
+    pub fn has_validators(&self) -> bool {
+        self.etag.is_some() || self.last_modified.is_some()
+    }
+}
+
+/// The operator's bounds on upstream freshness.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Policy {
+    /// `--min-ttl`: the least a document is held.
+    pub min_ttl: Duration,
+    /// The document's `--ttl`: the most it is held fresh.
+    pub ttl: Duration,
+    /// `false` with `--ignore-upstream-freshness`.
+    pub honour_upstream: bool,
+}
+
+/// Where a document's freshness came from (for the status endpoint).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    /// No freshness information, or ignored: `--ttl`.
+    Configured,
+    /// `s-maxage`.
+    SMaxAge,
+    /// `max-age`.
+    MaxAge,
+    /// `Expires` − `Date`.
+    Expires,
+    /// `no-store`, `no-cache`, `private` or an unusable value: `--min-ttl`.
+    Uncacheable,
+}
+
+impl Source {
+    /// A short label.
+    pub const fn label(self) -> &'static str {
+        match self {
+            Self::Configured => "ttl",
+            Self::SMaxAge => "s-maxage",
+            Self::MaxAge => "max-age",
+            Self::Expires => "expires",
+            Self::Uncacheable => "min-ttl",
+        }
+    }
+}
+
+/// A document's freshness at receipt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timing {
+    /// The upstream's `Age` (0 when absent or ignored); carried on in the
+    /// `Age` the gateway sends.
+    pub upstream_age: Duration,
+    /// Freshness left at receipt, clamped: how long the gateway holds it
+    /// fresh.
+    pub fresh_for: Duration,
+    /// Where the lifetime came from.
+    pub source: Source,
+}
+
+/// The `Cache-Control` directives that matter to a shared cache storing a
+/// response.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Directives {
+    /// `s-maxage`: `Some(Err(()))` when present but not a delta-seconds.
+    pub s_maxage: Option<Result<u64, ()>>,
+    /// `max-age`, likewise.
+    pub max_age: Option<Result<u64, ()>>,
+    /// `no-store`.
+    pub no_store: bool,
+    /// Unqualified `no-cache` (`no-cache="field"` only concerns fields).
+    pub no_cache: bool,
+    /// Unqualified `private`.
+    pub private: bool,
+}
+
+/// Parses a `Cache-Control` value (RFC 9111 §5.2): comma-separated
+/// directives, names case-insensitive, arguments tokens or quoted strings
+/// (commas inside quotes do not split). The first occurrence of a
+/// directive wins (§4.2.1); unknown directives are ignored.
+pub fn parse_cache_control(value: &str) -> Directives {
+    let mut d = Directives::default();
+    for item in split_directives(value) {
+        let (name, arg) = match item.split_once('=') {
+            Some((n, a)) => (n.trim(), Some(a.trim())),
+            None => (item.trim(), None),
+        };
+        let name = name.to_ascii_lowercase();
+        match (name.as_str(), arg) {
+            ("s-maxage", Some(a)) if d.s_maxage.is_none() => d.s_maxage = Some(delta_seconds(a)),
+            ("s-maxage", None) if d.s_maxage.is_none() => d.s_maxage = Some(Err(())),
+            ("max-age", Some(a)) if d.max_age.is_none() => d.max_age = Some(delta_seconds(a)),
+            ("max-age", None) if d.max_age.is_none() => d.max_age = Some(Err(())),
+            ("no-store", _) => d.no_store = true,
+            ("no-cache", None) => d.no_cache = true,
+            ("private", None) => d.private = true,
+            _ => {}
+        }
+    }
+    d
+}
+
+/// Splits at commas outside quoted strings; empty items are dropped.
+fn split_directives(value: &str) -> impl Iterator<Item = &str> {
+    let mut items = Vec::new();
+    let (mut start, mut quoted, mut escaped) = (0, false, false);
+    for (i, c) in value.char_indices() {
+        match c {
+            _ if escaped => escaped = false,
+            '\\' if quoted => escaped = true,
+            '"' => quoted = !quoted,
+            ',' if !quoted => {
+                items.push(&value[start..i]);
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    items.push(&value[start..]);
+    items.into_iter().filter(|s| !s.trim().is_empty())
+}
+
+/// RFC 9111 §1.2.2 delta-seconds: digits only (a quoted form is
+/// tolerated, as senders do use it); a value too large is capped at 2^31.
+pub fn delta_seconds(text: &str) -> Result<u64, ()> {
+    let text = text.trim();
+    let text = text
+        .strip_prefix('"')
+        .and_then(|t| t.strip_suffix('"'))
+        .unwrap_or(text);
+    if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(());
+    }
+    Ok(text
+        .parse::<u64>()
+        .unwrap_or(MAX_DELTA_SECONDS)
+        .min(MAX_DELTA_SECONDS))
+}
+
+/// The freshness of an answer received at `received` with `headers`.
+pub fn evaluate(headers: &UpstreamHeaders, received: SystemTime, policy: Policy) -> Timing {
+    let ttl = policy.ttl;
+    let min = policy.min_ttl.min(ttl);
+    if !policy.honour_upstream {
+        return Timing {
+            upstream_age: Duration::ZERO,
+            fresh_for: ttl,
+            source: Source::Configured,
+        };
+    }
+    // §5.1: an Age that is not a delta-seconds is ignored.
+    let upstream_age = headers
+        .age
+        .as_deref()
+        .and_then(|a| a.split(',').next())
+        .and_then(|a| delta_seconds(a).ok())
+        .map_or(Duration::ZERO, Duration::from_secs);
+    let directives = headers
+        .cache_control
+        .as_deref()
+        .map(parse_cache_control)
+        .unwrap_or_default();
+    let (lifetime, source) = match lifetime(headers, &directives, received) {
+        _ if directives.no_store || directives.no_cache || directives.private => {
+            (None, Source::Uncacheable)
+        }
+        Some((secs, source)) => (Some(secs), source),
+        None if directives.s_maxage.is_some()
+            || directives.max_age.is_some()
+            || headers.expires.is_some() =>
+        {
+            // Freshness information present but unusable (§4.2.1, §5.3:
+            // an invalid `Expires` means already expired).
+            (None, Source::Uncacheable)
+        }
+        None => (Some(ttl), Source::Configured),
+    };
+    let fresh_for = match (lifetime, source) {
+        (_, Source::Configured) => ttl,
+        (Some(l), _) => l.saturating_sub(upstream_age).clamp(min, ttl),
+        (None, _) => min,
+    };
+    Timing {
+        upstream_age,
+        fresh_for,
+        source,
+    }
+}
+
+/// The lifetime from the headers, if they give a usable one.
+fn lifetime(
+    headers: &UpstreamHeaders,
+    d: &Directives,
+    received: SystemTime,
+) -> Option<(Duration, Source)> {
+    if let Some(v) = d.s_maxage {
+        return v.ok().map(|s| (Duration::from_secs(s), Source::SMaxAge));
+    }
+    if let Some(v) = d.max_age {
+        return v.ok().map(|s| (Duration::from_secs(s), Source::MaxAge));
+    }
+    let expires = headers.expires.as_deref()?;
+    let expires = httpdate::parse_http_date(expires.trim()).ok()?;
+    let date = headers
+        .date
+        .as_deref()
+        .and_then(|d| httpdate::parse_http_date(d.trim()).ok())
+        .unwrap_or(received);
+    Some((
+        expires.duration_since(date).unwrap_or(Duration::ZERO),
+        Source::Expires,
+    ))
+}
+
+#[cfg(test)]
+mod tests;
