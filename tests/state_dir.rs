@@ -308,7 +308,7 @@ async fn a_damaged_state_file_is_ignored_and_never_served() {
     let files = warm_and_kill(&up, &body, &dir_s).await;
     let originals: Vec<Vec<u8>> = files.iter().map(|f| std::fs::read(f).unwrap()).collect();
 
-    let damages: [(&str, fn(&[u8]) -> Vec<u8>); 3] = [
+    let damages: [(&str, Damage); 3] = [
         ("truncated", |b| b[..b.len() / 2].to_vec()),
         ("garbage", |_| b"\x00\xffnot a state file at all\n".to_vec()),
         ("one byte flipped in the document", |b| {
@@ -434,6 +434,9 @@ async fn a_state_file_of_another_issuer_is_not_served() {
         );
     }
 }
+
+/// Turns a state file's bytes into damaged ones.
+type Damage = fn(&[u8]) -> Vec<u8>;
 
 fn contains(hay: &[u8], needle: &[u8]) -> bool {
     hay.windows(needle.len()).any(|w| w == needle)
