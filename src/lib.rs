@@ -98,6 +98,9 @@ pub async fn run(
         _ => None,
     };
     let gateway = Gateway::new(&config)?;
+    // Before the first request and the first refresh: a restart during an
+    // upstream outage serves the saved documents.
+    gateway.restore_saved().await;
     let (stop_refreshers, stop) = tokio::sync::watch::channel(());
     // Without a cache (`--no-cache`) there is nothing to refresh ahead.
     let refresh = gateway.cache.mode() == cache::CacheMode::Store;

@@ -95,6 +95,8 @@ impl Live {
         let current = self.current();
         let (next, report) = current.next(documents);
         let generation = next.generation;
+        // Added documents saved by an earlier run are served at once.
+        next.restore_saved().await;
         self.current.store(next.clone());
         if let Some(s) = &self.scheduler {
             let _ = s.send(Command::Replace(next.slots.clone()));

@@ -75,7 +75,40 @@ impl UpstreamHeaders {
     }
 }
 
-/// The operator's bounds on upstream freshness.
+/// The operator's settings for upstream freshness, shared by every
+/// document (`--min-ttl`, `--ignore-upstream-freshness`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Settings {
+    /// `--min-ttl`.
+    pub min_ttl: Duration,
+    /// `false` with `--ignore-upstream-freshness`.
+    pub honour_upstream: bool,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            min_ttl: DEFAULT_MIN_TTL,
+            honour_upstream: true,
+        }
+    }
+}
+
+/// Default `--min-ttl`.
+pub const DEFAULT_MIN_TTL: Duration = Duration::from_secs(10);
+
+impl Settings {
+    /// The policy of a document with `ttl`.
+    pub fn policy(self, ttl: Duration) -> Policy {
+        Policy {
+            min_ttl: self.min_ttl,
+            ttl,
+            honour_upstream: self.honour_upstream,
+        }
+    }
+}
+
+/// The operator's bounds on one document's upstream freshness.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Policy {
     /// `--min-ttl`: the least a document is held.
@@ -99,6 +132,9 @@ pub enum Source {
     Expires,
     /// `no-store`, `no-cache`, `private` or an unusable value: `--min-ttl`.
     Uncacheable,
+    /// Read back from the state directory (the freshness computed when it
+    /// was fetched).
+    Saved,
 }
 
 impl Source {
@@ -110,6 +146,7 @@ impl Source {
             Self::MaxAge => "max-age",
             Self::Expires => "expires",
             Self::Uncacheable => "min-ttl",
+            Self::Saved => "saved",
         }
     }
 }
