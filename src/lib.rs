@@ -7,6 +7,9 @@
 //!   RFC 9728 §3, OpenID Connect Discovery §4), [`document`] (RFC 8414
 //!   validation), [`protected_resource`] (RFC 9728 metadata),
 //!   [`freshness`], [`outcome`], [`error`];
+//! - [`state_store`]: validated documents kept on disk across restarts
+//!   (`--state-dir`), atomic saves and checked loads; depends on nothing
+//!   of this crate;
 //! - [`config`]: the typed configuration (and the TOML file) everything
 //!   else reads; [`listener`]: listener TLS and client-connection limits;
 //! - [`routes`]: the route table built once from the configuration;
@@ -40,6 +43,7 @@ pub mod outcome;
 pub mod protected_resource;
 pub mod refresher;
 pub mod routes;
+pub mod state_store;
 pub mod tenant;
 pub mod tls;
 pub mod upstream;
