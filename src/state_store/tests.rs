@@ -288,7 +288,8 @@ fn a_file_under_another_keys_name_is_foreign() {
 fn garbage_and_empty_files_are_problems() {
     let (_tmp, dir) = store();
     let path = dir.path_for("k");
-    let cases: [(&[u8], fn(&LoadProblem) -> bool); 7] = [
+    type Expect = fn(&LoadProblem) -> bool;
+    let cases: [(&[u8], Expect); 7] = [
         (b"", |p| {
             *p == LoadProblem::Truncated {
                 expected: None,
