@@ -87,7 +87,15 @@ impl StoredDocument {
         slot: &DocumentSlot,
     ) -> Self {
         let timing = upstream_freshness::evaluate(&headers, received, slot.policy);
-        Self::with_timing(document, url, headers, received, timing, slot, Duration::ZERO)
+        Self::with_timing(
+            document,
+            url,
+            headers,
+            received,
+            timing,
+            slot,
+            Duration::ZERO,
+        )
     }
 
     /// This document renewed by a `304` received at `received`
@@ -100,7 +108,13 @@ impl StoredDocument {
         slot: &DocumentSlot,
     ) -> Self {
         let headers = self.headers.updated_by(not_modified);
-        Self::new(self.document.clone(), self.url.clone(), headers, received, slot)
+        Self::new(
+            self.document.clone(),
+            self.url.clone(),
+            headers,
+            received,
+            slot,
+        )
     }
 
     /// A document read back from the state directory, received `resident`
@@ -164,7 +178,9 @@ impl StoredDocument {
     /// next to [`Self::age_after`]): the upstream's age at receipt plus
     /// the freshness allowed here.
     pub fn lifetime(&self) -> Duration {
-        self.timing.upstream_age.saturating_add(self.timing.fresh_for)
+        self.timing
+            .upstream_age
+            .saturating_add(self.timing.fresh_for)
     }
 
     /// When moka may drop it: past its freshness and `max_stale`.
@@ -424,7 +440,11 @@ impl MetadataCache {
 
     /// `--no-cache`: this request's own fetch, nothing stored.
     async fn lookup_uncached(&self, slot: &DocumentSlot) -> Lookup {
-        match self.context().fetch(slot, Priority::Client, None, None).await {
+        match self
+            .context()
+            .fetch(slot, Priority::Client, None, None)
+            .await
+        {
             Ok(stored) => Lookup::fetched(CacheOutcome::Bypass, stored),
             Err(error) => Lookup::error(error, slot.backoff_min()),
         }

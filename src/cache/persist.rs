@@ -129,7 +129,10 @@ impl StateWriter {
 
     /// Reads the saved copies of `slots` back; each usable one is returned
     /// with its slot, ready to be stored. Runs on a blocking thread.
-    pub async fn load(&self, slots: Vec<Arc<DocumentSlot>>) -> (Vec<(Arc<DocumentSlot>, StoredDocument)>, RestoreReport) {
+    pub async fn load(
+        &self,
+        slots: Vec<Arc<DocumentSlot>>,
+    ) -> (Vec<(Arc<DocumentSlot>, StoredDocument)>, RestoreReport) {
         let dir = self.dir.clone();
         let max_body = self.max_body;
         let loaded = tokio::task::spawn_blocking(move || load_all(&dir, slots, max_body)).await;
@@ -215,7 +218,11 @@ fn file_of(dir: &StateDir, key: &str) -> PathBuf {
 }
 
 /// Checks a saved copy against `slot` exactly as a fetched one would be.
-fn restore(slot: &DocumentSlot, saved: SavedDocument, now: SystemTime) -> Result<StoredDocument, String> {
+fn restore(
+    slot: &DocumentSlot,
+    saved: SavedDocument,
+    now: SystemTime,
+) -> Result<StoredDocument, String> {
     if saved.issuer != slot.issuer().as_str() {
         return Err(format!(
             "saved for issuer {:?}, the document's issuer is now {:?}",
@@ -236,7 +243,9 @@ fn restore(slot: &DocumentSlot, saved: SavedDocument, now: SystemTime) -> Result
     let document = ValidatedDocument::validate(saved.body, slot.issuer())
         .map_err(|e| format!("the saved document is not valid metadata: {e}"))?;
     // A clock that went backwards makes it look new; never negative.
-    let resident = now.duration_since(saved.fetched_at).unwrap_or(Duration::ZERO);
+    let resident = now
+        .duration_since(saved.fetched_at)
+        .unwrap_or(Duration::ZERO);
     let timing = Timing {
         upstream_age: saved.upstream_age,
         fresh_for: saved

@@ -235,7 +235,11 @@ impl TemplateCache {
                         this.shared.upstream,
                     )),
                 };
-                let state = match this.context().fetch(&slot, Priority::Client, None, None).await {
+                let state = match this
+                    .context()
+                    .fetch(&slot, Priority::Client, None, None)
+                    .await
+                {
                     Ok(stored) => TenantState::Document(stored),
                     Err(FetchError::HttpStatus(status @ (404 | 410))) => {
                         TenantState::NotFound { status }

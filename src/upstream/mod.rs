@@ -240,7 +240,11 @@ async fn fetch_once(
             // RFC 9111 §4.3.1: If-None-Match is preferred; both are sent
             // when both are known (RFC 9110 §13.1.3 makes the server
             // ignore If-Modified-Since when If-None-Match is present).
-            if let Some(etag) = v.etag.as_deref().and_then(|e| header::HeaderValue::from_str(e).ok()) {
+            if let Some(etag) = v
+                .etag
+                .as_deref()
+                .and_then(|e| header::HeaderValue::from_str(e).ok())
+            {
                 request = request.insert_header((header::IF_NONE_MATCH, etag));
             }
             if let Some(lm) = v
@@ -300,10 +304,7 @@ async fn fetch_once(
 /// visible ASCII are dropped.
 fn upstream_headers(h: &header::HeaderMap) -> UpstreamHeaders {
     let get = |name: header::HeaderName| -> Option<String> {
-        let values: Vec<&str> = h
-            .get_all(name)
-            .filter_map(|v| v.to_str().ok())
-            .collect();
+        let values: Vec<&str> = h.get_all(name).filter_map(|v| v.to_str().ok()).collect();
         (!values.is_empty()).then(|| values.join(", "))
     };
     let first = |name: header::HeaderName| -> Option<String> {

@@ -33,7 +33,10 @@ fn fresh_for(h: &UpstreamHeaders) -> (u64, Source) {
 #[test]
 fn lifetime_sources_in_rfc_order() {
     assert_eq!(fresh_for(&cc("max-age=60")), (60, Source::MaxAge));
-    assert_eq!(fresh_for(&cc("public, max-age=60, s-maxage=20")), (20, Source::SMaxAge));
+    assert_eq!(
+        fresh_for(&cc("public, max-age=60, s-maxage=20")),
+        (20, Source::SMaxAge)
+    );
     let mut h = UpstreamHeaders {
         expires: Some(http_date(at(40))),
         date: Some(http_date(at(0))),
@@ -96,7 +99,10 @@ fn forbidding_directives_hold_for_min_ttl() {
 
 #[test]
 fn no_information_means_the_configured_ttl() {
-    assert_eq!(fresh_for(&UpstreamHeaders::default()), (300, Source::Configured));
+    assert_eq!(
+        fresh_for(&UpstreamHeaders::default()),
+        (300, Source::Configured)
+    );
     assert_eq!(fresh_for(&cc("public")), (300, Source::Configured));
     assert_eq!(fresh_for(&cc("must-revalidate")), (300, Source::Configured));
 }
@@ -135,10 +141,14 @@ fn ignoring_upstream_freshness_is_the_fixed_ttl() {
 #[test]
 fn parser_details() {
     let d = parse_cache_control("Max-Age=\"60\" , s-maxage=99999999999999999999, max-age=5");
-    assert_eq!(d.max_age, Some(Ok(60)), "first occurrence wins, quoted tolerated");
+    assert_eq!(
+        d.max_age,
+        Some(Ok(60)),
+        "first occurrence wins, quoted tolerated"
+    );
     assert_eq!(d.s_maxage, Some(Ok(MAX_DELTA_SECONDS)), "capped at 2^31");
     assert_eq!(parse_cache_control(",,"), Directives::default());
-    assert_eq!(delta_seconds("+5"), Err(()));
+    assert_eq!(delta_seconds("+5"), Err(InvalidDeltaSeconds));
     assert_eq!(delta_seconds(" 7 "), Ok(7));
 }
 
