@@ -6,6 +6,12 @@
 #   docker run --rm -p 8080:8080 \
 #     -e GATEWAY_UPSTREAM=https://auth.example.com oauth-metadata-gateway:0.1.0
 #
+# To keep validated documents across container restarts during an upstream
+# outage (docs/operations.md, "State directory"), add
+#     -v oauth-metadata-gateway-state:/var/lib/oauth-metadata-gateway \
+#     -e GATEWAY_STATE_DIR=/var/lib/oauth-metadata-gateway
+# A new named volume takes the image directory's owner (the runtime user).
+#
 # Pin the toolchain with --build-arg RUST_VERSION=1.95 (default: latest 1.x).
 # The builder is Debian bookworm so the binary links against the same glibc
 # as the distroless cc-debian12 runtime image.
@@ -39,7 +45,8 @@ RUN rm -rf target/release/.fingerprint/oauth-metadata-gateway-* \
     && find src -type f -name '*.rs' -exec touch {} + \
     && cargo build --release --locked --bin oauth-metadata-gateway \
     && ./target/release/oauth-metadata-gateway --version | grep '^oauth-metadata-gateway ' \
-    && install -m 0755 target/release/oauth-metadata-gateway /usr/local/bin/oauth-metadata-gateway
+    && install -m 0755 target/release/oauth-metadata-gateway /usr/local/bin/oauth-metadata-gateway \
+    && install -d -m 0700 -o 65532 -g 65532 /out/state
 
 # ---------------------------------------------------------------------------
 # Runtime: glibc + libgcc only, no shell, no package manager. TLS roots are
@@ -51,6 +58,10 @@ LABEL org.opencontainers.image.title="oauth-metadata-gateway" \
       org.opencontainers.image.licenses="MIT OR Apache-2.0"
 
 COPY --from=builder /usr/local/bin/oauth-metadata-gateway /usr/local/bin/oauth-metadata-gateway
+# The state directory (GATEWAY_STATE_DIR, opt-in), owned by the runtime user
+# (distroless has no shell to mkdir/chown in this stage). Kubernetes mounts a
+# volume over it, which makes it writable under readOnlyRootFilesystem.
+COPY --from=builder --chown=65532:65532 /out/state /var/lib/oauth-metadata-gateway
 
 # Numeric, so Kubernetes' runAsNonRoot can verify it without /etc/passwd
 # (65532 is distroless' "nonroot" user).

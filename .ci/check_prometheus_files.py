@@ -36,7 +36,7 @@ METRICS = {
     "metadata_gateway_lookups_total": ("counter", {"document", "result"},
                                        {"result": {"hit", "stale", "miss", "error", "not_found"}}),
     "metadata_gateway_upstream_fetches_total": ("counter", {"document", "outcome"},
-                                                {"outcome": {"ok", "timeout", "connect_error", "http_status",
+                                                {"outcome": {"ok", "not_modified", "timeout", "connect_error", "http_status",
                                                              "invalid_document", "too_large"}}),
     "metadata_gateway_upstream_fetch_duration_seconds": ("histogram", set(), {}),
     "metadata_gateway_document_age_seconds": ("gauge", {"document"}, {}),

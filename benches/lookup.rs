@@ -120,7 +120,7 @@ async fn serve(gw: &Gateway, req: &actix_web::HttpRequest) -> HttpResponse {
     let slot = &gw.slots[0];
     let lookup = gw.cache.lookup(slot).await;
     slot.metrics().record_lookup(lookup.outcome);
-    metadata::respond(req, &slot.freshness, &lookup)
+    metadata::respond(req, &lookup)
 }
 
 fn benches(c: &mut Criterion) {

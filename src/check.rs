@@ -181,6 +181,7 @@ pub async fn run(args: &CheckArgs) -> Report {
         backoff_max: Duration::from_secs(1),
         concurrency: crate::config::DEFAULT_UPSTREAM_CONCURRENCY,
         extra_roots,
+        freshness: crate::upstream_freshness::Settings::default(),
     }) {
         Ok(f) => f,
         Err(e) => {
@@ -555,6 +556,7 @@ mod tests {
             status: 200,
             content_type: Some(content_type.into()),
             body: Bytes::from(serde_json::to_vec(doc).unwrap()),
+            headers: Default::default(),
         };
         analyze_authorization_server(
             &mut r,
@@ -702,6 +704,7 @@ mod tests {
             status: 200,
             content_type: Some("application/json".into()),
             body: Bytes::from(serde_json::to_vec(&v).unwrap()),
+            headers: Default::default(),
         };
         let res = "https://mcp.example.com/mcp";
         let mut r = Report::default();

@@ -23,7 +23,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::cache::tenants::{Shared, TemplateCache};
-use crate::cache::{Backoff, CacheMode, DocumentSlot, MetadataCache};
+use crate::cache::{Backoff, CacheMode, DocumentSlot, MetadataCache, RestoreReport, StateWriter};
 use crate::config::{Config, DocumentConfig, Documents, TemplateConfig};
 use crate::discovery::DocumentKind;
 use crate::error::RunError;
@@ -155,13 +155,18 @@ impl Gateway {
         } else {
             CacheMode::Store
         };
+        let state = match (&config.state_dir, mode) {
+            (Some(dir), CacheMode::Store) => StateWriter::open(dir, config.upstream.max_body_size),
+            _ => None,
+        };
         let lasting = Lasting {
-            cache: Arc::new(MetadataCache::new(fetcher.clone(), mode)),
+            cache: Arc::new(MetadataCache::new(fetcher.clone(), mode, state)),
             metrics,
             shared: Shared {
                 fetcher,
                 backoff,
                 fetch_timeout: config.upstream.timeout,
+                upstream: config.upstream.freshness,
             },
             metrics_document_labels: config.metrics_document_labels,
         };
@@ -183,8 +188,13 @@ impl Gateway {
     /// routes it does not have.
     pub async fn retire(&self, next: &Gateway) {
         let kept: HashSet<usize> = next.slots.iter().map(|s| s.id).collect();
+        let names: HashSet<&str> = next.slots.iter().map(|s| &*s.name).collect();
         for slot in self.slots.iter().filter(|s| !kept.contains(&s.id)) {
             self.cache.invalidate(slot).await;
+            // A changed document keeps its name and overwrites its file.
+            if !names.contains(&*slot.name) {
+                self.cache.forget(&slot.name);
+            }
         }
         let names: HashSet<&str> = next.groups.iter().map(|g| g.name()).collect();
         for g in self.groups.iter().filter(|g| !names.contains(g.name())) {
@@ -281,6 +291,7 @@ impl Gateway {
                         doc,
                         lasting.shared.fetch_timeout,
                         lasting.shared.backoff,
+                        lasting.shared.upstream,
                     )),
                 }
             })
@@ -349,6 +360,21 @@ impl Gateway {
         (gateway, report)
     }
 
+    /// Serves what the state directory saved for this generation's
+    /// documents that have nothing stored (all of them at start-up, the
+    /// added and changed ones after a reload); logs a summary.
+    pub async fn restore_saved(&self) -> RestoreReport {
+        let report = self.cache.restore(&self.slots).await;
+        if report.restored > 0 || report.ignored > 0 {
+            tracing::info!(
+                restored = report.restored,
+                ignored = report.ignored,
+                "documents restored from the state dir (served until a fetch replaces them)"
+            );
+        }
+        report
+    }
+
     /// True when a configured document, template or protected resource
     /// has this name.
     pub fn has_document(&self, name: &str) -> bool {
@@ -375,8 +401,8 @@ impl Gateway {
             }
         };
         for slot in &self.slots {
-            if let Some((_, age)) = self.cache.servable(slot).await {
-                let stale = usize::from(age >= slot.freshness.ttl);
+            if let Some((stored, age)) = self.cache.servable(slot).await {
+                let stale = usize::from(age >= stored.rules.ttl);
                 add(&slot.metrics(), 1, stale, age);
             }
         }

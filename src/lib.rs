@@ -8,13 +8,17 @@
 //!   validation), [`protected_resource`] (RFC 9728 metadata),
 //!   [`freshness`], [`upstream_freshness`] (RFC 9111 §4.2 lifetimes from
 //!   the upstream's headers), [`outcome`], [`error`];
+//! - [`state_store`]: validated documents kept on disk across restarts
+//!   (`--state-dir`), atomic saves and checked loads; depends on nothing
+//!   of this crate;
 //! - [`config`]: the typed configuration (and the TOML file) everything
 //!   else reads; [`listener`]: listener TLS and client-connection limits;
 //! - [`routes`]: the route table built once from the configuration;
 //! - [`upstream`]: awc fetches on a dedicated thread, bounded per host;
 //!   [`tls`]: rustls setup; [`metrics`]: Prometheus registry;
 //! - [`cache`]: moka-backed caches of configured documents and template
-//!   tenants, coalescing and back-off; [`refresher`]: the refresh scheduler;
+//!   tenants, coalescing, back-off, revalidation and saving to the state
+//!   directory; [`refresher`]: the refresh scheduler;
 //! - [`gateway`]: the assembled service state shared by workers;
 //! - [`http`]: the HTTP front; [`demo`]: the built-in demo authorization server;
 //! - [`check`]: the `check` subcommand; [`cli`]: the command line, top of
@@ -41,6 +45,7 @@ pub mod outcome;
 pub mod protected_resource;
 pub mod refresher;
 pub mod routes;
+pub mod state_store;
 pub mod tenant;
 pub mod tls;
 pub mod upstream;
@@ -98,6 +103,9 @@ pub async fn run(
         _ => None,
     };
     let gateway = Gateway::new(&config)?;
+    // Before the first request and the first refresh: a restart during an
+    // upstream outage serves the saved documents.
+    gateway.restore_saved().await;
     let (stop_refreshers, stop) = tokio::sync::watch::channel(());
     // Without a cache (`--no-cache`) there is nothing to refresh ahead.
     let refresh = gateway.cache.mode() == cache::CacheMode::Store;

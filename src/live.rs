@@ -93,8 +93,16 @@ impl Live {
             }
         };
         let current = self.current();
+        if documents.state_dir != current.documents.state_dir {
+            tracing::warn!(
+                file = %file.path.display(),
+                "state_dir changed in the config file: it takes effect at the next restart"
+            );
+        }
         let (next, report) = current.next(documents);
         let generation = next.generation;
+        // Added documents saved by an earlier run are served at once.
+        next.restore_saved().await;
         self.current.store(next.clone());
         if let Some(s) = &self.scheduler {
             let _ = s.send(Command::Replace(next.slots.clone()));

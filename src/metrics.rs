@@ -34,8 +34,9 @@ use prometheus::{
 use crate::outcome::{CacheOutcome, RESULT_LABELS};
 
 /// Every value of the `outcome` label of upstream fetches.
-pub const FETCH_OUTCOMES: [&str; 6] = [
+pub const FETCH_OUTCOMES: [&str; 7] = [
     "ok",
+    "not_modified",
     "timeout",
     "connect_error",
     "http_status",

@@ -75,7 +75,40 @@ impl UpstreamHeaders {
     }
 }
 
-/// The operator's bounds on upstream freshness.
+/// The operator's settings for upstream freshness, shared by every
+/// document (`--min-ttl`, `--ignore-upstream-freshness`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Settings {
+    /// `--min-ttl`.
+    pub min_ttl: Duration,
+    /// `false` with `--ignore-upstream-freshness`.
+    pub honour_upstream: bool,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            min_ttl: DEFAULT_MIN_TTL,
+            honour_upstream: true,
+        }
+    }
+}
+
+/// Default `--min-ttl`.
+pub const DEFAULT_MIN_TTL: Duration = Duration::from_secs(10);
+
+impl Settings {
+    /// The policy of a document with `ttl`.
+    pub fn policy(self, ttl: Duration) -> Policy {
+        Policy {
+            min_ttl: self.min_ttl,
+            ttl,
+            honour_upstream: self.honour_upstream,
+        }
+    }
+}
+
+/// The operator's bounds on one document's upstream freshness.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Policy {
     /// `--min-ttl`: the least a document is held.
@@ -99,6 +132,9 @@ pub enum Source {
     Expires,
     /// `no-store`, `no-cache`, `private` or an unusable value: `--min-ttl`.
     Uncacheable,
+    /// Read back from the state directory (the freshness computed when it
+    /// was fetched).
+    Saved,
 }
 
 impl Source {
@@ -110,6 +146,7 @@ impl Source {
             Self::MaxAge => "max-age",
             Self::Expires => "expires",
             Self::Uncacheable => "min-ttl",
+            Self::Saved => "saved",
         }
     }
 }
@@ -131,10 +168,10 @@ pub struct Timing {
 /// response.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Directives {
-    /// `s-maxage`: `Some(Err(()))` when present but not a delta-seconds.
-    pub s_maxage: Option<Result<u64, ()>>,
+    /// `s-maxage`: `Some(Err(InvalidDeltaSeconds))` when present but not a delta-seconds.
+    pub s_maxage: Option<Result<u64, InvalidDeltaSeconds>>,
     /// `max-age`, likewise.
-    pub max_age: Option<Result<u64, ()>>,
+    pub max_age: Option<Result<u64, InvalidDeltaSeconds>>,
     /// `no-store`.
     pub no_store: bool,
     /// Unqualified `no-cache` (`no-cache="field"` only concerns fields).
@@ -157,9 +194,9 @@ pub fn parse_cache_control(value: &str) -> Directives {
         let name = name.to_ascii_lowercase();
         match (name.as_str(), arg) {
             ("s-maxage", Some(a)) if d.s_maxage.is_none() => d.s_maxage = Some(delta_seconds(a)),
-            ("s-maxage", None) if d.s_maxage.is_none() => d.s_maxage = Some(Err(())),
+            ("s-maxage", None) if d.s_maxage.is_none() => d.s_maxage = Some(Err(InvalidDeltaSeconds)),
             ("max-age", Some(a)) if d.max_age.is_none() => d.max_age = Some(delta_seconds(a)),
-            ("max-age", None) if d.max_age.is_none() => d.max_age = Some(Err(())),
+            ("max-age", None) if d.max_age.is_none() => d.max_age = Some(Err(InvalidDeltaSeconds)),
             ("no-store", _) => d.no_store = true,
             ("no-cache", None) => d.no_cache = true,
             ("private", None) => d.private = true,
@@ -189,16 +226,20 @@ fn split_directives(value: &str) -> impl Iterator<Item = &str> {
     items.into_iter().filter(|s| !s.trim().is_empty())
 }
 
+/// A directive argument or `Age` that is not delta-seconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct InvalidDeltaSeconds;
+
 /// RFC 9111 §1.2.2 delta-seconds: digits only (a quoted form is
 /// tolerated, as senders do use it); a value too large is capped at 2^31.
-pub fn delta_seconds(text: &str) -> Result<u64, ()> {
+pub fn delta_seconds(text: &str) -> Result<u64, InvalidDeltaSeconds> {
     let text = text.trim();
     let text = text
         .strip_prefix('"')
         .and_then(|t| t.strip_suffix('"'))
         .unwrap_or(text);
     if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(());
+        return Err(InvalidDeltaSeconds);
     }
     Ok(text
         .parse::<u64>()

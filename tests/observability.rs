@@ -49,8 +49,9 @@ const AGE: &str = "metadata_gateway_document_age_seconds";
 const STALE: &str = "metadata_gateway_document_stale";
 const CACHED: &str = "metadata_gateway_document_cached";
 const RESULTS: [&str; 5] = ["hit", "stale", "miss", "error", "not_found"];
-const OUTCOMES: [&str; 6] = [
+const OUTCOMES: [&str; 7] = [
     "ok",
+    "not_modified",
     "timeout",
     "connect_error",
     "http_status",

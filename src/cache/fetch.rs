@@ -1,44 +1,59 @@
 //! One fetch of a document: its upstream URLs tried in order until one
-//! does not answer 4xx, the answer validated (RFC 8414, issuer included),
-//! counted once in the metrics and logged once, and the slot's back-off
-//! state updated. Shared by configured documents and template tenants.
+//! does not answer 4xx, the answer validated (RFC 8414, issuer included)
+//! or, for a refresh that sent the stored document's validators, a `304`
+//! that renews it without a download (RFC 9111 §4.3.4); counted once in
+//! the metrics and logged once, the slot's back-off state updated, and a
+//! configured document's new state handed to the state directory. Shared
+//! by configured documents and template tenants.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Instant, SystemTime};
 
 use crate::document::ValidatedDocument;
 use crate::error::FetchError;
-use crate::upstream::{Fetcher, Permit, Priority};
+use crate::upstream::{Answer, Fetcher, Permit, Priority};
 
+use super::persist::StateWriter;
 use super::slot::DocumentSlot;
 use super::StoredDocument;
 
 /// What a fetch needs besides the slot.
 pub(crate) struct FetchContext<'a> {
     pub fetcher: &'a Fetcher,
+    /// Where configured documents are saved (`--state-dir`).
+    pub state: Option<&'a StateWriter>,
 }
+
+/// Outcome label of a fetch answered `304 Not Modified`.
+pub const NOT_MODIFIED: &str = "not_modified";
 
 impl FetchContext<'_> {
     /// Fetches and validates `slot`'s document. `permit`, when given, is
     /// used for the first request (the caller waited for it already).
+    /// `previous`, the stored document being refreshed, makes the request
+    /// to the URL it came from conditional.
     pub async fn fetch(
         &self,
         slot: &DocumentSlot,
         priority: Priority,
         permit: Option<Permit>,
+        previous: Option<&Arc<StoredDocument>>,
     ) -> Result<Arc<StoredDocument>, FetchError> {
         let started = Instant::now();
-        let (result, url) = self.fetch_first_published(slot, priority, permit).await;
+        let (result, url) = self
+            .fetch_first_published(slot, priority, permit, previous)
+            .await;
         let elapsed = started.elapsed();
         let outcome = match &result {
-            Ok(_) => "ok",
+            Ok((_, false)) => "ok",
+            Ok((_, true)) => NOT_MODIFIED,
             Err(e) => e.outcome_label(),
         };
         slot.metrics().record_fetch(outcome, elapsed);
         let tenant = slot.tenant.as_deref().unwrap_or("");
         match result {
-            Ok(document) => {
-                slot.record_success();
+            Ok((document, _)) => {
+                slot.record_success(outcome);
                 // Per-document success lines at debug: with thousands of
                 // documents every TTL would otherwise log thousands of lines.
                 tracing::debug!(
@@ -47,13 +62,15 @@ impl FetchContext<'_> {
                     url = %url,
                     outcome,
                     duration_ms = elapsed.as_millis() as u64,
-                    bytes = document.body.len(),
+                    bytes = document.document.body.len(),
+                    fresh_for_s = document.timing.fresh_for.as_secs(),
+                    freshness = document.timing.source.label(),
                     "upstream fetch"
                 );
-                Ok(Arc::new(StoredDocument::new(
-                    document,
-                    slot.freshness.hard_lifetime(),
-                )))
+                if let (Some(state), None) = (self.state, &slot.tenant) {
+                    state.save(slot, &document);
+                }
+                Ok(document)
             }
             Err(error) => {
                 let retry_in = slot.record_failure(&error, Instant::now());
@@ -73,14 +90,16 @@ impl FetchContext<'_> {
     }
 
     /// Tries the slot's URLs in order until one does not answer 4xx, and
-    /// validates what it sent. Returns the result and the URL it is from
-    /// (the last one tried).
+    /// validates what it sent. Returns the stored document (and whether it
+    /// is `previous` renewed by a 304) and the URL it is from (the last
+    /// one tried).
     async fn fetch_first_published(
         &self,
         slot: &DocumentSlot,
         priority: Priority,
         mut permit: Option<Permit>,
-    ) -> (Result<ValidatedDocument, FetchError>, Arc<str>) {
+        previous: Option<&Arc<StoredDocument>>,
+    ) -> (Result<(Arc<StoredDocument>, bool), FetchError>, Arc<str>) {
         let mut last = (
             Err(FetchError::Connect("no upstream URL is configured".into())),
             Arc::from(""),
@@ -90,13 +109,29 @@ impl FetchContext<'_> {
                 Some(p) => p,
                 None => self.fetcher.permit(url, priority).await,
             };
-            match self.fetcher.fetch(url.clone(), permit).await {
-                Ok(body) => {
+            let validators = previous.and_then(|p| p.validators_for(url));
+            match self.fetcher.fetch(url.clone(), permit, validators).await {
+                Ok(Answer::Document { body, headers }) => {
+                    let received = SystemTime::now();
                     // RFC 8414 §5: OpenID Provider metadata is validated by
                     // the same rules, issuer check included.
-                    let validated =
-                        ValidatedDocument::validate(body, slot.issuer()).map_err(FetchError::from);
+                    let validated = ValidatedDocument::validate(body, slot.issuer())
+                        .map(|document| {
+                            let stored =
+                                StoredDocument::new(document, url.clone(), headers, received, slot);
+                            (Arc::new(stored), false)
+                        })
+                        .map_err(FetchError::from);
                     return (validated, url.clone());
+                }
+                Ok(Answer::NotModified { headers }) => {
+                    // Only sent validators get a 304 through (upstream),
+                    // so `previous` is the document it is about.
+                    let renewed = previous.map(|p| {
+                        let r = p.revalidated(&headers, SystemTime::now(), slot);
+                        (Arc::new(r), true)
+                    });
+                    return (renewed.ok_or(FetchError::HttpStatus(304)), url.clone());
                 }
                 // Not published at this location: try the next one, as
                 // discovery clients do (RFC 8414 §3, OpenID Connect Discovery §4).

@@ -29,11 +29,12 @@
 //!   compare against.
 
 pub(crate) mod fetch;
+pub mod persist;
 pub mod slot;
 pub mod tenants;
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use moka::Expiry;
 
@@ -41,30 +42,158 @@ use crate::document::ValidatedDocument;
 use crate::error::FetchError;
 use crate::freshness::{Freshness, FreshnessState};
 use crate::outcome::CacheOutcome;
-use crate::upstream::{Fetcher, Priority};
+use crate::upstream::{Fetcher, Priority, Validators};
+use crate::upstream_freshness::{self, Timing, UpstreamHeaders};
 
+pub use persist::{RestoreReport, StateWriter};
 pub use slot::{Backoff, DocumentSlot};
 
 use fetch::FetchContext;
 
-/// A validated document as stored, with the time it was received.
+/// A validated document as stored: its bytes, when and where it was
+/// received, the upstream headers its freshness and validators come from,
+/// and its freshness rules (the slot's, with the lifetime the upstream
+/// allowed, see [`crate::upstream_freshness`]).
 #[derive(Debug)]
 pub struct StoredDocument {
     /// The validated bytes and their ETag.
     pub document: ValidatedDocument,
-    /// When the gateway received it (start of its age, RFC 9111 §4.2.3).
+    /// When the gateway received it (start of its resident time,
+    /// RFC 9111 §4.2.3).
     pub fetched_at: Instant,
-    /// TTL + max-stale: how long moka may keep it.
-    hard_lifetime: Duration,
+    /// The same moment on the wall clock (saved state, status endpoint).
+    pub received: SystemTime,
+    /// The upstream's `Age` at receipt and the freshness it allowed.
+    pub timing: Timing,
+    /// Its freshness rules: the slot's, with `ttl` = `timing.fresh_for`.
+    pub rules: Freshness,
+    /// The upstream URL it came from (validators are sent only there).
+    pub url: Arc<str>,
+    /// The upstream's freshness and validator headers.
+    pub headers: UpstreamHeaders,
+    /// Loaded from the state directory, not fetched by this process: the
+    /// refresher fetches a successor at once.
+    pub restored: bool,
 }
 
 impl StoredDocument {
-    /// A document received now, kept at most `hard_lifetime`.
-    pub fn new(document: ValidatedDocument, hard_lifetime: Duration) -> Self {
+    /// A document received at `received` from `url` with `headers`, under
+    /// `slot`'s rules.
+    pub fn new(
+        document: ValidatedDocument,
+        url: Arc<str>,
+        headers: UpstreamHeaders,
+        received: SystemTime,
+        slot: &DocumentSlot,
+    ) -> Self {
+        let timing = upstream_freshness::evaluate(&headers, received, slot.policy);
+        Self::with_timing(
+            document,
+            url,
+            headers,
+            received,
+            timing,
+            slot,
+            Duration::ZERO,
+        )
+    }
+
+    /// This document renewed by a `304` received at `received`
+    /// (RFC 9111 §4.3.4): same bytes, headers updated by the 304's, a new
+    /// freshness lifetime.
+    pub fn revalidated(
+        &self,
+        not_modified: &UpstreamHeaders,
+        received: SystemTime,
+        slot: &DocumentSlot,
+    ) -> Self {
+        let headers = self.headers.updated_by(not_modified);
+        Self::new(
+            self.document.clone(),
+            self.url.clone(),
+            headers,
+            received,
+            slot,
+        )
+    }
+
+    /// A document read back from the state directory, received `resident`
+    /// ago with `timing`.
+    pub fn restored(
+        document: ValidatedDocument,
+        url: Arc<str>,
+        headers: UpstreamHeaders,
+        received: SystemTime,
+        timing: Timing,
+        slot: &DocumentSlot,
+        resident: Duration,
+    ) -> Self {
+        let mut s = Self::with_timing(document, url, headers, received, timing, slot, resident);
+        s.restored = true;
+        s
+    }
+
+    fn with_timing(
+        document: ValidatedDocument,
+        url: Arc<str>,
+        headers: UpstreamHeaders,
+        received: SystemTime,
+        timing: Timing,
+        slot: &DocumentSlot,
+        resident: Duration,
+    ) -> Self {
+        let now = Instant::now();
         Self {
             document,
-            fetched_at: Instant::now(),
-            hard_lifetime,
+            fetched_at: now.checked_sub(resident).unwrap_or(now),
+            received,
+            timing,
+            rules: Freshness {
+                ttl: timing.fresh_for,
+                ..slot.freshness
+            },
+            url,
+            headers,
+            restored: false,
+        }
+    }
+
+    /// How long this process has held it.
+    pub fn resident(&self) -> Duration {
+        self.fetched_at.elapsed()
+    }
+
+    /// Where it stands now.
+    pub fn state(&self) -> FreshnessState {
+        self.rules.classify(self.resident())
+    }
+
+    /// Its `Age` (RFC 9111 §4.2.3): the upstream's at receipt plus the
+    /// time held here, so gateways in tiers add up.
+    pub fn age_after(&self, resident: Duration) -> Duration {
+        self.timing.upstream_age.saturating_add(resident)
+    }
+
+    /// Its freshness lifetime as a downstream cache counts it (`max-age`
+    /// next to [`Self::age_after`]): the upstream's age at receipt plus
+    /// the freshness allowed here.
+    pub fn lifetime(&self) -> Duration {
+        self.timing
+            .upstream_age
+            .saturating_add(self.timing.fresh_for)
+    }
+
+    /// When moka may drop it: past its freshness and `max_stale`.
+    pub(crate) fn hard_deadline(&self) -> Instant {
+        self.fetched_at + self.rules.hard_lifetime()
+    }
+
+    /// The validators to send when refreshing it from `url`.
+    pub fn validators_for(&self, url: &str) -> Option<Validators> {
+        if &*self.url == url {
+            Validators::of(&self.headers)
+        } else {
+            None
         }
     }
 }
@@ -86,16 +215,16 @@ pub struct Lookup {
 
 impl Lookup {
     /// Freshness state of the served document at lookup time.
-    pub fn freshness(&self, rules: &Freshness) -> FreshnessState {
-        match self.stored {
-            Some(_) => rules.classify(self.age),
+    pub fn freshness(&self) -> FreshnessState {
+        match &self.stored {
+            Some(stored) => stored.rules.classify(self.age),
             None => FreshnessState::Expired,
         }
     }
 
     /// A servable stored document: hit or stale by its age.
     fn stored(stored: Arc<StoredDocument>, age: Duration, slot: &DocumentSlot) -> Self {
-        let (outcome, error) = if age < slot.freshness.ttl {
+        let (outcome, error) = if age < stored.rules.ttl {
             (CacheOutcome::Hit, None)
         } else {
             (CacheOutcome::Stale, slot.last_error())
@@ -113,7 +242,7 @@ impl Lookup {
     fn fetched(outcome: CacheOutcome, stored: Arc<StoredDocument>) -> Self {
         Self {
             outcome,
-            age: stored.fetched_at.elapsed(),
+            age: stored.resident(),
             stored: Some(stored),
             error: None,
             retry_after: Duration::ZERO,
@@ -156,9 +285,10 @@ impl Lookup {
     }
 }
 
-/// Per-entry lifetime for moka: each entry lives TTL + max-stale from its
-/// insertion, and a replacement starts a new lifetime (moka's default for
-/// updates would keep the old deadline).
+/// Per-entry lifetime for moka: each entry lives until its freshness plus
+/// max-stale run out (counted from its receipt, which for a restored
+/// document was before this process started), and a replacement starts a
+/// new lifetime (moka's default for updates would keep the old deadline).
 struct EntryLifetime;
 
 impl Expiry<usize, Arc<StoredDocument>> for EntryLifetime {
@@ -166,19 +296,19 @@ impl Expiry<usize, Arc<StoredDocument>> for EntryLifetime {
         &self,
         _key: &usize,
         value: &Arc<StoredDocument>,
-        _created_at: std::time::Instant,
+        created_at: std::time::Instant,
     ) -> Option<Duration> {
-        Some(value.hard_lifetime)
+        Some(value.hard_deadline().saturating_duration_since(created_at))
     }
 
     fn expire_after_update(
         &self,
         _key: &usize,
         value: &Arc<StoredDocument>,
-        _updated_at: std::time::Instant,
+        updated_at: std::time::Instant,
         _duration_until_expiry: Option<Duration>,
     ) -> Option<Duration> {
-        Some(value.hard_lifetime)
+        Some(value.hard_deadline().saturating_duration_since(updated_at))
     }
 }
 
@@ -197,13 +327,15 @@ pub struct MetadataCache {
     entries: moka::future::Cache<usize, Arc<StoredDocument>>,
     fetcher: Fetcher,
     mode: CacheMode,
+    state: Option<StateWriter>,
 }
 
 impl MetadataCache {
     /// Creates an empty cache. It holds one entry per configured document
     /// at most (the configuration bounds it; a reload invalidates the
     /// entries of removed documents).
-    pub fn new(fetcher: Fetcher, mode: CacheMode) -> Self {
+    /// With `state`, every validated document is saved there.
+    pub fn new(fetcher: Fetcher, mode: CacheMode, state: Option<StateWriter>) -> Self {
         let entries = moka::future::Cache::builder()
             .expire_after(EntryLifetime)
             .build();
@@ -211,6 +343,34 @@ impl MetadataCache {
             entries,
             fetcher,
             mode,
+            state,
+        }
+    }
+
+    /// Serves the saved copies of `slots` (those without a stored
+    /// document) from the state directory until a fetch replaces them.
+    pub async fn restore(&self, slots: &[Arc<DocumentSlot>]) -> RestoreReport {
+        let Some(state) = &self.state else {
+            return RestoreReport::default();
+        };
+        let mut empty = Vec::new();
+        for slot in slots {
+            if self.entries.get(&slot.id).await.is_none() {
+                empty.push(slot.clone());
+            }
+        }
+        let (loaded, report) = state.load(empty).await;
+        for (slot, stored) in loaded {
+            self.entries.insert(slot.id, Arc::new(stored)).await;
+        }
+        report
+    }
+
+    /// Deletes the saved copy of a document removed from the
+    /// configuration.
+    pub fn forget(&self, name: &str) {
+        if let Some(state) = &self.state {
+            state.remove(name);
         }
     }
 
@@ -232,14 +392,15 @@ impl MetadataCache {
     fn context(&self) -> FetchContext<'_> {
         FetchContext {
             fetcher: &self.fetcher,
+            state: self.state.as_ref(),
         }
     }
 
     /// The stored document for `slot` if it may still be served.
     pub async fn servable(&self, slot: &DocumentSlot) -> Option<(Arc<StoredDocument>, Duration)> {
         let stored = self.entries.get(&slot.id).await?;
-        let age = stored.fetched_at.elapsed();
-        match slot.freshness.classify(age) {
+        let age = stored.resident();
+        match stored.rules.classify(age) {
             FreshnessState::Expired => {
                 self.entries.invalidate(&slot.id).await;
                 None
@@ -262,7 +423,7 @@ impl MetadataCache {
         match self
             .entries
             .entry(slot.id)
-            .or_try_insert_with(self.context().fetch(slot, Priority::Client, None))
+            .or_try_insert_with(self.context().fetch(slot, Priority::Client, None, None))
             .await
         {
             Ok(entry) => {
@@ -279,7 +440,11 @@ impl MetadataCache {
 
     /// `--no-cache`: this request's own fetch, nothing stored.
     async fn lookup_uncached(&self, slot: &DocumentSlot) -> Lookup {
-        match self.context().fetch(slot, Priority::Client, None).await {
+        match self
+            .context()
+            .fetch(slot, Priority::Client, None, None)
+            .await
+        {
             Ok(stored) => Lookup::fetched(CacheOutcome::Bypass, stored),
             Err(error) => Lookup::error(error, slot.backoff_min()),
         }
@@ -299,17 +464,18 @@ impl MetadataCache {
         match self.servable(slot).await {
             Some((stored, _)) => {
                 if !force
-                    && stored.fetched_at + slot.freshness.refresh_age() > Instant::now()
+                    && !stored.restored
+                    && stored.fetched_at + stored.rules.refresh_age() > Instant::now()
                     && slot.retry_at().is_none()
                 {
                     return;
                 }
-                if let Ok(stored) = self
+                if let Ok(next) = self
                     .context()
-                    .fetch(slot, Priority::Background, Some(permit))
+                    .fetch(slot, Priority::Background, Some(permit), Some(&stored))
                     .await
                 {
-                    self.entries.insert(slot.id, stored).await;
+                    self.entries.insert(slot.id, next).await;
                 }
             }
             None => {
@@ -324,6 +490,7 @@ impl MetadataCache {
                         slot,
                         Priority::Background,
                         Some(permit),
+                        None,
                     ))
                     .await;
             }
@@ -339,7 +506,8 @@ impl MetadataCache {
             return retry_at;
         }
         match self.servable(slot).await {
-            Some((stored, _)) => stored.fetched_at + slot.freshness.jittered_refresh_age(spread),
+            Some((stored, _)) if stored.restored => Instant::now(),
+            Some((stored, _)) => stored.fetched_at + stored.rules.jittered_refresh_age(spread),
             None => Instant::now(),
         }
     }

@@ -15,6 +15,7 @@ use crate::document::ExpectedIssuer;
 use crate::error::FetchError;
 use crate::freshness::Freshness;
 use crate::metrics::GroupMetrics;
+use crate::upstream_freshness::{Policy, Settings};
 
 /// Slot ids: unique for the life of the process, so a slot kept across a
 /// configuration reload keeps its cache entry and its place in the
@@ -72,8 +73,10 @@ pub struct DocumentSlot {
     group: ArcSwap<GroupMetrics>,
     /// What the document is.
     pub kind: DocumentKind,
-    /// Freshness rules.
+    /// Freshness rules (`ttl` is the most the upstream may allow).
     pub freshness: Freshness,
+    /// How the upstream's own freshness is bounded.
+    pub policy: Policy,
     urls: Box<[Arc<str>]>,
     issuer: ExpectedIssuer,
     backoff: Backoff,
@@ -89,6 +92,7 @@ impl DocumentSlot {
         config: &DocumentConfig,
         fetch_timeout: Duration,
         backoff: Backoff,
+        upstream: Settings,
     ) -> Self {
         Self::new(
             Arc::from(config.name.as_str()),
@@ -108,6 +112,7 @@ impl DocumentSlot {
                 .collect(),
             config.issuer.clone(),
             backoff,
+            upstream,
         )
     }
 
@@ -119,6 +124,7 @@ impl DocumentSlot {
         tenant: &str,
         freshness: Freshness,
         backoff: Backoff,
+        upstream: Settings,
     ) -> Self {
         Self::new(
             name,
@@ -133,6 +139,7 @@ impl DocumentSlot {
                 .collect(),
             ExpectedIssuer::new(template.issuer.render(tenant)),
             backoff,
+            upstream,
         )
     }
 
@@ -146,8 +153,10 @@ impl DocumentSlot {
         urls: Box<[Arc<str>]>,
         issuer: ExpectedIssuer,
         backoff: Backoff,
+        upstream: Settings,
     ) -> Self {
         Self {
+            policy: upstream.policy(freshness.ttl),
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             name,
             tenant,
@@ -178,10 +187,11 @@ impl DocumentSlot {
         self.group.store(group);
     }
 
-    pub(super) fn record_success(&self) {
+    /// Records a successful fetch (`ok` or `not_modified`).
+    pub(super) fn record_success(&self, outcome: &'static str) {
         *self.failures() = FailureState {
             last_fetch: Some(LastFetch {
-                outcome: "ok",
+                outcome,
                 at: SystemTime::now(),
             }),
             ..FailureState::default()

@@ -35,6 +35,7 @@ use crate::freshness::{Freshness, FreshnessState};
 use crate::metrics::GroupMetrics;
 use crate::outcome::CacheOutcome;
 use crate::upstream::{Fetcher, Priority};
+use crate::upstream_freshness::Settings;
 
 use super::fetch::FetchContext;
 use super::slot::{Backoff, DocumentSlot};
@@ -70,9 +71,9 @@ struct TenantLifetime {
 }
 
 impl TenantLifetime {
-    fn of(&self, entry: &TenantEntry) -> Duration {
+    fn of(&self, entry: &TenantEntry, at: Instant) -> Duration {
         match &entry.state {
-            TenantState::Document(d) => d.hard_lifetime,
+            TenantState::Document(d) => d.hard_deadline().saturating_duration_since(at),
             TenantState::NotFound { .. } => self.not_found_ttl,
             TenantState::Failed => self.failed_ttl,
         }
@@ -84,19 +85,19 @@ impl Expiry<String, Arc<TenantEntry>> for TenantLifetime {
         &self,
         _key: &String,
         value: &Arc<TenantEntry>,
-        _created_at: Instant,
+        created_at: Instant,
     ) -> Option<Duration> {
-        Some(self.of(value))
+        Some(self.of(value, created_at))
     }
 
     fn expire_after_update(
         &self,
         _key: &String,
         value: &Arc<TenantEntry>,
-        _updated_at: Instant,
+        updated_at: Instant,
         _duration_until_expiry: Option<Duration>,
     ) -> Option<Duration> {
-        Some(self.of(value))
+        Some(self.of(value, updated_at))
     }
 }
 
@@ -109,6 +110,8 @@ pub struct Shared {
     pub backoff: Backoff,
     /// Deadline of one upstream request.
     pub fetch_timeout: Duration,
+    /// `--min-ttl`, `--ignore-upstream-freshness`.
+    pub upstream: Settings,
 }
 
 /// The cache of one template's tenants.
@@ -165,6 +168,8 @@ impl TemplateCache {
     fn context(&self) -> FetchContext<'_> {
         FetchContext {
             fetcher: &self.shared.fetcher,
+            // Tenants are fetched on demand and not saved.
+            state: None,
         }
     }
 
@@ -185,10 +190,10 @@ impl TemplateCache {
         match &entry.state {
             TenantState::Document(stored) => {
                 let age = now.saturating_duration_since(stored.fetched_at);
-                if matches!(self.freshness.classify(age), FreshnessState::Expired) {
+                if matches!(stored.rules.classify(age), FreshnessState::Expired) {
                     return None;
                 }
-                if age >= self.freshness.refresh_age() && entry.slot.backing_off(now).is_none() {
+                if age >= stored.rules.refresh_age() && entry.slot.backing_off(now).is_none() {
                     self.refresh_in_background(entry.clone());
                 }
                 Some(Lookup::stored(stored.clone(), age, &entry.slot))
@@ -227,9 +232,14 @@ impl TemplateCache {
                         tenant,
                         this.freshness,
                         this.shared.backoff,
+                        this.shared.upstream,
                     )),
                 };
-                let state = match this.context().fetch(&slot, Priority::Client, None).await {
+                let state = match this
+                    .context()
+                    .fetch(&slot, Priority::Client, None, None)
+                    .await
+                {
                     Ok(stored) => TenantState::Document(stored),
                     Err(FetchError::HttpStatus(status @ (404 | 410))) => {
                         TenantState::NotFound { status }
@@ -286,10 +296,14 @@ impl TemplateCache {
         let this = self.clone();
         tokio::spawn(async move {
             let slot = entry.slot.clone();
+            let previous = match &entry.state {
+                TenantState::Document(d) => Some(d),
+                _ => None,
+            };
             if let (Some(tenant), Ok(stored)) = (
                 slot.tenant.as_deref(),
                 this.context()
-                    .fetch(&slot, Priority::Background, None)
+                    .fetch(&slot, Priority::Background, None, previous)
                     .await,
             ) {
                 let fresh = Arc::new(TenantEntry {
@@ -333,7 +347,7 @@ impl TemplateCache {
         for (_, entry) in self.entries.iter() {
             if let TenantState::Document(d) = &entry.state {
                 let age = now.saturating_duration_since(d.fetched_at);
-                match self.freshness.classify(age) {
+                match d.rules.classify(age) {
                     FreshnessState::Fresh { .. } => cached += 1,
                     FreshnessState::Stale { .. } => {
                         cached += 1;

@@ -121,6 +121,23 @@ pub struct Cli {
     #[arg(long, env = "GATEWAY_MAX_STALE", default_value = "24h", value_parser = parse_duration)]
     pub max_stale: Duration,
 
+    /// The least time a document is held fresh, whatever the upstream's
+    /// Cache-Control says (also what no-store, no-cache, private and
+    /// max-age=0 get); lowered to a document's TTL when above it.
+    #[arg(long, env = "GATEWAY_MIN_TTL", default_value = "10s", value_parser = parse_positive_duration)]
+    pub min_ttl: Duration,
+
+    /// Ignore the upstream's Cache-Control, Expires and Age: every document
+    /// is fresh for exactly its --ttl.
+    #[arg(long, env = "GATEWAY_IGNORE_UPSTREAM_FRESHNESS")]
+    pub ignore_upstream_freshness: bool,
+
+    /// Directory where validated documents are saved (atomically) so a
+    /// restart during an upstream outage still serves them; overrides the
+    /// config file's state_dir.
+    #[arg(long, env = "GATEWAY_STATE_DIR")]
+    pub state_dir: Option<PathBuf>,
+
     /// Deadline for one whole upstream fetch: connect, response head and body.
     #[arg(long, env = "GATEWAY_UPSTREAM_TIMEOUT", default_value = "5s", value_parser = parse_positive_duration)]
     pub upstream_timeout: Duration,
@@ -275,6 +292,12 @@ impl Cli {
                 self.listen
             )));
         }
+        let state_dir = self.state_dir.clone().or_else(|| docs.state_dir.clone());
+        if self.no_cache && state_dir.is_some() {
+            return Err(usage_error(
+                "'--state-dir' was given with '--no-cache': nothing is stored to save".to_string(),
+            ));
+        }
         let listener = self.listener.into_config()?;
         Ok(Config {
             listen: self.listen,
@@ -288,9 +311,14 @@ impl Cli {
                 backoff_max: self.retry_backoff_max,
                 concurrency: self.upstream_concurrency,
                 extra_roots,
+                freshness: crate::upstream_freshness::Settings {
+                    min_ttl: self.min_ttl,
+                    honour_upstream: !self.ignore_upstream_freshness,
+                },
             },
             metrics_document_labels: self.metrics_document_labels,
             no_cache: self.no_cache,
+            state_dir,
             demo: self.demo.then_some(self.demo_listen),
             workers: self.workers.map(usize::from),
             shutdown_timeout: self.shutdown_timeout,
@@ -367,6 +395,7 @@ impl Cli {
             documents,
             templates,
             protected_resources,
+            state_dir: None,
         })
     }
 }

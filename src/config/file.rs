@@ -17,6 +17,8 @@
 //! not_found_ttl = "1m"                            # optional: how long a 404 is remembered
 //! max_cold_fetches = 32                           # optional: uncached tenants fetched at once
 //!
+//! state_dir = "/var/lib/oauth-metadata-gateway"  # optional, top level: --state-dir
+//!
 //! [[protected_resource]]
 //! resource = "https://mcp.example.com/mcp"
 //! authorization_servers = ["https://auth.example.com/tenant1"]  # optional
@@ -92,6 +94,7 @@ struct FileConfig {
     authorization_server: Vec<Spanned<AuthorizationServerEntry>>,
     #[serde(default)]
     protected_resource: Vec<Spanned<ProtectedResourceEntry>>,
+    state_dir: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -388,10 +391,22 @@ pub fn parse(text: &str, path: &str, defaults: Defaults) -> Result<Documents, Co
         seen.insert(route, (owner, span.start));
     }
 
+    let state_dir = match &file.state_dir {
+        Some(v) if v.get_ref().trim().is_empty() => {
+            return Err(source.error(
+                Some(v.span()),
+                Some("state_dir".to_string()),
+                "the state directory must be a path, not an empty string".to_string(),
+            ))
+        }
+        Some(v) => Some(std::path::PathBuf::from(v.get_ref())),
+        None => None,
+    };
     let docs = Documents {
         documents,
         templates,
         protected_resources,
+        state_dir,
     };
     // Exact routes were checked above with their spans; what is left is
     // templates that can match the same path.

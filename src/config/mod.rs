@@ -67,6 +67,9 @@ pub struct Config {
     pub metrics_document_labels: usize,
     /// `--no-cache`: store nothing, fetch upstream for every request.
     pub no_cache: bool,
+    /// `--state-dir` (or the config file's `state_dir`): where validated
+    /// documents are saved to survive a restart.
+    pub state_dir: Option<PathBuf>,
     /// Demo authorization server, when `--demo` is set.
     pub demo: Option<SocketAddr>,
     /// HTTP worker threads; `None` means one per core.
@@ -121,6 +124,10 @@ pub struct Documents {
     pub templates: Vec<TemplateConfig>,
     /// Protected resource documents, generated from configuration.
     pub protected_resources: Vec<ProtectedResourceConfig>,
+    /// The config file's top-level `state_dir`, if it sets one (used at
+    /// start-up only, when `--state-dir` is not given; a reload does not
+    /// move the state directory).
+    pub state_dir: Option<PathBuf>,
 }
 
 impl Documents {
@@ -245,4 +252,7 @@ pub struct UpstreamConfig {
     pub concurrency: usize,
     /// Extra trusted CA certificates (DER), loaded from `--upstream-ca`.
     pub extra_roots: Vec<CertificateDer<'static>>,
+    /// `--min-ttl` and `--ignore-upstream-freshness`: how the upstream's
+    /// own freshness (RFC 9111 §4.2) is bounded.
+    pub freshness: crate::upstream_freshness::Settings,
 }

@@ -183,6 +183,13 @@ pub struct DocumentView {
     pub expires_in_seconds: Option<i64>,
     /// Seconds it may still be served (stale included).
     pub servable_for_seconds: Option<u64>,
+    /// Where the freshness lifetime came from: `max-age`, `s-maxage`,
+    /// `expires`, `ttl` (no upstream information, or ignored) or `min-ttl`
+    /// (the upstream forbade caching).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub freshness_source: Option<&'static str>,
+    /// Loaded from the state directory and not yet replaced by a fetch.
+    pub restored: bool,
     /// The last finished fetch.
     pub last_fetch: Option<LastFetchView>,
     /// Why the last fetch failed, when it did.
@@ -243,9 +250,9 @@ fn slot_view(
     routes: Vec<String>,
     now: Instant,
 ) -> DocumentView {
-    let f = &slot.freshness;
     let (state, age, expires, servable) = match stored {
-        Some((_, age)) => {
+        Some((d, age)) => {
+            let f = &d.rules;
             let state = match f.classify(age) {
                 FreshnessState::Fresh { .. } => DocumentState::Fresh,
                 FreshnessState::Stale { .. } | FreshnessState::Expired => DocumentState::Stale,
@@ -274,6 +281,8 @@ fn slot_view(
         age_seconds: age,
         expires_in_seconds: expires,
         servable_for_seconds: servable,
+        freshness_source: stored.map(|(d, _)| d.timing.source.label()),
+        restored: stored.is_some_and(|(d, _)| d.restored),
         last_fetch: slot.last_fetch().map(|l| LastFetchView {
             outcome: l.outcome,
             at: rfc3339(l.at),
@@ -348,6 +357,8 @@ pub async fn collect(gw: &Gateway, q: &DocumentsQuery) -> Vec<DocumentView> {
             age_seconds: None,
             expires_in_seconds: None,
             servable_for_seconds: None,
+            freshness_source: None,
+            restored: false,
             last_fetch: None,
             last_error: None,
             consecutive_failures: 0,

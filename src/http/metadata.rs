@@ -2,7 +2,7 @@
 //!
 //! The body is the stored upstream bytes, untouched. Headers come from the
 //! lookup alone: `ETag` (precomputed at fetch time), `Cache-Control` with
-//! the freshness left, `Age` (RFC 9111 §5.1), and `Cache-Status`
+//! the lifetime, `Age` (RFC 9111 §5.1, the upstream's included), and `Cache-Status`
 //! (RFC 9211) rendered from the [`CacheOutcome`](crate::outcome::CacheOutcome);
 //! the time-dependent three come from [`super::freshness_headers`].
 //! `If-None-Match` is answered with 304. HEAD gets the same headers as GET;
@@ -13,7 +13,7 @@ use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, HttpResponseBuilder};
 
 use crate::cache::Lookup;
-use crate::freshness::{ceil_seconds, whole_seconds, Freshness, FreshnessState};
+use crate::freshness::{ceil_seconds, whole_seconds, FreshnessState};
 use crate::outcome::{CacheOutcome, StatusDetail};
 
 use super::conditional::none_match;
@@ -24,21 +24,28 @@ const JSON: HeaderValue = HeaderValue::from_static("application/json");
 const CACHE_STATUS: HeaderName = HeaderName::from_static("cache-status");
 
 /// Builds the response for one metadata request.
-pub fn respond(req: &HttpRequest, rules: &Freshness, lookup: &Lookup) -> HttpResponse {
+pub fn respond(req: &HttpRequest, lookup: &Lookup) -> HttpResponse {
     let Some(stored) = &lookup.stored else {
         return match lookup.outcome {
             CacheOutcome::NotFound | CacheOutcome::NegativeHit => not_found(lookup),
             _ => unavailable(lookup),
         };
     };
+    let rules = &stored.rules;
+    // RFC 9111 §4.2: a downstream cache is fresh while `Age` < `max-age`;
+    // `max-age` is the lifetime (the upstream's age at receipt plus the
+    // freshness allowed here) and `Age` grows from the upstream's, so a
+    // cache in front expires its copy exactly when this one does, and
+    // gateways in tiers never stack their lifetimes.
     // RFC 5861 §4: a downstream cache may use the document for
     // `stale-if-error` seconds once it turns stale; here it may be served
     // until `max_stale` past its TTL, counted from the same moment.
-    let (ttl_secs, max_age, stale_if_error) = match lookup.freshness(rules) {
-        FreshnessState::Fresh { remaining } => {
-            let secs = whole_seconds(remaining);
-            (secs as i64, secs, whole_seconds(rules.max_stale))
-        }
+    let (ttl_secs, max_age, stale_if_error) = match lookup.freshness() {
+        FreshnessState::Fresh { remaining } => (
+            whole_seconds(remaining) as i64,
+            whole_seconds(stored.lifetime()),
+            whole_seconds(rules.max_stale),
+        ),
         FreshnessState::Stale { past } => (
             -(ceil_seconds(past).max(1) as i64),
             0,
@@ -73,7 +80,8 @@ pub fn respond(req: &HttpRequest, rules: &Freshness, lookup: &Lookup) -> HttpRes
     } else {
         HttpResponse::Ok()
     };
-    common_headers(&mut builder, lookup, detail, max_age, stale_if_error);
+    let age = whole_seconds(stored.age_after(lookup.age));
+    common_headers(&mut builder, lookup, detail, age, max_age, stale_if_error);
     builder.insert_header((header::ETAG, etag.clone()));
     if not_modified {
         return builder.finish();
@@ -87,13 +95,14 @@ fn common_headers(
     b: &mut HttpResponseBuilder,
     lookup: &Lookup,
     detail: StatusDetail,
+    age: u64,
     max_age: u64,
     stale_if_error: u64,
 ) {
     let rendered = freshness_headers::for_inputs(Inputs {
         outcome: lookup.outcome,
         detail,
-        age: whole_seconds(lookup.age),
+        age,
         max_age,
         stale_if_error,
     });

@@ -205,7 +205,7 @@ async fn serve(gw: &Gateway, req: &HttpRequest, resolved: Resolved<'_>) -> HttpR
             let lookup = gw.cache.lookup(slot).await;
             slot.metrics().record_lookup(lookup.outcome);
             tracing::debug!(document = &*slot.name, outcome = %lookup.outcome, "metadata request");
-            metadata::respond(req, &slot.freshness, &lookup)
+            metadata::respond(req, &lookup)
         }
         Resolved::Exact(Target::Local(i)) => {
             let Some(doc) = gw.local.get(i) else {
@@ -221,7 +221,7 @@ async fn serve(gw: &Gateway, req: &HttpRequest, resolved: Resolved<'_>) -> HttpR
             let lookup = t.lookup(tenant).await;
             t.group.record_lookup(lookup.outcome);
             tracing::debug!(document = &*t.name, tenant, outcome = %lookup.outcome, "metadata request");
-            metadata::respond(req, t.freshness(), &lookup)
+            metadata::respond(req, &lookup)
         }
         Resolved::NotFound => errors::not_found(),
     }

@@ -8,8 +8,12 @@
 //! event loop. The thread ends when the last handle is dropped.
 //!
 //! One fetch is one GET with a whole-fetch deadline (connect + head + body),
-//! a status check (200 only), a content-type check (`application/json`,
-//! RFC 8414 §3.2) and a body size limit. Validation of the JSON itself is
+//! a status check (200, or 304 to a conditional request), a content-type
+//! check (`application/json`, RFC 8414 §3.2) and a body size limit. It
+//! returns the headers freshness and revalidation need
+//! ([`crate::upstream_freshness::UpstreamHeaders`]). A refresh of a stored
+//! document sends its validators (`If-None-Match`, `If-Modified-Since`,
+//! RFC 9111 §4.3.1); a `304` to a request that sent none is an error. Validation of the JSON itself is
 //! the caller's job ([`crate::document`]). [`Fetcher::fetch_raw`] makes the
 //! same request without the status and content-type checks, for the
 //! `check` subcommand, which reports them instead of stopping at them.
@@ -30,6 +34,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::config::UpstreamConfig;
 use crate::error::{FetchError, RunError};
+use crate::upstream_freshness::UpstreamHeaders;
 
 pub use limiter::{Permit, Priority};
 
@@ -47,7 +52,46 @@ struct Job {
     permit: Permit,
     /// Require 200 + JSON before reading the body (the gateway's fetch).
     strict: bool,
+    /// Validators to send (a refresh of a stored document).
+    conditional: Option<Validators>,
     reply: oneshot::Sender<Result<RawResponse, FetchError>>,
+}
+
+/// The validators of a stored document, sent on its refresh.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Validators {
+    /// Sent as `If-None-Match`.
+    pub etag: Option<String>,
+    /// Sent as `If-Modified-Since`.
+    pub last_modified: Option<String>,
+}
+
+impl Validators {
+    /// The validators in `headers`, if there are any.
+    pub fn of(headers: &UpstreamHeaders) -> Option<Self> {
+        headers.has_validators().then(|| Self {
+            etag: headers.etag.clone(),
+            last_modified: headers.last_modified.clone(),
+        })
+    }
+}
+
+/// What a gateway fetch got.
+#[derive(Debug, Clone)]
+pub enum Answer {
+    /// `200` with a JSON body within the limit.
+    Document {
+        /// The body, untouched.
+        body: Bytes,
+        /// Freshness and validator headers.
+        headers: UpstreamHeaders,
+    },
+    /// `304 Not Modified` to a conditional request: the stored document
+    /// is still current.
+    NotModified {
+        /// Headers that update the stored ones (RFC 9111 §4.3.4).
+        headers: UpstreamHeaders,
+    },
 }
 
 /// What the upstream answered, for callers that judge it themselves.
@@ -59,6 +103,8 @@ pub struct RawResponse {
     pub content_type: Option<String>,
     /// The body, within the size limit.
     pub body: Bytes,
+    /// Freshness and validator headers.
+    pub headers: UpstreamHeaders,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -91,17 +137,32 @@ impl Fetcher {
         self.limiter.acquire(url, priority).await
     }
 
-    /// Fetches `url` (with a permit of its host) and returns the body of a
-    /// 200 `application/json` response no larger than the limit.
-    pub async fn fetch(&self, url: Arc<str>, permit: Permit) -> Result<Bytes, FetchError> {
-        self.send(url, permit, true).await.map(|r| r.body)
+    /// Fetches `url` (with a permit of its host): the body of a 200
+    /// `application/json` response no larger than the limit, or, when
+    /// `conditional` validators are sent, possibly a 304.
+    pub async fn fetch(
+        &self,
+        url: Arc<str>,
+        permit: Permit,
+        conditional: Option<Validators>,
+    ) -> Result<Answer, FetchError> {
+        let sent_validators = conditional.is_some();
+        let r = self.send(url, permit, true, conditional).await?;
+        match r.status {
+            304 if sent_validators => Ok(Answer::NotModified { headers: r.headers }),
+            200 => Ok(Answer::Document {
+                body: r.body,
+                headers: r.headers,
+            }),
+            other => Err(FetchError::HttpStatus(other)),
+        }
     }
 
     /// The same GET (same client, headers, timeout and size limit) with
     /// any status and content type returned rather than refused.
     pub async fn fetch_raw(&self, url: Arc<str>) -> Result<RawResponse, FetchError> {
         let permit = self.permit(&url, Priority::Client).await;
-        self.send(url, permit, false).await
+        self.send(url, permit, false, None).await
     }
 
     async fn send(
@@ -109,6 +170,7 @@ impl Fetcher {
         url: Arc<str>,
         permit: Permit,
         strict: bool,
+        conditional: Option<Validators>,
     ) -> Result<RawResponse, FetchError> {
         let (reply, answer) = oneshot::channel();
         self.jobs
@@ -116,6 +178,7 @@ impl Fetcher {
                 url,
                 permit,
                 strict,
+                conditional,
                 reply,
             })
             .map_err(|_| FetchError::FetcherStopped)?;
@@ -146,7 +209,14 @@ fn fetcher_thread(
         while let Some(job) = rx.recv().await {
             let client = client.clone();
             actix_web::rt::spawn(async move {
-                let result = fetch_once(&client, &job.url, limits, job.strict).await;
+                let result = fetch_once(
+                    &client,
+                    &job.url,
+                    limits,
+                    job.strict,
+                    job.conditional.as_ref(),
+                )
+                .await;
                 drop(job.permit);
                 // The requester may have given up; nothing to do then.
                 let _ = job.reply.send(result);
@@ -160,15 +230,46 @@ async fn fetch_once(
     url: &str,
     limits: Limits,
     strict: bool,
+    conditional: Option<&Validators>,
 ) -> Result<RawResponse, FetchError> {
     let work = async {
-        let mut response = client
+        let mut request = client
             .get(url)
-            .insert_header((header::ACCEPT, "application/json"))
+            .insert_header((header::ACCEPT, "application/json"));
+        if let Some(v) = conditional {
+            // RFC 9111 §4.3.1: If-None-Match is preferred; both are sent
+            // when both are known (RFC 9110 §13.1.3 makes the server
+            // ignore If-Modified-Since when If-None-Match is present).
+            if let Some(etag) = v
+                .etag
+                .as_deref()
+                .and_then(|e| header::HeaderValue::from_str(e).ok())
+            {
+                request = request.insert_header((header::IF_NONE_MATCH, etag));
+            }
+            if let Some(lm) = v
+                .last_modified
+                .as_deref()
+                .and_then(|e| header::HeaderValue::from_str(e).ok())
+            {
+                request = request.insert_header((header::IF_MODIFIED_SINCE, lm));
+            }
+        }
+        let mut response = request
             .send()
             .await
             .map_err(|e| send_error(e, limits.timeout))?;
         let status = response.status();
+        let headers = upstream_headers(response.headers());
+        if strict && status == awc::http::StatusCode::NOT_MODIFIED {
+            // No body to read; the caller decides whether a 304 was asked for.
+            return Ok(RawResponse {
+                status: 304,
+                content_type: None,
+                body: Bytes::new(),
+                headers,
+            });
+        }
         let content_type = response.headers().get(header::CONTENT_TYPE);
         if strict {
             if status != awc::http::StatusCode::OK {
@@ -189,11 +290,35 @@ async fn fetch_once(
             status: status.as_u16(),
             content_type,
             body,
+            headers,
         })
     };
     match tokio::time::timeout(limits.timeout, work).await {
         Ok(result) => result,
         Err(_) => Err(FetchError::Timeout(limits.timeout)),
+    }
+}
+
+/// The headers freshness and revalidation use; several field lines of
+/// one name are joined with `, ` (RFC 9110 §5.3), values that are not
+/// visible ASCII are dropped.
+fn upstream_headers(h: &header::HeaderMap) -> UpstreamHeaders {
+    let get = |name: header::HeaderName| -> Option<String> {
+        let values: Vec<&str> = h.get_all(name).filter_map(|v| v.to_str().ok()).collect();
+        (!values.is_empty()).then(|| values.join(", "))
+    };
+    let first = |name: header::HeaderName| -> Option<String> {
+        h.get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+    };
+    UpstreamHeaders {
+        cache_control: get(header::CACHE_CONTROL),
+        expires: first(header::EXPIRES),
+        date: first(header::DATE),
+        age: first(header::AGE),
+        etag: first(header::ETAG),
+        last_modified: first(header::LAST_MODIFIED),
     }
 }
 

@@ -148,7 +148,7 @@ fn parser_details() {
     );
     assert_eq!(d.s_maxage, Some(Ok(MAX_DELTA_SECONDS)), "capped at 2^31");
     assert_eq!(parse_cache_control(",,"), Directives::default());
-    assert_eq!(delta_seconds("+5"), Err(()));
+    assert_eq!(delta_seconds("+5"), Err(InvalidDeltaSeconds));
     assert_eq!(delta_seconds(" 7 "), Ok(7));
 }
 

@@ -1,0 +1,279 @@
+//! The state directory (`--state-dir`) seen from the cache: every
+//! validated configured document is saved off the serving path, and at
+//! start-up (or when a reload adds a document) what was saved is read back,
+//! checked and validated again exactly like a fetched document, so a
+//! restart during an upstream outage still serves the last good bytes.
+//!
+//! - Saves run on one thread of their own, in order, so a slow or full disk
+//!   never delays a request or a fetch; a backlog of saves of one document
+//!   is written once (the newest). A failing directory is a warning, once,
+//!   until it works again: serving from memory goes on.
+//! - A saved document is served only if its file is intact
+//!   ([`crate::state_store`]), it belongs to the same document, issuer and
+//!   one of its upstream URLs, its bytes pass RFC 8414 validation for that
+//!   issuer, and it is not older than its freshness plus `max_stale`.
+//!   Anything else is logged (`state file ignored`) and never served.
+//! - Template tenants are not saved: they are fetched on demand.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{mpsc, Arc};
+use std::time::{Duration, SystemTime};
+
+use crate::document::ValidatedDocument;
+use crate::state_store::{SavedDocument, StateDir};
+use crate::upstream_freshness::{Source, Timing, UpstreamHeaders};
+
+use super::slot::DocumentSlot;
+use super::StoredDocument;
+
+enum Job {
+    Save(Box<SavedDocument>),
+    Remove(String),
+}
+
+impl Job {
+    fn key(&self) -> &str {
+        match self {
+            Self::Save(d) => &d.key,
+            Self::Remove(k) => k,
+        }
+    }
+}
+
+/// The handle the cache saves through (cheap to share; the writer thread
+/// ends when the last handle is dropped).
+#[derive(Debug)]
+pub struct StateWriter {
+    dir: Arc<StateDir>,
+    jobs: mpsc::Sender<Job>,
+    max_body: usize,
+}
+
+impl std::fmt::Debug for Job {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.key())
+    }
+}
+
+/// What reading the state directory back gave.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct RestoreReport {
+    /// Documents now served from their saved copy.
+    pub restored: usize,
+    /// Saved copies not used (logged one by one).
+    pub ignored: usize,
+}
+
+impl StateWriter {
+    /// Opens `path` (creating it) and starts the writer thread. A
+    /// directory that cannot be used is logged and `None` is returned:
+    /// the gateway serves from memory only. `max_body` bounds what is read
+    /// back (`--max-body-size`).
+    pub fn open(path: &Path, max_body: usize) -> Option<Self> {
+        let dir = match StateDir::open(path) {
+            Ok(d) => Arc::new(d),
+            Err(e) => {
+                tracing::warn!(state_dir = %path.display(), error = %e, "state dir unusable: documents are kept in memory only and will not survive a restart");
+                return None;
+            }
+        };
+        if let Err(e) = dir.probe_writable() {
+            // Still read what is there: it may be a read-only copy.
+            tracing::warn!(state_dir = %path.display(), error = %e, "state dir not writable: saved documents can be read but new ones will not be saved");
+        }
+        let (jobs, rx) = mpsc::channel();
+        let writer_dir = dir.clone();
+        let spawned = std::thread::Builder::new()
+            .name("state-writer".into())
+            .spawn(move || write_loop(&writer_dir, &rx));
+        if let Err(e) = spawned {
+            tracing::warn!(error = %e, "cannot start the state writer thread: documents are kept in memory only");
+            return None;
+        }
+        tracing::info!(state_dir = %path.display(), "saving validated documents to the state dir");
+        Some(Self {
+            dir,
+            jobs,
+            max_body,
+        })
+    }
+
+    /// The directory.
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Queues a save of `slot`'s new document.
+    pub fn save(&self, slot: &DocumentSlot, stored: &StoredDocument) {
+        let saved = SavedDocument {
+            key: slot.name.to_string(),
+            issuer: slot.issuer().as_str().to_string(),
+            upstream_url: stored.url.to_string(),
+            fetched_at: stored.received,
+            upstream_age: stored.timing.upstream_age,
+            lifetime: stored.timing.fresh_for,
+            etag: stored.headers.etag.clone(),
+            last_modified: stored.headers.last_modified.clone(),
+            body: stored.document.body.clone(),
+        };
+        // The thread only stops when every handle is gone.
+        let _ = self.jobs.send(Job::Save(Box::new(saved)));
+    }
+
+    /// Queues the removal of a document's saved copy (it was removed from
+    /// the configuration).
+    pub fn remove(&self, name: &str) {
+        let _ = self.jobs.send(Job::Remove(name.to_string()));
+    }
+
+    /// Reads the saved copies of `slots` back; each usable one is returned
+    /// with its slot, ready to be stored. Runs on a blocking thread.
+    pub async fn load(
+        &self,
+        slots: Vec<Arc<DocumentSlot>>,
+    ) -> (Vec<(Arc<DocumentSlot>, StoredDocument)>, RestoreReport) {
+        let dir = self.dir.clone();
+        let max_body = self.max_body;
+        let loaded = tokio::task::spawn_blocking(move || load_all(&dir, slots, max_body)).await;
+        loaded.unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "reading the state dir failed: starting without saved documents");
+            (Vec::new(), RestoreReport::default())
+        })
+    }
+}
+
+fn write_loop(dir: &StateDir, rx: &mpsc::Receiver<Job>) {
+    let mut failing = false;
+    while let Ok(first) = rx.recv() {
+        // Coalesce the backlog: the newest job per document wins.
+        let mut order: Vec<String> = Vec::new();
+        let mut latest: HashMap<String, Job> = HashMap::new();
+        for job in std::iter::once(first).chain(rx.try_iter()) {
+            let key = job.key().to_string();
+            if latest.insert(key.clone(), job).is_none() {
+                order.push(key);
+            }
+        }
+        for key in order {
+            let Some(job) = latest.remove(&key) else {
+                continue;
+            };
+            let result = match &job {
+                Job::Save(d) => dir.save(d),
+                Job::Remove(k) => dir.remove(k),
+            };
+            match result {
+                Ok(()) if failing => {
+                    failing = false;
+                    tracing::info!(state_dir = %dir.path().display(), "state dir writable again");
+                }
+                Ok(()) => {}
+                Err(e) if !failing => {
+                    failing = true;
+                    tracing::warn!(state_dir = %dir.path().display(), document = %key, error = %e, "cannot save to the state dir (serving from memory continues; further failures at debug level until a save succeeds)");
+                }
+                Err(e) => {
+                    tracing::debug!(document = %key, error = %e, "cannot save to the state dir");
+                }
+            }
+        }
+    }
+}
+
+fn load_all(
+    dir: &StateDir,
+    slots: Vec<Arc<DocumentSlot>>,
+    max_body: usize,
+) -> (Vec<(Arc<DocumentSlot>, StoredDocument)>, RestoreReport) {
+    let now = SystemTime::now();
+    let mut out = Vec::new();
+    let mut report = RestoreReport::default();
+    for slot in slots {
+        let saved = match dir.load(&slot.name, max_body) {
+            Ok(Some(saved)) => saved,
+            Ok(None) => continue,
+            Err(problem) => {
+                report.ignored += 1;
+                tracing::warn!(document = &*slot.name, path = %file_of(dir, &slot.name).display(), reason = %problem, "state file ignored");
+                continue;
+            }
+        };
+        match restore(&slot, saved, now) {
+            Ok(stored) => {
+                report.restored += 1;
+                out.push((slot, stored));
+            }
+            Err(reason) => {
+                report.ignored += 1;
+                tracing::warn!(document = &*slot.name, path = %file_of(dir, &slot.name).display(), %reason, "state file ignored");
+            }
+        }
+    }
+    (out, report)
+}
+
+fn file_of(dir: &StateDir, key: &str) -> PathBuf {
+    dir.path_for(key)
+}
+
+/// Checks a saved copy against `slot` exactly as a fetched one would be.
+fn restore(
+    slot: &DocumentSlot,
+    saved: SavedDocument,
+    now: SystemTime,
+) -> Result<StoredDocument, String> {
+    if saved.issuer != slot.issuer().as_str() {
+        return Err(format!(
+            "saved for issuer {:?}, the document's issuer is now {:?}",
+            saved.issuer,
+            slot.issuer().as_str()
+        ));
+    }
+    let Some(url) = slot
+        .upstream_urls()
+        .iter()
+        .find(|u| ***u == *saved.upstream_url)
+    else {
+        return Err(format!(
+            "fetched from {}, which is no longer one of the document's upstream URLs",
+            saved.upstream_url
+        ));
+    };
+    let document = ValidatedDocument::validate(saved.body, slot.issuer())
+        .map_err(|e| format!("the saved document is not valid metadata: {e}"))?;
+    // A clock that went backwards makes it look new; never negative.
+    let resident = now
+        .duration_since(saved.fetched_at)
+        .unwrap_or(Duration::ZERO);
+    let timing = Timing {
+        upstream_age: saved.upstream_age,
+        fresh_for: saved
+            .lifetime
+            .clamp(slot.policy.min_ttl.min(slot.policy.ttl), slot.policy.ttl),
+        source: Source::Saved,
+    };
+    let servable_for = timing.fresh_for.saturating_add(slot.freshness.max_stale);
+    if resident >= servable_for {
+        return Err(format!(
+            "saved {}s ago, past its freshness ({}s) and max-stale ({}s)",
+            resident.as_secs(),
+            timing.fresh_for.as_secs(),
+            slot.freshness.max_stale.as_secs()
+        ));
+    }
+    let headers = UpstreamHeaders {
+        etag: saved.etag,
+        last_modified: saved.last_modified,
+        ..UpstreamHeaders::default()
+    };
+    Ok(StoredDocument::restored(
+        document,
+        url.clone(),
+        headers,
+        saved.fetched_at,
+        timing,
+        slot,
+        resident,
+    ))
+}
