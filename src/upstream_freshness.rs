@@ -194,7 +194,9 @@ pub fn parse_cache_control(value: &str) -> Directives {
         let name = name.to_ascii_lowercase();
         match (name.as_str(), arg) {
             ("s-maxage", Some(a)) if d.s_maxage.is_none() => d.s_maxage = Some(delta_seconds(a)),
-            ("s-maxage", None) if d.s_maxage.is_none() => d.s_maxage = Some(Err(InvalidDeltaSeconds)),
+            ("s-maxage", None) if d.s_maxage.is_none() => {
+                d.s_maxage = Some(Err(InvalidDeltaSeconds))
+            }
             ("max-age", Some(a)) if d.max_age.is_none() => d.max_age = Some(delta_seconds(a)),
             ("max-age", None) if d.max_age.is_none() => d.max_age = Some(Err(InvalidDeltaSeconds)),
             ("no-store", _) => d.no_store = true,
