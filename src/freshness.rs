@@ -3,9 +3,11 @@
 //! background refresher should fetch its successor.
 //!
 //! - RFC 9111 §4.2: a stored response is fresh while its age is below its
-//!   freshness lifetime; here the lifetime is `--ttl`, and age is counted
-//!   from the moment the gateway received the document (RFC 9111 §4.2.3,
-//!   "resident time"; the upstream's own `Age` is not added, see docs/caching.md).
+//!   freshness lifetime. Each stored document carries its own [`Freshness`]
+//!   whose `ttl` is the freshness [`crate::upstream_freshness`] allowed it
+//!   at receipt (already net of the upstream's `Age`), so the age classified
+//!   here is the time the gateway has held it (RFC 9111 §4.2.3, "resident
+//!   time"); the upstream's `Age` is added only to the `Age` sent to clients.
 //! - RFC 5861 §4 (stale-if-error): past its lifetime a response may still be
 //!   used when revalidation fails, for at most `--max-stale`.
 //! - RFC 5861 §3 (stale-while-revalidate), done ahead of time: the refresher

@@ -144,6 +144,13 @@ impl Gateway {
     /// Builds the first generation and starts the fetcher thread (no
     /// request is made until the scheduler or a client asks).
     pub fn new(config: &Config) -> Result<Arc<Self>, RunError> {
+        Self::with_documents(config, config.documents.clone())
+    }
+
+    /// [`Gateway::new`] taking the documents by value (`run` moves them
+    /// out of its `Config`, so 10,000 issuers are not held twice);
+    /// `config.documents` is not read.
+    pub fn with_documents(config: &Config, documents: Documents) -> Result<Arc<Self>, RunError> {
         let backoff = Backoff {
             min: config.upstream.backoff_min,
             max: config.upstream.backoff_max,
@@ -170,7 +177,7 @@ impl Gateway {
             },
             metrics_document_labels: config.metrics_document_labels,
         };
-        let (gateway, _) = Self::assemble(lasting, config.documents.clone(), None);
+        let (gateway, _) = Self::assemble(lasting, documents, None);
         Ok(Arc::new(gateway))
     }
 
@@ -214,9 +221,13 @@ impl Gateway {
 
     fn assemble(
         lasting: Lasting,
-        documents: Documents,
+        mut documents: Documents,
         previous: Option<&Gateway>,
     ) -> (Gateway, ReloadReport) {
+        // Parsing grew these by doubling; a generation lives long.
+        documents.documents.shrink_to_fit();
+        documents.templates.shrink_to_fit();
+        documents.protected_resources.shrink_to_fit();
         let docs = &documents;
         let per_document = docs.documents.len() + docs.protected_resources.len()
             <= lasting.metrics_document_labels;

@@ -92,7 +92,7 @@ impl From<TcpListener> for Listeners {
 /// Must be called inside a tokio runtime. Tests call it with
 /// `127.0.0.1:0` listeners.
 pub async fn run(
-    config: Config,
+    mut config: Config,
     listeners: impl Into<Listeners>,
     shutdown: impl Future<Output = ()>,
     mut reloads: mpsc::UnboundedReceiver<()>,
@@ -102,7 +102,9 @@ pub async fn run(
         (Some(addr), Some((issuer, path))) => demo::start(addr, issuer, &path)?,
         _ => None,
     };
-    let gateway = Gateway::new(&config)?;
+    log_documents(&config);
+    let documents = std::mem::take(&mut config.documents);
+    let gateway = Gateway::with_documents(&config, documents)?;
     // Before the first request and the first refresh: a restart during an
     // upstream outage serves the saved documents.
     gateway.restore_saved().await;
@@ -147,7 +149,6 @@ pub async fn run(
     };
     let admin_handle = admin.as_ref().map(actix_web::dev::Server::handle);
     let admin_task = admin.map(tokio::spawn);
-    log_documents(&config);
     let scheme = if config.listener.tls.is_some() {
         "https"
     } else {

@@ -136,12 +136,16 @@ impl StoredDocument {
     fn with_timing(
         document: ValidatedDocument,
         url: Arc<str>,
-        headers: UpstreamHeaders,
+        mut headers: UpstreamHeaders,
         received: SystemTime,
         timing: Timing,
         slot: &DocumentSlot,
         resident: Duration,
     ) -> Self {
+        // `Date` and `Age` served their purpose in `timing`; a 304 brings
+        // its own (RFC 9111 §4.3.4), so they are not kept per document.
+        headers.date = None;
+        headers.age = None;
         let now = Instant::now();
         Self {
             document,
