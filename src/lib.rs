@@ -187,10 +187,15 @@ pub async fn run(
         let _ = task.await;
     }
     drop(stop_refreshers);
-    drop(live);
     if let Some(task) = scheduler {
         let _ = task.await;
     }
+    // The last refreshes' saves reach the disk before the process exits.
+    live.current()
+        .cache
+        .flush_state(std::time::Duration::from_secs(2))
+        .await;
+    drop(live);
     if let Some(demo) = demo {
         demo.stop(true).await;
     }

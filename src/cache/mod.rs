@@ -370,6 +370,13 @@ impl MetadataCache {
         report
     }
 
+    /// At shutdown: waits (at most `limit`) for queued saves.
+    pub async fn flush_state(&self, limit: Duration) {
+        if let Some(state) = &self.state {
+            state.flush(limit).await;
+        }
+    }
+
     /// Deletes the saved copy of a document removed from the
     /// configuration.
     pub fn forget(&self, name: &str) {

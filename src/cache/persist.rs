@@ -30,6 +30,8 @@ use super::StoredDocument;
 enum Job {
     Save(Box<SavedDocument>),
     Remove(String),
+    /// Answered once every job queued before it is done (shutdown).
+    Flush(mpsc::Sender<()>),
 }
 
 impl Job {
@@ -37,6 +39,7 @@ impl Job {
         match self {
             Self::Save(d) => &d.key,
             Self::Remove(k) => k,
+            Self::Flush(_) => "",
         }
     }
 }
@@ -127,6 +130,22 @@ impl StateWriter {
         let _ = self.jobs.send(Job::Remove(name.to_string()));
     }
 
+    /// Waits (at most `limit`) until every save queued so far is on disk:
+    /// called at shutdown, so the last refreshes are not lost.
+    pub async fn flush(&self, limit: Duration) {
+        let (done, wait) = mpsc::channel();
+        if self.jobs.send(Job::Flush(done)).is_err() {
+            return;
+        }
+        let waited = tokio::task::spawn_blocking(move || wait.recv_timeout(limit)).await;
+        if !matches!(waited, Ok(Ok(()))) {
+            tracing::warn!(
+                limit_ms = limit.as_millis() as u64,
+                "state dir: saves still pending at shutdown were not waited for"
+            );
+        }
+    }
+
     /// Reads the saved copies of `slots` back; each usable one is returned
     /// with its slot, ready to be stored. Runs on a blocking thread.
     pub async fn load(
@@ -149,7 +168,12 @@ fn write_loop(dir: &StateDir, rx: &mpsc::Receiver<Job>) {
         // Coalesce the backlog: the newest job per document wins.
         let mut order: Vec<String> = Vec::new();
         let mut latest: HashMap<String, Job> = HashMap::new();
+        let mut flushes = Vec::new();
         for job in std::iter::once(first).chain(rx.try_iter()) {
+            if let Job::Flush(done) = job {
+                flushes.push(done);
+                continue;
+            }
             let key = job.key().to_string();
             if latest.insert(key.clone(), job).is_none() {
                 order.push(key);
@@ -162,6 +186,7 @@ fn write_loop(dir: &StateDir, rx: &mpsc::Receiver<Job>) {
             let result = match &job {
                 Job::Save(d) => dir.save(d),
                 Job::Remove(k) => dir.remove(k),
+                Job::Flush(_) => Ok(()),
             };
             match result {
                 Ok(()) if failing => {
@@ -177,6 +202,9 @@ fn write_loop(dir: &StateDir, rx: &mpsc::Receiver<Job>) {
                     tracing::debug!(document = %key, error = %e, "cannot save to the state dir");
                 }
             }
+        }
+        for done in flushes {
+            let _ = done.send(());
         }
     }
 }
