@@ -413,7 +413,10 @@ impl Gateway {
         };
         for slot in &self.slots {
             if let Some((stored, age)) = self.cache.servable(slot).await {
-                let stale = usize::from(age >= stored.rules.ttl);
+                let stale = usize::from(!matches!(
+                    stored.rules.classify(age),
+                    crate::freshness::FreshnessState::Fresh { .. }
+                ));
                 add(&slot.metrics(), 1, stale, age);
             }
         }

@@ -272,25 +272,22 @@ pub fn evaluate(headers: &UpstreamHeaders, received: SystemTime, policy: Policy)
         .as_deref()
         .map(parse_cache_control)
         .unwrap_or_default();
-    let (lifetime, source) = match lifetime(headers, &directives, received) {
-        _ if directives.no_store || directives.no_cache || directives.private => {
-            (None, Source::Uncacheable)
-        }
-        Some((secs, source)) => (Some(secs), source),
+    let forbidden = directives.no_store || directives.no_cache || directives.private;
+    let (fresh_for, source) = match lifetime(headers, &directives, received) {
+        _ if forbidden => (min, Source::Uncacheable),
+        Some((lifetime, source)) => (
+            lifetime.saturating_sub(upstream_age).clamp(min, ttl),
+            source,
+        ),
+        // Freshness information present but unusable (§4.2.1; §5.3: an
+        // invalid `Expires` means already expired).
         None if directives.s_maxage.is_some()
             || directives.max_age.is_some()
             || headers.expires.is_some() =>
         {
-            // Freshness information present but unusable (§4.2.1, §5.3:
-            // an invalid `Expires` means already expired).
-            (None, Source::Uncacheable)
+            (min, Source::Uncacheable)
         }
-        None => (Some(ttl), Source::Configured),
-    };
-    let fresh_for = match (lifetime, source) {
-        (_, Source::Configured) => ttl,
-        (Some(l), _) => l.saturating_sub(upstream_age).clamp(min, ttl),
-        (None, _) => min,
+        None => (ttl, Source::Configured),
     };
     Timing {
         upstream_age,

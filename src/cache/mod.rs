@@ -228,7 +228,8 @@ impl Lookup {
 
     /// A servable stored document: hit or stale by its age.
     fn stored(stored: Arc<StoredDocument>, age: Duration, slot: &DocumentSlot) -> Self {
-        let (outcome, error) = if age < stored.rules.ttl {
+        let fresh = matches!(stored.rules.classify(age), FreshnessState::Fresh { .. });
+        let (outcome, error) = if fresh {
             (CacheOutcome::Hit, None)
         } else {
             (CacheOutcome::Stale, slot.last_error())
