@@ -7,146 +7,34 @@
 
 mod support;
 
-use std::io::Read;
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use support::process::Process;
 use support::*;
-
-const BIN: &str = env!("CARGO_BIN_EXE_oauth-metadata-gateway");
-
-/// The gateway binary running as a child process, its output collected.
-struct Process {
-    child: Child,
-    output: Arc<Mutex<Vec<u8>>>,
-    readers: Vec<std::thread::JoinHandle<()>>,
-}
-
-impl Process {
-    fn spawn(args: &[&str]) -> Self {
-        let mut child = Command::new(BIN)
-            .args(args)
-            .env("RUST_LOG", "info")
-            .env_remove("GATEWAY_LISTEN")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn the gateway binary");
-        let output = Arc::new(Mutex::new(Vec::new()));
-        let mut readers = Vec::new();
-        let stdout: Box<dyn Read + Send> = Box::new(child.stdout.take().unwrap());
-        let stderr: Box<dyn Read + Send> = Box::new(child.stderr.take().unwrap());
-        for mut pipe in [stdout, stderr] {
-            let out = output.clone();
-            readers.push(std::thread::spawn(move || {
-                let mut buf = [0u8; 4096];
-                while let Ok(n) = pipe.read(&mut buf) {
-                    if n == 0 {
-                        break;
-                    }
-                    out.lock().unwrap().extend_from_slice(&buf[..n]);
-                }
-            }));
-        }
-        Self {
-            child,
-            output,
-            readers,
-        }
-    }
-
-    fn signal(&self, name: &str) {
-        let status = Command::new("kill")
-            .arg(format!("-{name}"))
-            .arg(self.child.id().to_string())
-            .status()
-            .expect("run kill");
-        assert!(status.success(), "kill -{name} failed");
-    }
-
-    fn running(&mut self) -> bool {
-        self.child.try_wait().expect("try_wait").is_none()
-    }
-
-    /// Waits (bounded) for the process to exit and returns its status and
-    /// everything it printed.
-    async fn wait(mut self, limit: Duration) -> (ExitStatus, String) {
-        let deadline = Instant::now() + limit;
-        let status = loop {
-            if let Some(status) = self.child.try_wait().expect("try_wait") {
-                break status;
-            }
-            if Instant::now() >= deadline {
-                let _ = self.child.kill();
-                let _ = self.child.wait();
-                panic!(
-                    "the gateway did not exit within {limit:?}; output:\n{}",
-                    self.text()
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        };
-        for r in self.readers.drain(..) {
-            let _ = r.join();
-        }
-        let text = self.text();
-        (status, text)
-    }
-
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.output.lock().unwrap()).into_owned()
-    }
-}
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        if matches!(self.child.try_wait(), Ok(None)) {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-}
-
-/// Polls `/readyz` until it answers 200 (bounded).
-async fn wait_ready(proc: &mut Process, base: &str) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        assert!(proc.running(), "the gateway exited early:\n{}", proc.text());
-        if let Ok(res) = client().get(format!("{base}/readyz")).send().await {
-            if res.status() == 200 {
-                return;
-            }
-        }
-        assert!(
-            Instant::now() < deadline,
-            "/readyz never answered 200:\n{}",
-            proc.text()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
 
 async fn demo_stops_cleanly_on(signal: &str) {
     let listen = format!("127.0.0.1:{}", free_port());
     let demo = format!("127.0.0.1:{}", free_port());
     let issuer = format!("http://{demo}");
-    let mut proc = Process::spawn(&[
-        "--demo",
-        "--demo-listen",
-        &demo,
-        "--upstream",
-        &issuer,
-        "--listen",
-        &listen,
-        "--workers",
-        "2",
-        "--shutdown-timeout",
-        "5s",
-    ]);
+    let mut proc = Process::spawn(
+        &[
+            "--demo",
+            "--demo-listen",
+            &demo,
+            "--upstream",
+            &issuer,
+            "--listen",
+            &listen,
+            "--workers",
+            "2",
+            "--shutdown-timeout",
+            "5s",
+        ],
+        &[],
+    );
     let base = format!("http://{listen}");
-    wait_ready(&mut proc, &base).await;
+    proc.wait_status(&format!("{base}/readyz"), 200, Duration::from_secs(20))
+        .await;
     let r = get(&format!("{base}{AS_PATH}")).await;
     assert_eq!(r.status, 200);
     assert_eq!(r.json()["issuer"], issuer.as_str());
@@ -197,18 +85,21 @@ async fn gateway_with_request_in_flight(
     upstream.set(Behaviour::json(document(&upstream.base_url)));
     upstream.hold();
     let listen = format!("127.0.0.1:{}", free_port());
-    let mut proc = Process::spawn(&[
-        "--upstream",
-        &upstream.base_url,
-        "--listen",
-        &listen,
-        "--workers",
-        "1",
-        "--upstream-timeout",
-        "60s",
-        "--shutdown-timeout",
-        signal_timeout,
-    ]);
+    let mut proc = Process::spawn(
+        &[
+            "--upstream",
+            &upstream.base_url,
+            "--listen",
+            &listen,
+            "--workers",
+            "1",
+            "--upstream-timeout",
+            "60s",
+            "--shutdown-timeout",
+            signal_timeout,
+        ],
+        &[],
+    );
     let base = format!("http://{listen}");
     // The refresher's start-up fetch is now held by the upstream.
     upstream.wait_for_requests(1, Duration::from_secs(20)).await;
@@ -301,58 +192,28 @@ async fn a_request_that_outlives_the_shutdown_timeout_does_not_block_exit() {
     upstream.release();
 }
 
-/// Polls `url` until it answers `status` (bounded).
-async fn wait_status(proc: &mut Process, url: &str, status: u16) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        assert!(proc.running(), "the gateway exited:\n{}", proc.text());
-        if let Ok(res) = client().get(url).send().await {
-            if res.status() == status {
-                return;
-            }
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{url} never answered {status}:\n{}",
-            proc.text()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-/// Waits (bounded) until the output contains `needle`.
-async fn wait_output(proc: &Process, needle: &str) -> String {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let text = proc.text();
-        if text.contains(needle) {
-            return text;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no {needle:?} in the output:\n{text}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 #[actix_web::test]
 async fn sighup_without_a_config_file_is_a_logged_no_op() {
     let upstream = Upstream::start(Behaviour::status(500)).await;
     upstream.set(Behaviour::json(document(&upstream.base_url)));
     let listen = format!("127.0.0.1:{}", free_port());
-    let mut proc = Process::spawn(&[
-        "--upstream",
-        &upstream.base_url,
-        "--listen",
-        &listen,
-        "--workers",
-        "1",
-    ]);
+    let mut proc = Process::spawn(
+        &[
+            "--upstream",
+            &upstream.base_url,
+            "--listen",
+            &listen,
+            "--workers",
+            "1",
+        ],
+        &[],
+    );
     let base = format!("http://{listen}");
-    wait_ready(&mut proc, &base).await;
+    proc.wait_status(&format!("{base}/readyz"), 200, Duration::from_secs(20))
+        .await;
     proc.signal("HUP");
-    wait_output(&proc, "nothing to reload").await;
+    proc.wait_for_log("nothing to reload", Duration::from_secs(10))
+        .await;
     assert!(proc.running(), "SIGHUP must not stop the gateway");
     let r = get(&format!("{base}{AS_PATH}")).await;
     assert_eq!(r.status, 200);
@@ -373,30 +234,39 @@ async fn sighup_reloads_the_config_file_and_refuses_a_bad_one() {
     };
     std::fs::write(&path, table("t1")).unwrap();
     let listen = format!("127.0.0.1:{}", free_port());
-    let mut proc = Process::spawn(&[
-        "--config",
-        path.to_str().unwrap(),
-        "--listen",
-        &listen,
-        "--workers",
-        "1",
-    ]);
+    let mut proc = Process::spawn(
+        &[
+            "--config",
+            path.to_str().unwrap(),
+            "--listen",
+            &listen,
+            "--workers",
+            "1",
+        ],
+        &[],
+    );
     let base = format!("http://{listen}");
-    wait_ready(&mut proc, &base).await;
+    proc.wait_status(&format!("{base}/readyz"), 200, Duration::from_secs(20))
+        .await;
 
     std::fs::write(&path, table("t1") + &table("t2")).unwrap();
     proc.signal("HUP");
-    let text = wait_output(&proc, "config reloaded").await;
+    let text = proc
+        .wait_for_log("config reloaded", Duration::from_secs(10))
+        .await;
     assert!(
         text.contains("1 added (oauth-authorization-server/t2), 0 removed, 0 changed, 1 unchanged"),
         "{text}"
     );
-    wait_status(&mut proc, &format!("{base}{AS_PATH}/t2"), 200).await;
+    proc.wait_status(&format!("{base}{AS_PATH}/t2"), 200, Duration::from_secs(10))
+        .await;
 
     // A bad file: logged with file, line and column; the old config serves.
     std::fs::write(&path, table("t1") + "ttl = \"soon\"\n").unwrap();
     proc.signal("HUP");
-    let text = wait_output(&proc, "config reload refused").await;
+    let text = proc
+        .wait_for_log("config reload refused", Duration::from_secs(10))
+        .await;
     let line = text
         .lines()
         .find(|l| l.contains("config reload refused"))

@@ -6,145 +6,11 @@
 
 mod support;
 
-use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use support::process::Process;
 use support::*;
-
-const BIN: &str = env!("CARGO_BIN_EXE_oauth-metadata-gateway");
-
-/// The gateway binary as a child process, its output collected.
-struct Process {
-    child: Child,
-    output: Arc<Mutex<Vec<u8>>>,
-    base: String,
-}
-
-impl Process {
-    /// Starts the binary on a fresh port with `args` and `envs` and waits
-    /// (bounded) until it answers `/healthz`.
-    async fn start(args: &[&str], envs: &[(&str, &str)]) -> Self {
-        let listen = format!("127.0.0.1:{}", free_port());
-        let mut cmd = Command::new(BIN);
-        cmd.args(args)
-            .args(["--listen", &listen, "--workers", "1"])
-            .env("RUST_LOG", "info")
-            .env("NO_COLOR", "1");
-        for var in ["GATEWAY_LISTEN", "GATEWAY_STATE_DIR", "GATEWAY_MIN_TTL"] {
-            cmd.env_remove(var);
-        }
-        for (k, v) in envs {
-            cmd.env(k, v);
-        }
-        let mut child = cmd
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn the gateway binary");
-        let output = Arc::new(Mutex::new(Vec::new()));
-        let stdout: Box<dyn Read + Send> = Box::new(child.stdout.take().unwrap());
-        let stderr: Box<dyn Read + Send> = Box::new(child.stderr.take().unwrap());
-        for mut pipe in [stdout, stderr] {
-            let out = output.clone();
-            std::thread::spawn(move || {
-                let mut buf = [0u8; 4096];
-                while let Ok(n) = pipe.read(&mut buf) {
-                    if n == 0 {
-                        break;
-                    }
-                    out.lock().unwrap().extend_from_slice(&buf[..n]);
-                }
-            });
-        }
-        let mut p = Self {
-            child,
-            output,
-            base: format!("http://{listen}"),
-        };
-        p.wait_live().await;
-        p
-    }
-
-    async fn wait_live(&mut self) {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            assert!(self.running(), "the gateway exited early:\n{}", self.text());
-            if let Ok(res) = client().get(self.url("/healthz")).send().await {
-                if res.status() == 200 {
-                    return;
-                }
-            }
-            assert!(
-                Instant::now() < deadline,
-                "/healthz never answered 200:\n{}",
-                self.text()
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.base)
-    }
-
-    fn running(&mut self) -> bool {
-        self.child.try_wait().expect("try_wait").is_none()
-    }
-
-    /// SIGKILL: no shutdown code runs.
-    fn kill(mut self) {
-        self.child.kill().expect("SIGKILL the gateway");
-        let _ = self.child.wait();
-    }
-
-    /// Everything printed so far, without terminal colours.
-    fn text(&self) -> String {
-        strip_ansi(&String::from_utf8_lossy(&self.output.lock().unwrap()))
-    }
-
-    /// Waits (bounded) until the output contains `needle`.
-    async fn wait_for_log(&self, needle: &str) {
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while !self.text().contains(needle) {
-            assert!(
-                Instant::now() < deadline,
-                "no log line containing {needle:?}:\n{}",
-                self.text()
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-}
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        if matches!(self.child.try_wait(), Ok(None)) {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-}
-
-fn strip_ansi(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    let mut chars = s.chars();
-    while let Some(c) = chars.next() {
-        if c == '\u{1b}' {
-            for c in chars.by_ref() {
-                if c.is_ascii_alphabetic() {
-                    break;
-                }
-            }
-        } else {
-            out.push(c);
-        }
-    }
-    out
-}
 
 /// Every regular file under `dir` (recursively), sorted.
 fn files_under(dir: &Path) -> Vec<PathBuf> {
@@ -292,7 +158,7 @@ async fn a_document_survives_sigkill_and_is_served_with_the_upstream_down() {
         r.age()
     );
     assert!(r.ttl() <= 299, "{cs}");
-    proc.wait_for_log("restored").await;
+    proc.wait_for_log("restored", Duration::from_secs(5)).await;
     // The upstream answered 503 to anything the restarted gateway asked:
     // the 200 can only have come from the state file.
     assert!(up.paths()[before..].iter().all(|p| p == AS_PATH));
@@ -347,7 +213,8 @@ async fn a_damaged_state_file_is_ignored_and_never_served() {
             );
         }
         assert_json_error(&r, &proc);
-        proc.wait_for_log("state file ignored").await;
+        proc.wait_for_log("state file ignored", Duration::from_secs(5))
+            .await;
         assert!(proc.running(), "{what}: the gateway stays up");
         assert_eq!(get(&proc.url("/healthz")).await.status, 200);
         proc.kill();

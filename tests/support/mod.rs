@@ -14,6 +14,8 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio::sync::{oneshot, watch};
 
+pub mod process;
+
 /// A realistic document, exactly as the reference server sends it (for an
 /// issuer the test fills in).
 pub fn document(issuer: &str) -> String {
