@@ -560,7 +560,7 @@ mod tests {
         };
         analyze_authorization_server(
             &mut r,
-            &ExpectedIssuer::new(ISSUER.into()),
+            &ExpectedIssuer::new(ISSUER),
             "https://auth.example.com/.well-known/oauth-authorization-server/t",
             &raw,
         );

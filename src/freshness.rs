@@ -17,7 +17,7 @@
 use std::time::Duration;
 
 /// Lifetime settings of one document.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Freshness {
     /// Freshness lifetime (`--ttl`).
     pub ttl: Duration,

@@ -22,6 +22,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::cache::slot::SlotRules;
 use crate::cache::tenants::{Shared, TemplateCache};
 use crate::cache::{Backoff, CacheMode, DocumentSlot, MetadataCache, RestoreReport, StateWriter};
 use crate::config::{Config, DocumentConfig, Documents, TemplateConfig};
@@ -260,7 +261,7 @@ impl Gateway {
                     .iter()
                     .zip(p.templates.iter().cloned()),
             );
-            old_names.extend(p.documents.documents.iter().map(|d| d.name.as_str()));
+            old_names.extend(p.documents.documents.iter().map(|d| &*d.name));
             old_names.extend(p.documents.templates.iter().map(|t| t.name.as_str()));
         }
         let mut new_names: HashSet<String> = HashSet::new();
@@ -278,13 +279,16 @@ impl Gateway {
             }
         };
 
+        // One copy of each distinct set of rules, whatever the number of
+        // documents configured alike.
+        let mut rules = HashMap::new();
         let slots: Vec<_> = docs
             .documents
             .iter()
             .map(|doc| {
                 let group = groups.get(
                     if per_document {
-                        doc.name.clone()
+                        doc.name.to_string()
                     } else {
                         kind_group(doc.kind)
                     },
@@ -300,9 +304,13 @@ impl Gateway {
                     None => Arc::new(DocumentSlot::configured(
                         group,
                         doc,
-                        lasting.shared.fetch_timeout,
-                        lasting.shared.backoff,
-                        lasting.shared.upstream,
+                        SlotRules::configured(
+                            doc,
+                            lasting.shared.fetch_timeout,
+                            lasting.shared.backoff,
+                            lasting.shared.upstream,
+                        )
+                        .shared(&mut rules),
                     )),
                 }
             })
@@ -390,7 +398,7 @@ impl Gateway {
     /// has this name.
     pub fn has_document(&self, name: &str) -> bool {
         let d = &self.documents;
-        d.documents.iter().any(|x| x.name == name)
+        d.documents.iter().any(|x| &*x.name == name)
             || d.templates.iter().any(|x| x.name == name)
             || d.protected_resources.iter().any(|x| x.name == name)
     }

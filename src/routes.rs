@@ -92,7 +92,7 @@ struct TemplateRoute {
 /// Paths to targets, with their metrics labels.
 #[derive(Debug, Default)]
 pub struct RouteTable {
-    exact: HashMap<Box<str>, (Target, Arc<RouteLabel>)>,
+    exact: HashMap<Arc<str>, (Target, Arc<RouteLabel>)>,
     templates: Vec<TemplateRoute>,
 }
 
@@ -116,13 +116,11 @@ impl RouteTable {
         for (i, d) in docs.documents.iter().enumerate() {
             for r in &d.routes {
                 let l = if per_document_labels {
-                    label(r.clone())
+                    label(r.to_string())
                 } else {
                     label(kind_label(d.kind))
                 };
-                exact
-                    .entry(r.as_str().into())
-                    .or_insert((Target::Document(i), l));
+                exact.entry(r.clone()).or_insert((Target::Document(i), l));
             }
         }
         for (i, d) in docs.protected_resources.iter().enumerate() {

@@ -137,7 +137,7 @@ proptest! {
 
     #[test]
     fn arbitrary_bytes_never_panic_the_validator(bytes in prop::collection::vec(any::<u8>(), 0..512)) {
-        let issuer = ExpectedIssuer::new(ISSUER.into());
+        let issuer = ExpectedIssuer::new(ISSUER);
         if let Ok(doc) = ValidatedDocument::validate(Bytes::from(bytes.clone()), &issuer) {
             prop_assert_eq!(&doc.body[..], &bytes[..]);
         }
@@ -145,7 +145,7 @@ proptest! {
 
     #[test]
     fn arbitrary_json_never_panics_and_acceptance_implies_the_rules(value in json_value()) {
-        let issuer = ExpectedIssuer::new(ISSUER.into());
+        let issuer = ExpectedIssuer::new(ISSUER);
         let text = serde_json::to_vec(&value).unwrap();
         if let Ok(doc) = ValidatedDocument::validate(Bytes::from(text.clone()), &issuer) {
             // Accepted: an object declaring the issuer with the REQUIRED
@@ -160,7 +160,7 @@ proptest! {
     #[test]
     fn valid_documents_are_accepted_byte_for_byte(members in valid_members(), ws in whitespace()) {
         let text = render(&members, &ws);
-        let issuer = ExpectedIssuer::new(ISSUER.into());
+        let issuer = ExpectedIssuer::new(ISSUER);
         let doc = ValidatedDocument::validate(Bytes::from(text.clone()), &issuer)
             .map_err(|e| TestCaseError::fail(format!("{e}: {text}")))?;
         prop_assert_eq!(&doc.body[..], text.as_bytes());
@@ -188,7 +188,7 @@ proptest! {
             _ => { let i = pos(&members, "token_endpoint"); members.remove(i); }
         }
         let text = render(&members, &ws);
-        let issuer = ExpectedIssuer::new(ISSUER.into());
+        let issuer = ExpectedIssuer::new(ISSUER);
         prop_assert!(ValidatedDocument::validate(Bytes::from(text.clone()), &issuer).is_err(), "accepted: {}", text);
     }
 }

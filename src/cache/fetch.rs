@@ -117,8 +117,16 @@ impl FetchContext<'_> {
                     // the same rules, issuer check included.
                     let validated = ValidatedDocument::validate(body, slot.issuer())
                         .map(|document| {
-                            let stored =
-                                StoredDocument::new(document, url.clone(), headers, received, slot);
+                            // Kept for as long as it is served: moved out of
+                            // the fetcher thread's buffers (see `detached`);
+                            // `clone` makes the header strings here too.
+                            let stored = StoredDocument::new(
+                                document.detached(),
+                                url.clone(),
+                                headers.clone(),
+                                received,
+                                slot,
+                            );
                             (Arc::new(stored), false)
                         })
                         .map_err(FetchError::from);

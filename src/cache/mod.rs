@@ -86,7 +86,7 @@ impl StoredDocument {
         received: SystemTime,
         slot: &DocumentSlot,
     ) -> Self {
-        let timing = upstream_freshness::evaluate(&headers, received, slot.policy);
+        let timing = upstream_freshness::evaluate(&headers, received, slot.policy());
         Self::with_timing(
             document,
             url,
@@ -154,7 +154,7 @@ impl StoredDocument {
             timing,
             rules: Freshness {
                 ttl: timing.fresh_for,
-                ..slot.freshness
+                ..*slot.freshness()
             },
             url,
             headers,

@@ -276,18 +276,19 @@ fn restore(
         .unwrap_or(Duration::ZERO);
     let timing = Timing {
         upstream_age: saved.upstream_age,
-        fresh_for: saved
-            .lifetime
-            .clamp(slot.policy.min_ttl.min(slot.policy.ttl), slot.policy.ttl),
+        fresh_for: saved.lifetime.clamp(
+            slot.policy().min_ttl.min(slot.policy().ttl),
+            slot.policy().ttl,
+        ),
         source: Source::Saved,
     };
-    let servable_for = timing.fresh_for.saturating_add(slot.freshness.max_stale);
+    let servable_for = timing.fresh_for.saturating_add(slot.freshness().max_stale);
     if resident >= servable_for {
         return Err(format!(
             "saved {}s ago, past its freshness ({}s) and max-stale ({}s)",
             resident.as_secs(),
             timing.fresh_for.as_secs(),
-            slot.freshness.max_stale.as_secs()
+            slot.freshness().max_stale.as_secs()
         ));
     }
     let headers = UpstreamHeaders {

@@ -3,6 +3,7 @@
 //! cached tenant. The slot is what a fetch needs (upstream URLs, expected
 //! issuer, freshness) and where back-off lives between fetches.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant, SystemTime};
@@ -23,7 +24,7 @@ use crate::upstream_freshness::{Policy, Settings};
 static NEXT_ID: AtomicUsize = AtomicUsize::new(0);
 
 /// Capped exponential back-off with jitter between failed fetches.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Backoff {
     /// Delay after the first failure.
     pub min: Duration,
@@ -45,7 +46,8 @@ impl Backoff {
 #[derive(Debug, Default)]
 struct FailureState {
     consecutive: u32,
-    last_error: Option<FetchError>,
+    /// Boxed: most slots never hold one, and every slot pays for the field.
+    last_error: Option<Box<FetchError>>,
     retry_at: Option<Instant>,
     last_fetch: Option<LastFetch>,
 }
@@ -57,6 +59,55 @@ pub struct LastFetch {
     pub outcome: &'static str,
     /// When it completed.
     pub at: SystemTime,
+}
+
+/// The rules a slot follows: the same for every document configured with
+/// the same lifetimes, so one copy is shared by all of them (see
+/// [`SlotRules::shared`]), not one per document.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct SlotRules {
+    /// Freshness rules (`ttl` is the most the upstream may allow).
+    pub freshness: Freshness,
+    /// How the upstream's own freshness is bounded.
+    pub policy: Policy,
+    /// Back-off between failed fetches.
+    pub backoff: Backoff,
+}
+
+impl SlotRules {
+    /// The rules of a document with `freshness`.
+    pub fn new(freshness: Freshness, backoff: Backoff, upstream: Settings) -> Self {
+        Self {
+            freshness,
+            policy: upstream.policy(freshness.ttl),
+            backoff,
+        }
+    }
+
+    /// The rules of a configured document: `fetch_timeout` bounds one
+    /// upstream request (a fetch may make one per upstream URL).
+    pub fn configured(
+        config: &DocumentConfig,
+        fetch_timeout: Duration,
+        backoff: Backoff,
+        upstream: Settings,
+    ) -> Self {
+        Self::new(
+            Freshness::new(
+                config.ttl,
+                config.max_stale,
+                fetch_timeout,
+                config.upstream_urls.len(),
+            ),
+            backoff,
+            upstream,
+        )
+    }
+
+    /// These rules, shared with every earlier equal set in `seen`.
+    pub fn shared(self, seen: &mut HashMap<SlotRules, Arc<SlotRules>>) -> Arc<SlotRules> {
+        seen.entry(self).or_insert_with(|| Arc::new(self)).clone()
+    }
 }
 
 /// One document: its source, its rules and its failure state.
@@ -73,46 +124,30 @@ pub struct DocumentSlot {
     group: ArcSwap<GroupMetrics>,
     /// What the document is.
     pub kind: DocumentKind,
-    /// Freshness rules (`ttl` is the most the upstream may allow).
-    pub freshness: Freshness,
-    /// How the upstream's own freshness is bounded.
-    pub policy: Policy,
-    urls: Box<[Arc<str>]>,
+    /// Its freshness, upstream-freshness and back-off rules.
+    pub rules: Arc<SlotRules>,
+    urls: Arc<[Arc<str>]>,
     issuer: ExpectedIssuer,
-    backoff: Backoff,
     failures: Mutex<FailureState>,
     refreshing: AtomicBool,
 }
 
 impl DocumentSlot {
-    /// The slot of a configured document; `fetch_timeout` bounds one
-    /// upstream request (a fetch may make one per upstream URL).
+    /// The slot of a configured document, following `rules` (shared with
+    /// every document configured alike).
     pub fn configured(
         group: Arc<GroupMetrics>,
         config: &DocumentConfig,
-        fetch_timeout: Duration,
-        backoff: Backoff,
-        upstream: Settings,
+        rules: Arc<SlotRules>,
     ) -> Self {
         Self::new(
-            Arc::from(config.name.as_str()),
+            config.name.clone(),
             None,
             group,
             config.kind,
-            Freshness::new(
-                config.ttl,
-                config.max_stale,
-                fetch_timeout,
-                config.upstream_urls.len(),
-            ),
-            config
-                .upstream_urls
-                .iter()
-                .map(|u| Arc::from(u.as_str()))
-                .collect(),
+            rules,
+            config.upstream_urls.clone(),
             config.issuer.clone(),
-            backoff,
-            upstream,
         )
     }
 
@@ -122,53 +157,54 @@ impl DocumentSlot {
         name: Arc<str>,
         group: Arc<GroupMetrics>,
         tenant: &str,
-        freshness: Freshness,
-        backoff: Backoff,
-        upstream: Settings,
+        rules: Arc<SlotRules>,
     ) -> Self {
         Self::new(
             name,
             Some(tenant.into()),
             group,
             template.kind,
-            freshness,
+            rules,
             template
                 .upstream_urls
                 .iter()
                 .map(|u| Arc::from(u.render(tenant)))
                 .collect(),
             ExpectedIssuer::new(template.issuer.render(tenant)),
-            backoff,
-            upstream,
         )
     }
 
-    #[allow(clippy::too_many_arguments)]
     fn new(
         name: Arc<str>,
         tenant: Option<Box<str>>,
         group: Arc<GroupMetrics>,
         kind: DocumentKind,
-        freshness: Freshness,
-        urls: Box<[Arc<str>]>,
+        rules: Arc<SlotRules>,
+        urls: Arc<[Arc<str>]>,
         issuer: ExpectedIssuer,
-        backoff: Backoff,
-        upstream: Settings,
     ) -> Self {
         Self {
-            policy: upstream.policy(freshness.ttl),
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             name,
             tenant,
             group: ArcSwap::new(group),
             kind,
-            freshness,
+            rules,
             urls,
             issuer,
-            backoff,
             failures: Mutex::new(FailureState::default()),
             refreshing: AtomicBool::new(false),
         }
+    }
+
+    /// Freshness rules (`ttl` is the most the upstream may allow).
+    pub fn freshness(&self) -> &Freshness {
+        &self.rules.freshness
+    }
+
+    /// How the upstream's own freshness is bounded.
+    pub fn policy(&self) -> Policy {
+        self.rules.policy
     }
 
     fn failures(&self) -> MutexGuard<'_, FailureState> {
@@ -206,8 +242,8 @@ impl DocumentSlot {
             at: SystemTime::now(),
         });
         state.consecutive = state.consecutive.saturating_add(1);
-        let delay = self.backoff.delay(state.consecutive);
-        state.last_error = Some(error.clone());
+        let delay = self.rules.backoff.delay(state.consecutive);
+        state.last_error = Some(Box::new(error.clone()));
         state.retry_at = Some(now + delay);
         delay
     }
@@ -224,7 +260,7 @@ impl DocumentSlot {
 
     /// The last fetch error, while the upstream is failing.
     pub fn last_error(&self) -> Option<FetchError> {
-        self.failures().last_error.clone()
+        self.failures().last_error.as_deref().cloned()
     }
 
     /// Consecutive failed fetches (0 once one succeeds).
@@ -244,14 +280,14 @@ impl DocumentSlot {
 
     /// The delay before the first retry.
     pub fn backoff_min(&self) -> Duration {
-        self.backoff.min
+        self.rules.backoff.min
     }
 
     /// While in back-off: the last error and the time left until a retry.
     pub fn backing_off(&self, now: Instant) -> Option<(FetchError, Duration)> {
         let state = self.failures();
         match (&state.last_error, state.retry_at) {
-            (Some(e), Some(at)) if at > now => Some((e.clone(), at - now)),
+            (Some(e), Some(at)) if at > now => Some((FetchError::clone(e), at - now)),
             _ => None,
         }
     }

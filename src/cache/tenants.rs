@@ -38,7 +38,7 @@ use crate::upstream::{Fetcher, Priority};
 use crate::upstream_freshness::Settings;
 
 use super::fetch::FetchContext;
-use super::slot::{Backoff, DocumentSlot};
+use super::slot::{Backoff, DocumentSlot, SlotRules};
 use super::{Lookup, StoredDocument};
 
 /// What is known of one tenant's document.
@@ -122,7 +122,7 @@ pub struct TemplateCache {
     pub name: Arc<str>,
     /// Its metrics group (the template's name).
     pub group: Arc<GroupMetrics>,
-    freshness: Freshness,
+    rules: Arc<SlotRules>,
     entries: moka::future::Cache<String, Arc<TenantEntry>>,
     cold: Arc<Semaphore>,
     shared: Shared,
@@ -136,12 +136,16 @@ fn failed_ttl(backoff: Backoff) -> Duration {
 impl TemplateCache {
     /// An empty cache for `config`'s tenants.
     pub fn new(config: TemplateConfig, group: Arc<GroupMetrics>, shared: Shared) -> Self {
-        let freshness = Freshness::new(
-            config.ttl,
-            config.max_stale,
-            shared.fetch_timeout,
-            config.upstream_urls.len(),
-        );
+        let rules = Arc::new(SlotRules::new(
+            Freshness::new(
+                config.ttl,
+                config.max_stale,
+                shared.fetch_timeout,
+                config.upstream_urls.len(),
+            ),
+            shared.backoff,
+            shared.upstream,
+        ));
         let entries = moka::future::Cache::builder()
             .max_capacity(config.max_tenants)
             .expire_after(TenantLifetime {
@@ -154,7 +158,7 @@ impl TemplateCache {
             cold: Arc::new(Semaphore::new(config.max_cold_fetches)),
             config,
             group,
-            freshness,
+            rules,
             entries,
             shared,
         }
@@ -162,7 +166,7 @@ impl TemplateCache {
 
     /// Freshness rules of every tenant.
     pub fn freshness(&self) -> &Freshness {
-        &self.freshness
+        &self.rules.freshness
     }
 
     fn context(&self) -> FetchContext<'_> {
@@ -230,9 +234,7 @@ impl TemplateCache {
                         this.name.clone(),
                         this.group.clone(),
                         tenant,
-                        this.freshness,
-                        this.shared.backoff,
-                        this.shared.upstream,
+                        this.rules.clone(),
                     )),
                 };
                 let state = match this

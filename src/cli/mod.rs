@@ -454,6 +454,11 @@ mod tests {
     use super::*;
     use crate::config::AS_METADATA_PATH;
 
+    /// Strings to compare with literals.
+    fn strs<S: AsRef<str>>(v: &[S]) -> Vec<&str> {
+        v.iter().map(AsRef::as_ref).collect()
+    }
+
     fn parse(args: &[&str]) -> Result<Config, clap::Error> {
         let mut full = vec!["oauth-metadata-gateway"];
         full.extend_from_slice(args);
@@ -466,10 +471,10 @@ mod tests {
         assert_eq!(c.listen, "127.0.0.1:8080".parse().unwrap());
         assert_eq!(c.documents.documents.len(), 1);
         let d = &c.documents.documents[0];
-        assert_eq!(d.name, "oauth-authorization-server");
-        assert_eq!(d.routes, [AS_METADATA_PATH]);
+        assert_eq!(&*d.name, "oauth-authorization-server");
+        assert_eq!(strs(&d.routes), [AS_METADATA_PATH]);
         assert_eq!(
-            d.upstream_urls,
+            strs(&d.upstream_urls),
             [
                 "http://localhost:7788/.well-known/oauth-authorization-server",
                 "http://localhost:7788/.well-known/openid-configuration"
@@ -495,7 +500,7 @@ mod tests {
     fn upstream_with_trailing_slash_or_path_builds_the_fetch_url() {
         let c = parse(&["--upstream", "https://as.example.com/"]).unwrap();
         assert_eq!(
-            c.documents.documents[0].upstream_urls[0],
+            &*c.documents.documents[0].upstream_urls[0],
             "https://as.example.com/.well-known/oauth-authorization-server"
         );
         assert_eq!(
@@ -507,18 +512,18 @@ mod tests {
         let d = &c.documents.documents[0];
         assert_eq!(d.issuer.as_str(), "https://as.example.com/tenant1");
         assert_eq!(
-            d.routes,
+            strs(&d.routes),
             ["/.well-known/oauth-authorization-server/tenant1"]
         );
         assert_eq!(
-            d.upstream_urls,
+            strs(&d.upstream_urls),
             [
                 "https://as.example.com/.well-known/oauth-authorization-server/tenant1",
                 "https://as.example.com/.well-known/openid-configuration/tenant1",
                 "https://as.example.com/tenant1/.well-known/openid-configuration"
             ]
         );
-        assert_eq!(d.name, "oauth-authorization-server/tenant1");
+        assert_eq!(&*d.name, "oauth-authorization-server/tenant1");
     }
 
     #[test]
@@ -579,12 +584,12 @@ mod tests {
         .unwrap();
         assert_eq!(c.documents.documents.len(), 2);
         assert_eq!(
-            c.documents.documents[0].upstream_urls[0],
+            &*c.documents.documents[0].upstream_urls[0],
             "http://auth.internal:8080/.well-known/oauth-authorization-server/t1"
         );
-        assert_eq!(c.documents.documents[1].name, "openid-configuration/t1");
+        assert_eq!(&*c.documents.documents[1].name, "openid-configuration/t1");
         assert_eq!(
-            c.documents.documents[1].routes,
+            strs(&c.documents.documents[1].routes),
             [
                 "/.well-known/openid-configuration/t1",
                 "/t1/.well-known/openid-configuration"
@@ -609,7 +614,7 @@ mod tests {
         .unwrap();
         let pr = &c.documents.protected_resources[0];
         assert_eq!(
-            pr.routes,
+            strs(&pr.routes),
             [
                 "/.well-known/oauth-protected-resource/mcp",
                 "/.well-known/oauth-protected-resource"

@@ -7,6 +7,7 @@
 //! Also the whole-configuration checks: every exact route belongs to one
 //! document, and no two templates can match the same path.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::discovery::{self, DocumentKind, SplitUrl};
@@ -53,6 +54,12 @@ pub enum IssuerDocuments {
     Templates(Vec<TemplateConfig>),
 }
 
+/// Strings made once while parsing, kept shared (and exactly sized) for as
+/// long as any generation of the configuration refers to them.
+fn shared(strings: Vec<String>) -> Vec<Arc<str>> {
+    strings.into_iter().map(Arc::from).collect()
+}
+
 /// True when `issuer` is a template.
 pub fn is_template(issuer: &str) -> bool {
     issuer.contains(PLACEHOLDER)
@@ -90,11 +97,11 @@ pub fn authorization_server(
             kinds
                 .into_iter()
                 .map(|kind| DocumentConfig {
-                    name: kind.label(&issuer.path),
+                    name: kind.label(&issuer.path).into(),
                     kind,
-                    routes: discovery::served_routes(kind, &issuer.path),
-                    upstream_urls: discovery::upstream_urls(kind, &upstream),
-                    issuer: ExpectedIssuer::new(spec.issuer.to_string()),
+                    routes: shared(discovery::served_routes(kind, &issuer.path)).into(),
+                    upstream_urls: shared(discovery::upstream_urls(kind, &upstream)).into(),
+                    issuer: ExpectedIssuer::new(spec.issuer),
                     ttl: spec.ttl,
                     max_stale: spec.max_stale,
                 })
@@ -217,13 +224,13 @@ mod tests {
             panic!("not a template")
         };
         assert_eq!(docs.len(), 2);
-        assert_eq!(docs[0].name, "oauth-authorization-server/tenant1");
+        assert_eq!(&*docs[0].name, "oauth-authorization-server/tenant1");
         assert_eq!(
-            docs[0].upstream_urls[0],
+            &*docs[0].upstream_urls[0],
             "http://10.0.0.5:8080/.well-known/oauth-authorization-server/tenant1"
         );
         assert_eq!(docs[0].issuer.as_str(), "https://auth.example.com/tenant1");
-        assert_eq!(docs[1].name, "openid-configuration/tenant1");
+        assert_eq!(&*docs[1].name, "openid-configuration/tenant1");
         assert_eq!(docs[1].routes.len(), 2);
         let err = authorization_server(&spec("https://auth.example.com/t", Some("https://x/../y")))
             .unwrap_err();
@@ -239,7 +246,7 @@ mod tests {
         .unwrap() else {
             panic!("a template")
         };
-        assert_eq!(t[0].name, "oauth-authorization-server/{tenant}/v2.0");
+        assert_eq!(&*t[0].name, "oauth-authorization-server/{tenant}/v2.0");
         assert_eq!(
             t[0].routes[0].render("acme"),
             "/.well-known/oauth-authorization-server/acme/v2.0"

@@ -285,7 +285,7 @@ pub fn parse(text: &str, path: &str, defaults: Defaults) -> Result<Documents, Co
                 for d in &docs {
                     for r in &d.routes {
                         owners.push((
-                            r.clone(),
+                            r.to_string(),
                             format!("authorization_server[{i}]"),
                             e.issuer.span(),
                         ));
@@ -597,7 +597,7 @@ scopes_supported = ["mcp:tools"]
 bearer_methods_supported = ["header"]
 resource_name = "Example MCP"
 "#);
-        let names: Vec<_> = d.documents.iter().map(|d| d.name.as_str()).collect();
+        let names: Vec<_> = d.documents.iter().map(|d| &*d.name).collect();
         assert_eq!(
             names,
             [
@@ -610,13 +610,13 @@ resource_name = "Example MCP"
         assert_eq!(d.documents[0].ttl, Duration::from_secs(600));
         assert_eq!(d.documents[0].max_stale, DEFAULTS.max_stale);
         assert_eq!(
-            d.documents[0].upstream_urls[0],
+            &*d.documents[0].upstream_urls[0],
             "http://auth.internal:8080/.well-known/oauth-authorization-server/tenant1"
         );
         assert_eq!(d.documents[1].ttl, DEFAULTS.ttl);
         assert_eq!(d.documents[1].max_stale, Duration::ZERO);
         assert_eq!(
-            d.documents[1].upstream_urls[0],
+            &*d.documents[1].upstream_urls[0],
             "https://auth.example.com/.well-known/oauth-authorization-server/tenant2"
         );
         let pr = &d.protected_resources[0];
@@ -764,7 +764,7 @@ resource = "https://mcp.example.com/mcp"
         assert_eq!(d.documents.len(), 1);
         assert_eq!(d.templates.len(), 3);
         let t = &d.templates[0];
-        assert_eq!(t.name, "oauth-authorization-server/realms/{tenant}");
+        assert_eq!(&*t.name, "oauth-authorization-server/realms/{tenant}");
         assert_eq!(t.max_tenants, 10000);
         assert_eq!(t.not_found_ttl, Duration::from_secs(300));
         assert_eq!(t.max_cold_fetches, 32);

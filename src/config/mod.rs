@@ -18,6 +18,7 @@ pub mod values;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use rustls_pki_types::CertificateDer;
@@ -136,7 +137,7 @@ impl Documents {
         let fetched = self
             .documents
             .iter()
-            .flat_map(|d| d.routes.iter().map(|r| (r.as_str(), d.name.as_str())));
+            .flat_map(|d| d.routes.iter().map(|r| (&**r, &*d.name)));
         let local = self
             .protected_resources
             .iter()
@@ -156,7 +157,7 @@ impl Documents {
         let fixed = self
             .documents
             .iter()
-            .flat_map(|d| d.upstream_urls.iter().cloned());
+            .flat_map(|d| d.upstream_urls.iter().map(|u| u.to_string()));
         let templated = self
             .templates
             .iter()
@@ -171,14 +172,17 @@ pub struct DocumentConfig {
     /// Name used in logs, metrics (while per-document labels are on) and
     /// the status endpoint: the document kind plus the configured issuer
     /// path, e.g. `oauth-authorization-server/tenant1` (bounded: never
-    /// derived from a request).
-    pub name: String,
+    /// derived from a request). Shared with the document's cache slot.
+    pub name: Arc<str>,
     /// What the document is.
     pub kind: DocumentKind,
-    /// Paths the gateway serves it at (exact strings).
-    pub routes: Vec<String>,
-    /// Upstream URLs it is fetched from, tried in order (a 4xx moves on).
-    pub upstream_urls: Vec<String>,
+    /// Paths the gateway serves it at (exact strings), shared with the
+    /// route table.
+    pub routes: Box<[Arc<str>]>,
+    /// Upstream URLs it is fetched from, tried in order (a 4xx moves on);
+    /// shared with the cache slot (one copy per document, however many
+    /// generations of the route table refer to it).
+    pub upstream_urls: Arc<[Arc<str>]>,
     /// The issuer the document must declare.
     pub issuer: ExpectedIssuer,
     /// Freshness lifetime.

@@ -309,7 +309,7 @@ pub async fn collect(gw: &Gateway, q: &DocumentsQuery) -> Vec<DocumentView> {
             slot,
             stored.as_ref().map(|(s, age)| (&**s, *age)),
             gw.cache.mode(),
-            doc.routes.clone(),
+            doc.routes.iter().map(|r| r.to_string()).collect(),
             now,
         );
         if keep(&v) {
