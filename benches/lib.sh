@@ -181,21 +181,44 @@ to_us() {
         printf "%.0f", n * m }'
 }
 
+# CPU time (user + system) of the given processes, in clock ticks.
+cpu_ticks() { # pid...
+    local p total=0
+    for p in "$@"; do
+        total=$((total + $(awk '{print $14 + $15}' "/proc/$p/stat" 2>/dev/null || echo 0)))
+    done
+    echo "$total"
+}
+
 # One wrk run (-t WRK_THREADS); appends "target conns rps p50_us p99_us
-# errors" to $WORK/results, errors counting non-2xx answers and socket
-# errors.
-measure() { # target, url, conns, seconds
-    local target=$1 url=$2 conns=$3 seconds=$4 out
-    out=$(timeout $((seconds + 30)) wrk -t "$WRK_THREADS" -c "$conns" -d "${seconds}s" --latency "$url") ||
+# errors server_us_per_request wrk_cores" to $WORK/results: errors counts
+# non-2xx answers and socket errors; server_us_per_request is the CPU time
+# the given server processes used during the run per request served;
+# wrk_cores is wrk's own CPU time over the run's length (1.00 = one core
+# busy all along: then the load generator, not the server, is the limit).
+measure() { # target, url, conns, seconds[, server pids (space-separated)]
+    local target=$1 url=$2 conns=$3 seconds=$4 pids=${5:-} out
+    local ticks0 ticks1 wrk_cpu
+    # shellcheck disable=SC2086 # pids is a list
+    ticks0=$(cpu_ticks $pids)
+    out=$( { TIMEFORMAT='%U %S'; time timeout $((seconds + 30)) wrk -t "$WRK_THREADS" -c "$conns" -d "${seconds}s" --latency "$url"; } 2>"$WORK/wrk.time") ||
         die "wrk failed against $target"
-    local rps p50 p99 errors
+    # shellcheck disable=SC2086
+    ticks1=$(cpu_ticks $pids)
+    wrk_cpu=$(awk -v s="$seconds" 'NF == 2 {printf "%.2f", ($1 + $2) / s}' "$WORK/wrk.time")
+    local rps p50 p99 errors requests server_us
     rps=$(awk '/^Requests\/sec:/ {print $2}' <<<"$out")
+    requests=$(awk '/requests in/ {print $1}' <<<"$out")
     p50=$(to_us "$(awk '$1 == "50%" {print $2}' <<<"$out")")
     p99=$(to_us "$(awk '$1 == "99%" {print $2}' <<<"$out")")
     errors=$(awk '/Non-2xx or 3xx responses:/ {n += $NF} /Socket errors:/ {
         for (i = 1; i <= NF; i++) if ($i ~ /^[0-9]+,?$/) n += $i } END {print n + 0}' <<<"$out")
-    echo "$target $conns $rps $p50 $p99 $errors" >>"$WORK/results"
-    log "$(printf '%-18s c=%-3s %10s req/s  p50 %6s us  p99 %6s us  errors %s' "$target" "$conns" "$rps" "$p50" "$p99" "$errors")"
+    # Server CPU per request, in microseconds ("-" when no pid was given).
+    server_us=$(awk -v d=$((ticks1 - ticks0)) -v hz="$(getconf CLK_TCK)" -v n="$requests" -v p="$pids" \
+        'BEGIN { if (p == "" || n + 0 == 0) print "-"; else printf "%.2f", d / hz * 1e6 / n }')
+    echo "$target $conns $rps $p50 $p99 $errors $server_us ${wrk_cpu:--}" >>"$WORK/results"
+    log "$(printf '%-18s c=%-3s %10s req/s  p50 %6s us  p99 %6s us  errors %s  server %s us/req  wrk %s cores' \
+        "$target" "$conns" "$rps" "$p50" "$p99" "$errors" "$server_us" "${wrk_cpu:--}")"
 }
 
 # awk: the median of a space-separated list of numbers (the rounds' figures).

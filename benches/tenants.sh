@@ -35,6 +35,7 @@
 #   MAX_TENANTS=1000  max_tenants of the template
 #   TTL=300s          gateway --ttl and nginx proxy_cache_valid 200
 #   WORKERS=          gateway --workers (default: the gateway's, one per core)
+#   NGINX_WORKERS=2   nginx worker_processes
 #   UPSTREAM_BOUND=8  the bound on upstream requests in flight the report
 #                     checks against (the gateway's default per upstream host)
 #   READY_TIMEOUT=600 seconds to wait for /readyz with N issuers
@@ -60,6 +61,7 @@ TENANTS=${TENANTS:-5000}
 MAX_TENANTS=${MAX_TENANTS:-1000}
 TTL=${TTL:-300s}
 WORKERS=${WORKERS:-}
+NGINX_WORKERS=${NGINX_WORKERS:-2}
 UPSTREAM_BOUND=${UPSTREAM_BOUND:-8}
 READY_TIMEOUT=${READY_TIMEOUT:-600}
 TEMPLATE_TIMEOUT=${TEMPLATE_TIMEOUT:-300}
@@ -68,7 +70,7 @@ PATH_AS=/.well-known/oauth-authorization-server
 # shellcheck source=benches/lib.sh
 . benches/lib.sh
 
-for v in N DURATION CONNECTIONS WRK_THREADS ROUNDS TENANTS MAX_TENANTS UPSTREAM_BOUND READY_TIMEOUT TEMPLATE_TIMEOUT; do
+for v in N NGINX_WORKERS DURATION CONNECTIONS WRK_THREADS ROUNDS TENANTS MAX_TENANTS UPSTREAM_BOUND READY_TIMEOUT TEMPLATE_TIMEOUT; do
     case "${!v}" in *[!0-9]* | "" | 0*) die "$v: \"${!v}\" is not a positive number" ;; esac
 done
 case "$WORKERS" in *[!0-9]* | 0*) die "WORKERS: \"$WORKERS\" is not a positive number" ;; esac
@@ -109,7 +111,7 @@ log_summary() { # name
 }
 
 cat >"$WORK/nginx.conf" <<EOF
-$(nginx_head nginx 2 2048)
+$(nginx_head nginx "$NGINX_WORKERS" 2048)
     access_log off;
     proxy_cache_path $WORK/cache levels=1:2 keys_zone=metadata:10m max_size=100m;
     server {
@@ -184,7 +186,11 @@ done
 for round in $(seq "$ROUNDS"); do
     log "round $round of $ROUNDS"
     for t in "${TARGETS[@]}"; do
-        measure "$t" "${URL[$t]}" "$CONNECTIONS" "$DURATION"
+        case $t in
+        gateway-*) pids=$GW_PID ;;
+        nginx-*) pids="$(cat "$WORK/nginx.pid") $(pgrep -P "$(cat "$WORK/nginx.pid")" | tr '\n' ' ')" ;;
+        esac
+        measure "$t" "${URL[$t]}" "$CONNECTIONS" "$DURATION" "$pids"
     done
 done
 
@@ -240,7 +246,7 @@ if [ -z "$TPL_STATUS" ]; then
     curl -s --max-time 30 -o /dev/null "${URL[template-hot]}" || true
     timeout 31 wrk -t "$WRK_THREADS" -c "$CONNECTIONS" -d 1s "${URL[template-hot]}" >/dev/null || die "warm-up of template-hot failed"
     for round in $(seq "$ROUNDS"); do
-        measure template-hot "${URL[template-hot]}" "$CONNECTIONS" "$DURATION"
+        measure template-hot "${URL[template-hot]}" "$CONNECTIONS" "$DURATION" "$TPL_PID"
     done
     TPL_HWM=$(hwm_kib "$TPL_PID")
     TPL_METRICS_BYTES=$(curl -s --max-time 60 -o /dev/null -w '%{size_download}' "http://127.0.0.1:$P_TPL/metrics")
@@ -265,6 +271,12 @@ verdict() { awk -v a="$1" -v op="$2" -v b="$3" 'BEGIN { ok = (op == "<=") ? (a <
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", (b > 0) ? a / b : 0 }'; }
 mib() { awk -v k="$1" 'BEGIN { printf "%.1f MiB", k / 1024 }'; }
 kib_of_bytes() { awk -v b="$1" 'BEGIN { printf "%.1f KiB", b / 1024 }'; }
+# The ratio of two targets' median server CPU per request.
+cpu_ratio() { # numerator target, denominator target
+    awk -v a="$1" -v b="$2" "$AWK_MEDIAN"'
+        $7 != "-" && $7 != "" { cpu[$1] = cpu[$1] " " $7 }
+        END { x = median(cpu[a]); y = median(cpu[b]); printf "%.2f", (y > 0) ? x / y : 0 }' "$WORK/results"
+}
 row() { printf '| %-44s | %22s | %-18s | %-6s |\n' "$@"; }
 
 report() {
@@ -275,24 +287,34 @@ report() {
     r_nginx=$(ratio "$last" "${RPS[nginx-last]}")
     echo "date: $(date -u +%Y-%m-%dT%H:%M:%SZ)"
     echo "machine: $(machine), load before: $LOAD_BEFORE, after: $(cut -d' ' -f1-3 /proc/loadavg)"
-    echo "gateway: $GATEWAY_BIN --ttl $TTL${WORKERS:+ --workers $WORKERS}; nginx $("$NGINX" -v 2>&1 | sed 's/.*\///') (2 workers, one prefix location); upstream delay ${DELAY}s"
+    echo "gateway: $GATEWAY_BIN --ttl $TTL${WORKERS:+ --workers $WORKERS}; nginx $("$NGINX" -v 2>&1 | sed 's/.*\///') ($NGINX_WORKERS workers, one prefix location); upstream delay ${DELAY}s"
     echo "wrk -t$WRK_THREADS -c$CONNECTIONS, ${ROUNDS} rounds x ${DURATION}s, medians; $N configured issuers; run took ${RUN_S}s"
     echo
-    printf '| %-18s | %10s | %8s | %8s | %7s |\n' target "req/s" "p50 us" "p99 us" "non-2xx"
-    echo "|--------------------|-----------:|---------:|---------:|--------:|"
+    printf '| %-18s | %10s | %8s | %8s | %7s | %14s | %9s |\n' target "req/s" "p50 us" "p99 us" "non-2xx" "server CPU/req" "wrk CPU"
+    echo "|--------------------|-----------:|---------:|---------:|--------:|---------------:|----------:|"
     awk -v targets="${TARGETS[*]}" "$AWK_MEDIAN"'
-        { k = $1; rps[k] = rps[k] " " $3; p50[k] = p50[k] " " $4; p99[k] = p99[k] " " $5; err[k] += $6 }
+        { k = $1; rps[k] = rps[k] " " $3; p50[k] = p50[k] " " $4; p99[k] = p99[k] " " $5; err[k] += $6
+          if ($7 != "-" && $7 != "") cpu[k] = cpu[k] " " $7
+          if ($8 != "-" && $8 != "") wrk[k] = wrk[k] " " $8 }
         END {
             nt = split(targets, T, " ")
-            for (t = 1; t <= nt; t++) printf "| %-18s | %10.0f | %8.0f | %8.0f | %7d |\n", T[t], median(rps[T[t]]), median(p50[T[t]]), median(p99[T[t]]), err[T[t]]
+            for (t = 1; t <= nt; t++) {
+                k = T[t]
+                c = (k in cpu) ? sprintf("%.2f us", median(cpu[k])) : "-"
+                w = (k in wrk) ? sprintf("%.2f", median(wrk[k])) : "-"
+                printf "| %-18s | %10.0f | %8.0f | %8.0f | %7d | %14s | %9s |\n", k, median(rps[k]), median(p50[k]), median(p99[k]), err[k], c, w
+            }
         }' "$WORK/results"
-    echo "(the unknown path's answers are 404s by design: its non-2xx count is every request)"
+    echo "(the unknown path's answers are 404s by design: its non-2xx count is every request;"
+    echo " server CPU/req: user + system time of the server's processes per request served;"
+    echo " wrk CPU: cores wrk kept busy, 1.00 = its one thread's core saturated)"
     echo
     row "$N configured issuers" figure target result
     echo "|----------------------------------------------|-----------------------:|--------------------|--------|"
     row "last tenant / first tenant req/s" "${r_last}x" ">= 0.9x" "$(verdict "$r_last" ">=" 0.9)"
     row "unknown path / first tenant req/s" "${r_unknown}x" ">= 0.9x" "$(verdict "$r_unknown" ">=" 0.9)"
     row "last tenant / nginx proxy_cache last tenant" "${r_nginx}x" ">= 1.5x" "$(verdict "$r_nginx" ">=" 1.5)"
+    row "nginx / gateway server CPU per request" "$(cpu_ratio nginx-last gateway-last)x" "" ""
     row "gateway peak RSS (VmHWM, /metrics included)" "$(mib "$GW_HWM_AFTER_METRICS")" "<= 40 MiB" "$(verdict "$GW_HWM_AFTER_METRICS" "<=" 40960)"
     row "GET /metrics size" "$(kib_of_bytes "$METRICS_BYTES")" "<= 128 KiB" "$(verdict "$METRICS_BYTES" "<=" 131072)"
     row "peak upstream requests in flight" "$GW_UP_PEAK" "<= $UPSTREAM_BOUND" "$(verdict "$GW_UP_PEAK" "<=" "$UPSTREAM_BOUND")"
@@ -300,7 +322,7 @@ report() {
     row "upstream requests (gateway; nginx)" "$GW_UP_REQUESTS; $NGX_UP_REQUESTS" "" ""
     row "gateway peak RSS before GET /metrics" "$(mib "$GW_HWM")" "" ""
     row "GET /metrics time" "${METRICS_S} s" "" ""
-    row "nginx peak RSS (master + 2 workers, summed)" "$(mib "$NGX_HWM")" "" ""
+    row "nginx peak RSS (master + $NGINX_WORKERS workers, summed)" "$(mib "$NGX_HWM")" "" ""
     echo
     echo "gateway log (RUST_LOG=$RUST_LOG): $GW_LOG"
     echo
