@@ -21,7 +21,7 @@ use tracing_subscriber::EnvFilter;
 /// after the config parser frees its large token buffers, left 9–11 MiB
 /// free but resident inside the heap, varying by ±2 MiB from run to run.
 /// mimalloc (2.x, no transparent huge pages: see Cargo.toml) gave the same
-/// peak within 0.3 MiB on every run, 3–6 MiB lower (benches/README.md,
+/// peak within 0.4 MiB on every run, 4–6 MiB lower (benches/README.md,
 /// "Many tenants").
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
