@@ -168,13 +168,14 @@ impl Gateway {
             _ => None,
         };
         let lasting = Lasting {
-            cache: Arc::new(MetadataCache::new(fetcher.clone(), mode, state)),
+            cache: Arc::new(MetadataCache::new(fetcher.clone(), mode, state.clone())),
             metrics,
             shared: Shared {
                 fetcher,
                 backoff,
                 fetch_timeout: config.upstream.timeout,
                 upstream: config.upstream.freshness,
+                state,
             },
             metrics_document_labels: config.metrics_document_labels,
         };
@@ -203,6 +204,10 @@ impl Gateway {
             if !names.contains(&*slot.name) {
                 self.cache.forget(&slot.name);
             }
+        }
+        let kept: HashSet<&str> = next.templates.iter().map(|t| &*t.name).collect();
+        for t in self.templates.iter().filter(|t| !kept.contains(&*t.name)) {
+            t.forget_saved();
         }
         let names: HashSet<&str> = next.groups.iter().map(|g| g.name()).collect();
         for g in self.groups.iter().filter(|g| !names.contains(g.name())) {
@@ -383,13 +388,44 @@ impl Gateway {
     /// documents that have nothing stored (all of them at start-up, the
     /// added and changed ones after a reload); logs a summary.
     pub async fn restore_saved(&self) -> RestoreReport {
-        let report = self.cache.restore(&self.slots).await;
+        let mut report = self.cache.restore(&self.slots).await;
+        let tenants = self.restore_tenants().await;
+        report.restored += tenants.restored;
+        report.ignored += tenants.ignored;
         if report.restored > 0 || report.ignored > 0 {
             tracing::info!(
                 restored = report.restored,
                 ignored = report.ignored,
                 "documents restored from the state dir (served until a fetch replaces them)"
             );
+        }
+        report
+    }
+
+    /// Restores the saved tenants of the templates with nothing cached (all
+    /// of them at start-up, the added ones after a reload); reads the state
+    /// directory only if there is such a template.
+    async fn restore_tenants(&self) -> RestoreReport {
+        let Some(state) = &self.lasting.shared.state else {
+            return RestoreReport::default();
+        };
+        let mut empty = Vec::new();
+        for t in &self.templates {
+            if t.entry_count().await == 0 {
+                empty.push(t);
+            }
+        }
+        if empty.is_empty() {
+            return RestoreReport::default();
+        }
+        let names = empty.iter().map(|t| t.name.clone()).collect();
+        let configured = self.slots.iter().map(|s| s.state_key()).collect();
+        let saved = state.load_tenants(names, configured).await;
+        let mut report = RestoreReport::default();
+        for (t, saved) in empty.into_iter().zip(saved) {
+            let r = t.restore(saved).await;
+            report.restored += r.restored;
+            report.ignored += r.ignored;
         }
         report
     }

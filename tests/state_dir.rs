@@ -2,7 +2,8 @@
 //! SIGKILL and are served again after a restart with the upstream down;
 //! state files that are damaged or belong to another issuer are ignored
 //! (logged, never served); an unusable directory is a warning, not a
-//! reason to stop serving.
+//! reason to stop serving. Template tenants are saved and restored too, and
+//! a tenant gone upstream loses its file.
 
 mod support;
 
@@ -307,4 +308,112 @@ type Damage = fn(&[u8]) -> Vec<u8>;
 
 fn contains(hay: &[u8], needle: &[u8]) -> bool {
     hay.windows(needle.len()).any(|w| w == needle)
+}
+
+/// A gateway with the issuer template `<upstream>/realms/{tenant}`.
+fn template_args<'a>(template: &'a str, dir: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
+    let mut v = vec![
+        "--issuer",
+        template,
+        "--upstream",
+        template,
+        "--state-dir",
+        dir,
+        "--retry-backoff-min",
+        "200ms",
+        "--retry-backoff-max",
+        "400ms",
+        "--upstream-timeout",
+        "2s",
+    ];
+    v.extend_from_slice(extra);
+    v
+}
+
+/// Waits (bounded) until `dir` holds exactly `n` state files (complete
+/// ones: a save in progress is a temporary file under another name).
+async fn wait_for_file_count(dir: &Path, n: usize, proc: &Process) -> Vec<PathBuf> {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let files: Vec<PathBuf> = files_under(dir)
+            .into_iter()
+            .filter(|p| {
+                let name = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
+                name.ends_with(".json-doc") && !name.starts_with('.')
+            })
+            .collect();
+        if files.len() == n {
+            return files;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "expected {n} state files under {}, found {files:?}\n{}",
+            dir.display(),
+            proc.text()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[actix_web::test]
+async fn template_tenants_survive_sigkill_and_are_served_with_the_upstream_down() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("state");
+    let dir = dir.to_str().unwrap();
+    let up = Upstream::start(Behaviour::status(500)).await;
+    up.set(Behaviour::tenants(&up.base_url, Duration::ZERO));
+    let template = format!("{}/realms/{{tenant}}", up.base_url);
+    let route = |t: &str| format!("{AS_PATH}/realms/{t}");
+    let want = |t: &str| document(&format!("{}/realms/{t}", up.base_url));
+
+    let proc = Process::start(&template_args(&template, dir, &[]), &[]).await;
+    for t in ["acme", "globex"] {
+        let r = get(&proc.url(&route(t))).await;
+        assert_eq!(r.status, 200, "{}", proc.text());
+    }
+    wait_for_file_count(Path::new(dir), 2, &proc).await;
+    up.set(Behaviour::status(503));
+    proc.kill();
+
+    let proc = Process::start(&template_args(&template, dir, &[]), &[]).await;
+    proc.wait_for_log(
+        "documents restored from the state dir",
+        Duration::from_secs(5),
+    )
+    .await;
+    for t in ["acme", "globex"] {
+        let r = get(&proc.url(&route(t))).await;
+        assert_eq!(r.status, 200, "{t}: {}\n{}", r.cache_status(), proc.text());
+        assert_eq!(r.body, want(t).as_bytes(), "{t}: the saved bytes");
+    }
+    // A tenant never fetched has nothing saved: the upstream's outage shows.
+    let r = get(&proc.url(&route("initech"))).await;
+    assert_json_error(&r, &proc);
+    assert!(
+        proc.text().contains("restored=2"),
+        "both tenants restored:\n{}",
+        proc.text()
+    );
+}
+
+#[actix_web::test]
+async fn a_tenant_gone_upstream_loses_its_state_file() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("state");
+    let dir = dir.to_str().unwrap();
+    let up = Upstream::start(Behaviour::status(500)).await;
+    up.set(Behaviour::tenants(&up.base_url, Duration::ZERO));
+    let template = format!("{}/realms/{{tenant}}", up.base_url);
+    let path = format!("{AS_PATH}/realms/acme");
+    let short = ["--ttl", "1s", "--min-ttl", "1s", "--max-stale", "0s"];
+    let proc = Process::start(&template_args(&template, dir, &short), &[]).await;
+    assert_eq!(get(&proc.url(&path)).await.status, 200, "{}", proc.text());
+    wait_for_file_count(Path::new(dir), 1, &proc).await;
+
+    // The tenant is deleted upstream; once the cached copy runs out, the
+    // next request learns it and the saved copy goes too.
+    up.set(Behaviour::status(404));
+    tokio::time::sleep(Duration::from_millis(1300)).await;
+    assert_eq!(get(&proc.url(&path)).await.status, 404, "{}", proc.text());
+    wait_for_file_count(Path::new(dir), 0, &proc).await;
 }

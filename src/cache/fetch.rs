@@ -2,9 +2,9 @@
 //! does not answer 4xx, the answer validated (RFC 8414, issuer included)
 //! or, for a refresh that sent the stored document's validators, a `304`
 //! that renews it without a download (RFC 9111 §4.3.4); counted once in
-//! the metrics and logged once, the slot's back-off state updated, and a
-//! configured document's new state handed to the state directory. Shared
-//! by configured documents and template tenants.
+//! the metrics and logged once, the slot's back-off state updated, and the
+//! new document handed to the state directory. Shared by configured
+//! documents and template tenants.
 
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
@@ -20,7 +20,7 @@ use super::StoredDocument;
 /// What a fetch needs besides the slot.
 pub(crate) struct FetchContext<'a> {
     pub fetcher: &'a Fetcher,
-    /// Where configured documents are saved (`--state-dir`).
+    /// Where validated documents are saved (`--state-dir`).
     pub state: Option<&'a StateWriter>,
 }
 
@@ -67,7 +67,7 @@ impl FetchContext<'_> {
                     freshness = document.timing.source.label(),
                     "upstream fetch"
                 );
-                if let (Some(state), None) = (self.state, &slot.tenant) {
+                if let Some(state) = self.state {
                     state.save(slot, &document);
                 }
                 Ok(document)

@@ -13,15 +13,20 @@
 //!   one of its upstream URLs, its bytes pass RFC 8414 validation for that
 //!   issuer, and it is not older than its freshness plus `max_stale`.
 //!   Anything else is logged (`state file ignored`) and never served.
-//! - Template tenants are not saved: they are fetched on demand.
+//! - Template tenants are saved too, under `TEMPLATE@TENANT` (a template's
+//!   name contains `{tenant}`, so no configured document has such a key).
+//!   At start-up (or when a reload adds a template) the newest
+//!   `max_tenants` of them are restored the same way; a tenant moka evicts
+//!   or expires, or that the upstream now answers 404/410, has its file
+//!   removed, so the directory holds at most `max_tenants` per template.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, SystemTime};
 
 use crate::document::ValidatedDocument;
-use crate::state_store::{SavedDocument, StateDir};
+use crate::state_store::{file_name_for, SavedDocument, StateDir};
 use crate::upstream_freshness::{Source, Timing, UpstreamHeaders};
 
 use super::slot::DocumentSlot;
@@ -46,7 +51,7 @@ impl Job {
 
 /// The handle the cache saves through (cheap to share; the writer thread
 /// ends when the last handle is dropped).
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct StateWriter {
     dir: Arc<StateDir>,
     jobs: mpsc::Sender<Job>,
@@ -110,7 +115,7 @@ impl StateWriter {
     /// Queues a save of `slot`'s new document.
     pub fn save(&self, slot: &DocumentSlot, stored: &StoredDocument) {
         let saved = SavedDocument {
-            key: slot.name.to_string(),
+            key: slot.state_key(),
             issuer: slot.issuer().as_str().to_string(),
             upstream_url: stored.url.to_string(),
             fetched_at: stored.received,
@@ -124,10 +129,52 @@ impl StateWriter {
         let _ = self.jobs.send(Job::Save(Box::new(saved)));
     }
 
-    /// Queues the removal of a document's saved copy (it was removed from
-    /// the configuration).
-    pub fn remove(&self, name: &str) {
-        let _ = self.jobs.send(Job::Remove(name.to_string()));
+    /// Queues the removal of the saved copy under `key` (a document
+    /// removed from the configuration, a tenant evicted or gone).
+    pub fn remove(&self, key: &str) {
+        let _ = self.jobs.send(Job::Remove(key.to_string()));
+    }
+
+    /// Reads the saved tenants of the templates named `templates`, one list
+    /// of `(tenant, saved copy)` per template, in the order given. Runs on a
+    /// blocking thread and reads the whole directory once. A file that
+    /// cannot be read is logged as ignored, unless it is the file of one of
+    /// the `configured` keys (the configured documents' restore reports
+    /// those).
+    pub async fn load_tenants(
+        &self,
+        templates: Vec<Arc<str>>,
+        configured: Vec<String>,
+    ) -> Vec<Vec<(String, SavedDocument)>> {
+        let dir = self.dir.clone();
+        let max_body = self.max_body;
+        let empty = templates.len();
+        let loaded = tokio::task::spawn_blocking(move || {
+            let (docs, problems) = dir.load_all(max_body);
+            let theirs: HashSet<String> = configured.iter().map(|k| file_name_for(k)).collect();
+            for (path, problem) in problems {
+                let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+                if !theirs.contains(name) {
+                    tracing::warn!(path = %path.display(), reason = %problem, "state file ignored");
+                }
+            }
+            let prefixes: Vec<String> = templates.iter().map(|t| format!("{t}@")).collect();
+            let mut out: Vec<Vec<(String, SavedDocument)>> = vec![Vec::new(); templates.len()];
+            for doc in docs {
+                let found = prefixes.iter().enumerate().find_map(|(i, p)| {
+                    doc.key.strip_prefix(p.as_str()).map(|t| (i, t.to_string()))
+                });
+                if let Some((i, tenant)) = found {
+                    out[i].push((tenant, doc));
+                }
+            }
+            out
+        })
+        .await;
+        loaded.unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "reading the state dir failed: starting without saved tenants");
+            vec![Vec::new(); empty]
+        })
     }
 
     /// Waits (at most `limit`) until every save queued so far is on disk:
@@ -218,7 +265,7 @@ fn load_all(
     let mut out = Vec::new();
     let mut report = RestoreReport::default();
     for slot in slots {
-        let saved = match dir.load(&slot.name, max_body) {
+        let saved = match dir.load(&slot.state_key(), max_body) {
             Ok(Some(saved)) => saved,
             Ok(None) => continue,
             Err(problem) => {
@@ -246,7 +293,7 @@ fn file_of(dir: &StateDir, key: &str) -> PathBuf {
 }
 
 /// Checks a saved copy against `slot` exactly as a fetched one would be.
-fn restore(
+pub(super) fn restore(
     slot: &DocumentSlot,
     saved: SavedDocument,
     now: SystemTime,

@@ -110,6 +110,12 @@ impl SlotRules {
     }
 }
 
+/// The state-directory key of `tenant` of the template named `template`
+/// (see [`DocumentSlot::state_key`]).
+pub fn tenant_state_key(template: &str, tenant: &str) -> String {
+    format!("{template}@{tenant}")
+}
+
 /// One document: its source, its rules and its failure state.
 #[derive(Debug)]
 pub struct DocumentSlot {
@@ -194,6 +200,16 @@ impl DocumentSlot {
             issuer,
             failures: Mutex::new(FailureState::default()),
             refreshing: AtomicBool::new(false),
+        }
+    }
+
+    /// Its key in the state directory: the document's name, or for a
+    /// template tenant the template's name (which contains `{tenant}`, so
+    /// no configured document can have it) with `@` and the tenant.
+    pub fn state_key(&self) -> String {
+        match &self.tenant {
+            None => self.name.to_string(),
+            Some(tenant) => tenant_state_key(&self.name, tenant),
         }
     }
 

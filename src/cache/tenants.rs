@@ -21,10 +21,15 @@
 //! requests). At most `max_cold_fetches` tenants are fetched cold at once;
 //! beyond that a request gets 503 + `Retry-After` without an upstream
 //! request ([`FetchError::Busy`]), never an unbounded queue.
+//!
+//! With a state directory every validated tenant document is saved, and
+//! restored at start-up ([`TemplateCache::restore`]); an evicted, expired or
+//! no longer found tenant's file is removed (see [`super::persist`]).
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
+use moka::notification::RemovalCause;
 use moka::ops::compute::{CompResult, Op};
 use moka::Expiry;
 use tokio::sync::Semaphore;
@@ -34,11 +39,14 @@ use crate::error::FetchError;
 use crate::freshness::{Freshness, FreshnessState};
 use crate::metrics::GroupMetrics;
 use crate::outcome::CacheOutcome;
+use crate::state_store::SavedDocument;
+use crate::tenant::valid_tenant;
 use crate::upstream::{Fetcher, Priority};
 use crate::upstream_freshness::Settings;
 
 use super::fetch::FetchContext;
-use super::slot::{Backoff, DocumentSlot, SlotRules};
+use super::persist::{self, RestoreReport, StateWriter};
+use super::slot::{tenant_state_key, Backoff, DocumentSlot, SlotRules};
 use super::{Lookup, StoredDocument};
 
 /// What is known of one tenant's document.
@@ -112,6 +120,8 @@ pub struct Shared {
     pub fetch_timeout: Duration,
     /// `--min-ttl`, `--ignore-upstream-freshness`.
     pub upstream: Settings,
+    /// Where validated documents are saved (`--state-dir`).
+    pub state: Option<StateWriter>,
 }
 
 /// The cache of one template's tenants.
@@ -146,11 +156,22 @@ impl TemplateCache {
             shared.backoff,
             shared.upstream,
         ));
+        let state = shared.state.clone();
         let entries = moka::future::Cache::builder()
             .max_capacity(config.max_tenants)
             .expire_after(TenantLifetime {
                 not_found_ttl: config.not_found_ttl,
                 failed_ttl: failed_ttl(shared.backoff),
+            })
+            // A tenant pushed out by `max_tenants`, or expired past its
+            // max-stale, is not restored after a restart either: its file
+            // goes with it, so the directory stays bounded too.
+            .eviction_listener(move |_tenant, entry: Arc<TenantEntry>, cause| {
+                if let (Some(state), RemovalCause::Size | RemovalCause::Expired) = (&state, cause) {
+                    if matches!(entry.state, TenantState::Document(_)) {
+                        state.remove(&entry.slot.state_key());
+                    }
+                }
             })
             .build();
         Self {
@@ -172,8 +193,7 @@ impl TemplateCache {
     fn context(&self) -> FetchContext<'_> {
         FetchContext {
             fetcher: &self.shared.fetcher,
-            // Tenants are fetched on demand and not saved.
-            state: None,
+            state: self.shared.state.as_ref(),
         }
     }
 
@@ -197,7 +217,10 @@ impl TemplateCache {
                 if matches!(stored.rules.classify(age), FreshnessState::Expired) {
                     return None;
                 }
-                if age >= stored.rules.refresh_age() && entry.slot.backing_off(now).is_none() {
+                // A restored copy is replaced at its first request.
+                if (stored.restored || age >= stored.rules.refresh_age())
+                    && entry.slot.backing_off(now).is_none()
+                {
                     self.refresh_in_background(entry.clone());
                 }
                 Some(Lookup::stored(stored.clone(), age, &entry.slot))
@@ -229,13 +252,7 @@ impl TemplateCache {
                 };
                 let slot = match existing {
                     Some(e) => e.into_value().slot.clone(),
-                    None => Arc::new(DocumentSlot::tenant(
-                        &this.config,
-                        this.name.clone(),
-                        this.group.clone(),
-                        tenant,
-                        this.rules.clone(),
-                    )),
+                    None => Arc::new(this.new_slot(tenant)),
                 };
                 let state = match this
                     .context()
@@ -244,6 +261,10 @@ impl TemplateCache {
                 {
                     Ok(stored) => TenantState::Document(stored),
                     Err(FetchError::HttpStatus(status @ (404 | 410))) => {
+                        // Gone upstream: not to be restored after a restart.
+                        if let Some(state) = &this.shared.state {
+                            state.remove(&slot.state_key());
+                        }
                         TenantState::NotFound { status }
                     }
                     Err(_) => TenantState::Failed,
@@ -361,6 +382,78 @@ impl TemplateCache {
             }
         }
         (cached, stale, oldest)
+    }
+
+    /// A new slot for `tenant` (already checked).
+    fn new_slot(&self, tenant: &str) -> DocumentSlot {
+        DocumentSlot::tenant(
+            &self.config,
+            self.name.clone(),
+            self.group.clone(),
+            tenant,
+            self.rules.clone(),
+        )
+    }
+
+    /// Serves saved tenants (from [`StateWriter::load_tenants`]) until a
+    /// fetch replaces them: each is checked like a configured document's
+    /// saved copy (tenant name, issuer and upstream URL for that tenant,
+    /// RFC 8414 validation, age), the newest `max_tenants` are kept, and the
+    /// files of older ones are removed. A tenant already cached is left as
+    /// it is.
+    pub async fn restore(&self, mut saved: Vec<(String, SavedDocument)>) -> RestoreReport {
+        let now = SystemTime::now();
+        let mut report = RestoreReport::default();
+        saved.sort_by_key(|(_, doc)| std::cmp::Reverse(doc.fetched_at));
+        let mut kept: u64 = 0;
+        for (tenant, doc) in saved {
+            let key = tenant_state_key(&self.name, &tenant);
+            if !valid_tenant(&tenant) {
+                report.ignored += 1;
+                tracing::warn!(
+                    document = &*self.name,
+                    key,
+                    "state file ignored: not a valid tenant name"
+                );
+                continue;
+            }
+            if kept >= self.config.max_tenants {
+                if let Some(state) = &self.shared.state {
+                    state.remove(&key);
+                }
+                continue;
+            }
+            if self.entries.contains_key(&tenant) {
+                continue;
+            }
+            let slot = Arc::new(self.new_slot(&tenant));
+            match persist::restore(&slot, doc, now) {
+                Ok(stored) => {
+                    let entry = TenantEntry {
+                        slot,
+                        state: TenantState::Document(Arc::new(stored)),
+                    };
+                    self.entries.insert(tenant, Arc::new(entry)).await;
+                    kept += 1;
+                    report.restored += 1;
+                }
+                Err(reason) => {
+                    report.ignored += 1;
+                    tracing::warn!(document = &*self.name, tenant, %reason, "state file ignored");
+                }
+            }
+        }
+        report
+    }
+
+    /// Removes the saved files of every cached tenant (the template was
+    /// removed from the configuration).
+    pub fn forget_saved(&self) {
+        if let Some(state) = &self.shared.state {
+            for (_, entry) in self.entries.iter() {
+                state.remove(&entry.slot.state_key());
+            }
+        }
     }
 
     /// Entries held (documents, not-found answers and failures), after
