@@ -90,9 +90,9 @@ impl ValidatedDocument {
     /// upstream client reads a body on its own thread, between that
     /// request's short-lived allocations; a body kept from there for a
     /// whole TTL pins that thread's allocator arena around it. Copied once
-    /// per accepted fetch (a few hundred bytes), it costs nothing there and
-    /// about 2 MiB of resident memory less at 10,000 documents (measured
-    /// with benches/tenants.sh, see benches/README.md).
+    /// per accepted fetch (a few hundred bytes), it cost nothing measurable
+    /// and saved about 1–2 MiB of resident memory at 10,000 documents with
+    /// glibc's allocator (benches/README.md, "After: memory per document").
     pub fn detached(self) -> Self {
         Self {
             body: Bytes::copy_from_slice(&self.body),
