@@ -310,6 +310,16 @@ fn contains(hay: &[u8], needle: &[u8]) -> bool {
     hay.windows(needle.len()).any(|w| w == needle)
 }
 
+/// A scratch directory, an upstream serving every tenant under its root,
+/// and the issuer template `<upstream>/realms/{tenant}` in front of it.
+async fn tenant_upstream() -> (tempfile::TempDir, Upstream, String) {
+    let tmp = tempfile::tempdir().unwrap();
+    let up = Upstream::start(Behaviour::status(500)).await;
+    up.set(Behaviour::tenants(&up.base_url, Duration::ZERO));
+    let template = format!("{}/realms/{{tenant}}", up.base_url);
+    (tmp, up, template)
+}
+
 /// A gateway with the issuer template `<upstream>/realms/{tenant}`.
 fn template_args<'a>(template: &'a str, dir: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
     let mut v = vec![
@@ -357,12 +367,9 @@ async fn wait_for_file_count(dir: &Path, n: usize, proc: &Process) -> Vec<PathBu
 
 #[actix_web::test]
 async fn template_tenants_survive_sigkill_and_are_served_with_the_upstream_down() {
-    let tmp = tempfile::tempdir().unwrap();
+    let (tmp, up, template) = tenant_upstream().await;
     let dir = tmp.path().join("state");
     let dir = dir.to_str().unwrap();
-    let up = Upstream::start(Behaviour::status(500)).await;
-    up.set(Behaviour::tenants(&up.base_url, Duration::ZERO));
-    let template = format!("{}/realms/{{tenant}}", up.base_url);
     let route = |t: &str| format!("{AS_PATH}/realms/{t}");
     let want = |t: &str| document(&format!("{}/realms/{t}", up.base_url));
 
@@ -398,12 +405,9 @@ async fn template_tenants_survive_sigkill_and_are_served_with_the_upstream_down(
 
 #[actix_web::test]
 async fn a_tenant_gone_upstream_loses_its_state_file() {
-    let tmp = tempfile::tempdir().unwrap();
+    let (tmp, up, template) = tenant_upstream().await;
     let dir = tmp.path().join("state");
     let dir = dir.to_str().unwrap();
-    let up = Upstream::start(Behaviour::status(500)).await;
-    up.set(Behaviour::tenants(&up.base_url, Duration::ZERO));
-    let template = format!("{}/realms/{{tenant}}", up.base_url);
     let path = format!("{AS_PATH}/realms/acme");
     let short = ["--ttl", "1s", "--min-ttl", "1s", "--max-stale", "0s"];
     let proc = Process::start(&template_args(&template, dir, &short), &[]).await;
