@@ -70,19 +70,24 @@ async fn upstream() -> (Upstream, String) {
     (up, body)
 }
 
+/// Quick retries, so that a down upstream fails fast.
+const QUICK_RETRIES: [&str; 6] = [
+    "--retry-backoff-min",
+    "200ms",
+    "--retry-backoff-max",
+    "400ms",
+    "--upstream-timeout",
+    "2s",
+];
+
 fn gateway_args<'a>(up: &'a Upstream, state_dir: Option<&'a str>) -> Vec<&'a str> {
     let mut v = vec![
         "--upstream",
         up.base_url.as_str(),
         "--issuer",
         up.base_url.as_str(),
-        "--retry-backoff-min",
-        "200ms",
-        "--retry-backoff-max",
-        "400ms",
-        "--upstream-timeout",
-        "2s",
     ];
+    v.extend_from_slice(&QUICK_RETRIES);
     if let Some(d) = state_dir {
         v.extend_from_slice(&["--state-dir", d]);
     }
@@ -329,13 +334,8 @@ fn template_args<'a>(template: &'a str, dir: &'a str, extra: &[&'a str]) -> Vec<
         template,
         "--state-dir",
         dir,
-        "--retry-backoff-min",
-        "200ms",
-        "--retry-backoff-max",
-        "400ms",
-        "--upstream-timeout",
-        "2s",
     ];
+    v.extend_from_slice(&QUICK_RETRIES);
     v.extend_from_slice(extra);
     v
 }
