@@ -23,6 +23,15 @@ const SHORT: [&str; 8] = [
     "400ms",
 ];
 
+/// An upstream serving its document (returned), with `etag` as its `ETag`.
+async fn upstream_with(etag: Option<&str>) -> (Upstream, String) {
+    let upstream = Upstream::start(Behaviour::status(500)).await;
+    let v1 = document(&upstream.base_url);
+    upstream.set(Behaviour::json(v1.clone()));
+    upstream.set_etag(etag);
+    (upstream, v1)
+}
+
 /// Waits (bounded) until the upstream has sent `n` 304s.
 async fn wait_for_not_modified(upstream: &Upstream, n: usize, limit: Duration) {
     let deadline = tokio::time::Instant::now() + limit;
@@ -77,10 +86,7 @@ fn assert_renewed_hit(r: &Reply, body: &[u8]) {
 
 #[actix_web::test]
 async fn an_etag_is_revalidated_with_if_none_match_and_a_304_renews_freshness() {
-    let upstream = Upstream::start(Behaviour::status(500)).await;
-    let v1 = document(&upstream.base_url);
-    upstream.set(Behaviour::json(v1.clone()));
-    upstream.set_etag(Some("\"v1\""));
+    let (upstream, v1) = upstream_with(Some("\"v1\"")).await;
     let gw = Gateway::in_front_of(&upstream, &SHORT).await;
     let url = gw.url(AS_PATH);
     let r = get(&url).await;
@@ -123,9 +129,7 @@ async fn an_etag_is_revalidated_with_if_none_match_and_a_304_renews_freshness() 
 
 #[actix_web::test]
 async fn last_modified_is_revalidated_with_if_modified_since() {
-    let upstream = Upstream::start(Behaviour::status(500)).await;
-    let v1 = document(&upstream.base_url);
-    upstream.set(Behaviour::json(v1.clone()));
+    let (upstream, v1) = upstream_with(None).await;
     let modified = http_date(SystemTime::now() - Duration::from_secs(3600));
     upstream.set_last_modified(Some(&modified));
     let gw = Gateway::in_front_of(&upstream, &SHORT).await;
@@ -148,10 +152,7 @@ async fn last_modified_is_revalidated_with_if_modified_since() {
 
 #[actix_web::test]
 async fn a_changed_etag_brings_the_new_document_and_its_tag() {
-    let upstream = Upstream::start(Behaviour::status(500)).await;
-    let v1 = document(&upstream.base_url);
-    upstream.set(Behaviour::json(v1.clone()));
-    upstream.set_etag(Some("\"v1\""));
+    let (upstream, v1) = upstream_with(Some("\"v1\"")).await;
     let gw = Gateway::in_front_of(&upstream, &SHORT).await;
     let url = gw.url(AS_PATH);
     assert_eq!(get(&url).await.body, v1.as_bytes());
@@ -207,9 +208,7 @@ async fn an_unasked_for_304_on_a_cold_fetch_is_an_upstream_error() {
 
 #[actix_web::test]
 async fn an_unasked_for_304_on_a_refresh_keeps_the_document_and_lets_it_go_stale() {
-    let upstream = Upstream::start(Behaviour::status(500)).await;
-    let v1 = document(&upstream.base_url);
-    upstream.set(Behaviour::json(v1.clone()));
+    let (upstream, v1) = upstream_with(None).await;
     let gw = Gateway::in_front_of(&upstream, &SHORT).await;
     let url = gw.url(AS_PATH);
     assert_eq!(get(&url).await.body, v1.as_bytes());
@@ -236,11 +235,8 @@ async fn an_unasked_for_304_on_a_refresh_keeps_the_document_and_lets_it_go_stale
 /// 200 to a non-matching one, and a bare 304 whatever was asked.
 #[actix_web::test]
 async fn the_test_upstream_answers_conditional_requests() {
-    let upstream = Upstream::start(Behaviour::status(500)).await;
-    let body = document(&upstream.base_url);
-    upstream.set(Behaviour::json(body.clone()));
+    let (upstream, body) = upstream_with(Some("\"v1\"")).await;
     let modified = http_date(SystemTime::now() - Duration::from_secs(60));
-    upstream.set_etag(Some("\"v1\""));
     upstream.set_last_modified(Some(&modified));
     upstream.set_headers(&[("cache-control", "max-age=30"), ("age", "5")]);
     let url = format!("{}{AS_PATH}", upstream.base_url);
