@@ -104,14 +104,7 @@ fn assert_json_error(r: &Reply, proc: &Process) {
         r.cache_status(),
         proc.text()
     );
-    assert!(
-        r.header("content-type")
-            .unwrap_or("")
-            .starts_with("application/json"),
-        "{:?}",
-        r.header("content-type")
-    );
-    assert!(r.json()["error"].is_string(), "{}", r.json());
+    r.assert_json_error_body();
 }
 
 /// Run 1: warm the gateway with `--state-dir`, wait for its state file,

@@ -644,6 +644,20 @@ impl Reply {
         serde_json::from_slice(&self.body).expect("JSON body")
     }
 
+    /// Asserts the gateway's JSON error shape: `application/json` with a
+    /// string `error` member.
+    #[track_caller]
+    pub fn assert_json_error_body(&self) {
+        assert!(
+            self.header("content-type")
+                .unwrap_or("")
+                .starts_with("application/json"),
+            "{:?}",
+            self.header("content-type")
+        );
+        assert!(self.json()["error"].is_string(), "{}", self.json());
+    }
+
     /// `max-age` of the `Cache-Control` header (panics when absent).
     pub fn max_age(&self) -> u64 {
         let cc = self.header("cache-control").unwrap_or("");
