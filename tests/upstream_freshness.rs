@@ -95,8 +95,11 @@ async fn case(what: &str, headers: &[(&str, &str)], extra: &[&str], want: Expect
     let mut args = vec!["--ttl", "300s", "--min-ttl", "5s"];
     args.extend_from_slice(extra);
     let (_upstream, cold, warm) = served_with(headers, &args).await;
+    // The start-up warm-up races the first request: the first reply is the
+    // fetch (a miss, or collapsed into the warm-up) or, on a slow machine,
+    // already a hit on the warm-up's copy. Either way one fetch only.
     assert!(
-        cold.cache_status().contains("fwd=miss"),
+        cold.cache_status().contains("fwd=miss") || cold.cache_status().contains("; hit"),
         "{what}: {}",
         cold.cache_status()
     );
