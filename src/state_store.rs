@@ -26,11 +26,13 @@
 //!
 //! | member | meaning |
 //! |---|---|
-//! | `format` | [`FORMAT`]: `oauth-metadata-gateway/state/` + the format version (1) |
+//! | `format` | [`FORMAT`]: `oauth-metadata-gateway/state/` + the format version (2; version 1 files, which lack the members marked v2, are still read) |
 //! | `key`, `issuer`, `upstream_url` | strings, see [`SavedDocument`] |
 //! | `fetched_at_unix_ms` | wall clock at receipt, milliseconds since the Unix epoch |
 //! | `upstream_age_ms`, `lifetime_ms` | the upstream's `Age` and the freshness lifetime, milliseconds |
 //! | `etag`, `last_modified` | the upstream validators, strings or `null` |
+//! | `cache_control`, `expires` | (v2) the upstream's `Cache-Control` and `Expires`, strings or `null`: a `304` without them keeps them (RFC 9111 §4.3.4), after a restart too |
+//! | `advertised_ms`, `stale_if_error_until_ms` | (v2) the freshness the upstream allowed (what downstream caches are told) and the end of its `stale-if-error`, milliseconds (the latter may be `null`); a v1 file stands in `lifetime_ms` and `null` |
 //! | `body_len` | the body's length in bytes |
 //! | `sha256` | lowercase hex SHA-256 of the header line up to (excluding) `,"sha256":"`, followed by the body |
 //!
@@ -83,9 +85,11 @@ use sha2::{Digest, Sha256};
 use thiserror::Error;
 
 /// The `format` member of every header: this prefix plus [`FORMAT_VERSION`].
-pub const FORMAT: &str = "oauth-metadata-gateway/state/1";
-/// The format version this build reads and writes.
-pub const FORMAT_VERSION: u32 = 1;
+pub const FORMAT: &str = "oauth-metadata-gateway/state/2";
+/// The format version this build writes.
+pub const FORMAT_VERSION: u32 = 2;
+/// The earlier format this build still reads (without the v2 members).
+const FORMAT_V1: &str = "oauth-metadata-gateway/state/1";
 /// Every state file's name ends with this.
 pub const EXTENSION: &str = ".json-doc";
 /// Temporary files (an interrupted save, the writability probe) start with
@@ -135,6 +139,14 @@ pub struct SavedDocument {
     /// Freshness left at receipt, as the gateway computed it (kept to the
     /// millisecond).
     pub lifetime: Duration,
+    /// The freshness the upstream allowed at receipt (at most `lifetime`).
+    pub advertised: Duration,
+    /// When the upstream's `stale-if-error` ends, as residence time.
+    pub stale_if_error_until: Option<Duration>,
+    /// The upstream's `Cache-Control`.
+    pub cache_control: Option<String>,
+    /// The upstream's `Expires`.
+    pub expires: Option<String>,
     /// The upstream's `ETag`, for `If-None-Match`.
     pub etag: Option<String>,
     /// The upstream's `Last-Modified`, for `If-Modified-Since`.
@@ -179,7 +191,7 @@ pub enum LoadProblem {
     #[error("not a state file (no oauth-metadata-gateway/state header)")]
     NotAStateFile,
     /// A state file of another format version.
-    #[error("unsupported state file format version {0} (this build reads {FORMAT_VERSION})")]
+    #[error("unsupported state file format version {0} (this build reads 1 and {FORMAT_VERSION})")]
     UnsupportedVersion(u32),
     /// The file ends early.
     #[error("truncated: {}", truncation(*.expected, *.found))]
@@ -226,6 +238,10 @@ struct HeaderOut<'a> {
     lifetime_ms: u64,
     etag: Option<&'a str>,
     last_modified: Option<&'a str>,
+    cache_control: Option<&'a str>,
+    expires: Option<&'a str>,
+    advertised_ms: u64,
+    stale_if_error_until_ms: Option<u64>,
     body_len: u64,
 }
 
@@ -242,6 +258,15 @@ struct HeaderIn {
     lifetime_ms: u64,
     etag: Option<String>,
     last_modified: Option<String>,
+    // v2 members, absent from v1 files.
+    #[serde(default)]
+    cache_control: Option<String>,
+    #[serde(default)]
+    expires: Option<String>,
+    #[serde(default)]
+    advertised_ms: Option<u64>,
+    #[serde(default)]
+    stale_if_error_until_ms: Option<u64>,
     body_len: u64,
     sha256: String,
 }
@@ -291,6 +316,11 @@ fn encode(doc: &SavedDocument) -> Result<Vec<u8>, StateError> {
     }
     let upstream_age_ms = millis(doc.upstream_age);
     let lifetime_ms = millis(doc.lifetime);
+    // Past 2^31 s it means "never": capped, not refused.
+    let advertised_ms = millis(doc.advertised).min(MAX_DURATION_MS);
+    let stale_if_error_until_ms = doc
+        .stale_if_error_until
+        .map(|d| millis(d).min(MAX_DURATION_MS));
     if upstream_age_ms > MAX_DURATION_MS || lifetime_ms > MAX_DURATION_MS {
         return Err(refuse("upstream_age or lifetime is over 2^31 seconds"));
     }
@@ -304,6 +334,10 @@ fn encode(doc: &SavedDocument) -> Result<Vec<u8>, StateError> {
         lifetime_ms,
         etag: doc.etag.as_deref(),
         last_modified: doc.last_modified.as_deref(),
+        cache_control: doc.cache_control.as_deref(),
+        expires: doc.expires.as_deref(),
+        advertised_ms,
+        stale_if_error_until_ms,
         body_len: doc.body.len() as u64,
     };
     let mut out = serde_json::to_vec(&header)
@@ -370,12 +404,12 @@ fn decode(data: Bytes, max_body: usize) -> Result<SavedDocument, LoadProblem> {
         .strip_prefix(FORMAT_PREFIX)
         .and_then(|v| v.parse::<u32>().ok())
         .ok_or_else(|| corrupt(format!("unknown format {:?}", probe.format)))?;
-    if version != FORMAT_VERSION {
+    if version != FORMAT_VERSION && version != 1 {
         return Err(LoadProblem::UnsupportedVersion(version));
     }
     let header: HeaderIn =
         serde_json::from_slice(line).map_err(|e| corrupt(format!("bad header: {e}")))?;
-    if header.format != FORMAT {
+    if header.format != FORMAT && header.format != FORMAT_V1 {
         // e.g. "…/state/01": the same number, not the same spelling.
         return Err(corrupt(format!("unknown format {:?}", header.format)));
     }
@@ -397,9 +431,18 @@ fn decode(data: Bytes, max_body: usize) -> Result<SavedDocument, LoadProblem> {
     if header.fetched_at_unix_ms > MAX_UNIX_MS {
         return Err(corrupt("fetched_at_unix_ms is after the year 9999"));
     }
-    if header.upstream_age_ms > MAX_DURATION_MS || header.lifetime_ms > MAX_DURATION_MS {
+    if [
+        Some(header.upstream_age_ms),
+        Some(header.lifetime_ms),
+        header.advertised_ms,
+        header.stale_if_error_until_ms,
+    ]
+    .into_iter()
+    .flatten()
+    .any(|ms| ms > MAX_DURATION_MS)
+    {
         return Err(corrupt(
-            "upstream_age_ms or lifetime_ms is over 2^31 seconds",
+            "a duration (upstream_age_ms, lifetime_ms, ...) is over 2^31 seconds",
         ));
     }
     let fetched_at = UNIX_EPOCH
@@ -432,6 +475,15 @@ fn decode(data: Bytes, max_body: usize) -> Result<SavedDocument, LoadProblem> {
         fetched_at,
         upstream_age: Duration::from_millis(header.upstream_age_ms),
         lifetime: Duration::from_millis(header.lifetime_ms),
+        advertised: Duration::from_millis(
+            header
+                .advertised_ms
+                .unwrap_or(header.lifetime_ms)
+                .min(header.lifetime_ms),
+        ),
+        stale_if_error_until: header.stale_if_error_until_ms.map(Duration::from_millis),
+        cache_control: header.cache_control,
+        expires: header.expires,
         etag: header.etag,
         last_modified: header.last_modified,
         body,

@@ -160,8 +160,45 @@ pub struct Timing {
     /// Freshness left at receipt, clamped: how long the gateway holds it
     /// fresh.
     pub fresh_for: Duration,
+    /// Freshness left at receipt as the upstream allowed it, in whole
+    /// seconds, never more than `fresh_for`: less when `--min-ttl` holds
+    /// the document longer than the upstream said (a forbidding directive,
+    /// a short or spent lifetime). It is what downstream caches are told
+    /// (`max-age` = `upstream_age` + this), so a cache in front (another
+    /// gateway, a CDN, a browser) never counts a document fresh past the
+    /// upstream's lifetime, whatever this gateway's own floor.
+    pub advertised_secs: u32,
+    /// RFC 5861 §4: when the upstream's `stale-if-error` permission ends,
+    /// as seconds of residence here (its freshness left at receipt plus
+    /// its `stale-if-error`); `None` when it sent none. Caps the
+    /// `stale-if-error` the gateway passes on, so stale windows do not
+    /// stack across tiers.
+    pub stale_if_error_until_secs: Option<u32>,
     /// Where the lifetime came from.
     pub source: Source,
+}
+
+impl Timing {
+    /// A fixed lifetime with nothing from the upstream (`--ttl`).
+    pub fn configured(ttl: Duration) -> Self {
+        Self {
+            upstream_age: Duration::ZERO,
+            fresh_for: ttl,
+            advertised_secs: secs_u32(ttl),
+            stale_if_error_until_secs: None,
+            source: Source::Configured,
+        }
+    }
+
+    /// [`Self::advertised_secs`] as a duration.
+    pub fn advertised(&self) -> Duration {
+        Duration::from_secs(self.advertised_secs.into())
+    }
+}
+
+/// Whole seconds, capped at `u32::MAX` (above the 2^31 delta-seconds cap).
+pub fn secs_u32(d: Duration) -> u32 {
+    u32::try_from(d.as_secs()).unwrap_or(u32::MAX)
 }
 
 /// The `Cache-Control` directives that matter to a shared cache storing a
@@ -178,6 +215,8 @@ pub struct Directives {
     pub no_cache: bool,
     /// Unqualified `private`.
     pub private: bool,
+    /// `stale-if-error` (RFC 5861 §4), when a valid delta-seconds.
+    pub stale_if_error: Option<u64>,
 }
 
 /// Parses a `Cache-Control` value (RFC 9111 §5.2): comma-separated
@@ -202,6 +241,9 @@ pub fn parse_cache_control(value: &str) -> Directives {
             ("no-store", _) => d.no_store = true,
             ("no-cache", None) => d.no_cache = true,
             ("private", None) => d.private = true,
+            ("stale-if-error", Some(a)) if d.stale_if_error.is_none() => {
+                d.stale_if_error = delta_seconds(a).ok()
+            }
             _ => {}
         }
     }
@@ -254,11 +296,7 @@ pub fn evaluate(headers: &UpstreamHeaders, received: SystemTime, policy: Policy)
     let ttl = policy.ttl;
     let min = policy.min_ttl.min(ttl);
     if !policy.honour_upstream {
-        return Timing {
-            upstream_age: Duration::ZERO,
-            fresh_for: ttl,
-            source: Source::Configured,
-        };
+        return Timing::configured(ttl);
     }
     // §5.1: an Age that is not a delta-seconds is ignored.
     let upstream_age = headers
@@ -273,25 +311,45 @@ pub fn evaluate(headers: &UpstreamHeaders, received: SystemTime, policy: Policy)
         .map(parse_cache_control)
         .unwrap_or_default();
     let forbidden = directives.no_store || directives.no_cache || directives.private;
-    let (fresh_for, source) = match lifetime(headers, &directives, received) {
-        _ if forbidden => (min, Source::Uncacheable),
-        Some((lifetime, source)) => (
-            lifetime.saturating_sub(upstream_age).clamp(min, ttl),
-            source,
-        ),
+    // The lifetime the upstream gave (`None`: it said nothing about
+    // freshness); forbidding directives and unusable values count as 0.
+    let lifetime = match lifetime(headers, &directives, received) {
+        _ if forbidden => Some((Duration::ZERO, Source::Uncacheable)),
+        Some(found) => Some(found),
         // Freshness information present but unusable (§4.2.1; §5.3: an
         // invalid `Expires` means already expired).
         None if directives.s_maxage.is_some()
             || directives.max_age.is_some()
             || headers.expires.is_some() =>
         {
-            (min, Source::Uncacheable)
+            Some((Duration::ZERO, Source::Uncacheable))
         }
-        None => (ttl, Source::Configured),
+        None => None,
     };
+    let Some((lifetime, source)) = lifetime else {
+        return Timing {
+            upstream_age,
+            ..Timing::configured(ttl)
+        };
+    };
+    // The freshness the upstream allowed at receipt, unclamped.
+    let left = lifetime.saturating_sub(upstream_age);
+    let fresh_for = left.clamp(min, ttl);
     Timing {
         upstream_age,
         fresh_for,
+        advertised_secs: secs_u32(left.min(fresh_for)),
+        // RFC 5861 §4 counts staleness as Age − lifetime, so the
+        // upstream's permission ends when its Age reaches lifetime + N:
+        // after (lifetime + N − Age) seconds here, which may be less than
+        // N when it was already stale upstream.
+        stale_if_error_until_secs: directives.stale_if_error.map(|sie| {
+            secs_u32(
+                lifetime
+                    .saturating_add(Duration::from_secs(sie))
+                    .saturating_sub(upstream_age),
+            )
+        }),
         source,
     }
 }

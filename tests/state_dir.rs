@@ -165,6 +165,78 @@ async fn a_document_survives_sigkill_and_is_served_with_the_upstream_down() {
 }
 
 #[actix_web::test]
+async fn the_upstreams_cache_control_survives_a_restart_for_its_304s() {
+    // RFC 9111 §4.3.4: a 304 without Cache-Control keeps the stored one.
+    // After a restart too: a restored document renewed by a bare 304 keeps
+    // the upstream's 30 s, not --ttl (300 s).
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("state");
+    let dir = dir.to_str().unwrap();
+    let (up, body) = upstream().await;
+    up.set_etag(Some("\"v1\""));
+    up.set_headers(&[("cache-control", "max-age=30")]);
+    let proc = Process::start(&gateway_args(&up, Some(dir)), &[]).await;
+    let r = get(&proc.url(AS_PATH)).await;
+    assert_eq!(r.status, 200, "{}", proc.text());
+    assert!(
+        (29..=30).contains(&r.max_age()),
+        "{:?}",
+        r.header("cache-control")
+    );
+    wait_for_state_files(Path::new(dir), &proc).await;
+    proc.kill();
+
+    // From now on the upstream's 304s carry the ETag only.
+    up.set_headers(&[]);
+    // Aged, so the renewed copy (Age 0) is told apart from the restored one.
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let proc = Process::start(&gateway_args(&up, Some(dir)), &[]).await;
+    // The restored copy is revalidated at once.
+    let r = poll_until(&proc.url(AS_PATH), Duration::from_secs(5), |r| {
+        r.status == 200 && r.age() == 0
+    })
+    .await;
+    assert!(
+        up.not_modified_sent() >= 1,
+        "renewed by a 304:\n{}",
+        proc.text()
+    );
+    assert_eq!(r.body, body.as_bytes());
+    assert!(
+        r.max_age() <= 30 && r.ttl() <= 30,
+        "the saved Cache-Control still counts: {:?}, {}",
+        r.header("cache-control"),
+        r.cache_status()
+    );
+    assert!(r.header("etag").is_some());
+}
+
+#[actix_web::test]
+async fn a_state_file_past_ttl_and_max_stale_is_dropped_at_start_up() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("state");
+    let dir = dir.to_str().unwrap();
+    let (up, body) = upstream().await;
+    let mut args = gateway_args(&up, Some(dir));
+    args.extend_from_slice(&["--ttl", "1s", "--max-stale", "1s"]);
+    let proc = Process::start(&args, &[]).await;
+    let r = get(&proc.url(AS_PATH)).await;
+    assert_eq!(r.status, 200, "{}", proc.text());
+    assert_eq!(r.body, body.as_bytes());
+    wait_for_state_files(Path::new(dir), &proc).await;
+    up.set(Behaviour::status(503));
+    proc.kill();
+    // Past its 1 s of freshness and 1 s of max-stale (with a margin).
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+
+    let proc = Process::start(&args, &[]).await;
+    proc.wait_for_log("past its freshness", Duration::from_secs(5))
+        .await;
+    let r = get(&proc.url(AS_PATH)).await;
+    assert_json_error(&r, &proc);
+}
+
+#[actix_web::test]
 async fn a_damaged_state_file_is_ignored_and_never_served() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("state");

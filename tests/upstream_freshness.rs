@@ -6,11 +6,15 @@
 //! `--ignore-upstream-freshness` keeps the fixed --ttl.
 //!
 //! What clients see on a fresh document: `Cache-Control: public,
-//! max-age=L, stale-if-error=S` with L = upstream Age at receipt + R, `Age:
-//! <upstream Age + seconds held>`, and `Cache-Status: ...; ttl=<R − held>`,
-//! so a cache in front computing max-age − Age gets exactly the gateway's
-//! remaining freshness. Whole seconds, so every bound allows 1 s of
-//! rounding.
+//! max-age=L, stale-if-error=S` with L = upstream Age at receipt + the
+//! freshness the upstream allowed, `Age: <upstream Age + seconds held>`,
+//! and `Cache-Status: ...; ttl=<R − held>` (R: the clamped freshness the
+//! gateway holds it for). Within the bounds a cache in front computing
+//! max-age − Age gets exactly the gateway's remaining freshness; where
+//! --min-ttl holds a document longer than the upstream allowed, the cache
+//! in front is told only the upstream's (possibly none), and its
+//! `stale-if-error` runs to the end of the gateway's own window. Whole
+//! seconds, so every bound allows 1 s of rounding.
 
 mod support;
 
@@ -43,6 +47,19 @@ struct Expect {
     max_age: RangeInclusive<u64>,
     age: RangeInclusive<u64>,
     ttl: RangeInclusive<i64>,
+    stale_if_error: RangeInclusive<u64>,
+}
+
+/// Held for --min-ttl (5 s) while downstream caches are told only the
+/// `told` seconds the upstream allowed, on top of its `age`: their
+/// `stale-if-error` runs to the end of the gateway's own window.
+fn held_for_min_ttl(told: u64, age: u64) -> Expect {
+    Expect {
+        max_age: age + told.saturating_sub(1)..=age + told,
+        age: age..=age + 1,
+        ttl: 4..=5,
+        stale_if_error: MAX_STALE + 5 - told - 2..=MAX_STALE + 5 - told,
+    }
 }
 
 #[track_caller]
@@ -67,8 +84,9 @@ fn assert_fresh(what: &str, r: &Reply, want: &Expect) {
     let sie = directive(cc, "stale-if-error")
         .unwrap_or_else(|| panic!("{what}: no stale-if-error in {cc:?}"));
     assert!(
-        (MAX_STALE - 2..=MAX_STALE).contains(&sie),
-        "{what}: stale-if-error {sie} (Cache-Control {cc:?})"
+        want.stale_if_error.contains(&sie),
+        "{what}: stale-if-error {sie} not in {:?} (Cache-Control {cc:?})",
+        want.stale_if_error
     );
     assert!(
         want.age.contains(&r.age()),
@@ -119,6 +137,7 @@ fn lifetime(secs: u64) -> Expect {
         max_age: secs.saturating_sub(1)..=secs + 1,
         age: 0..=1,
         ttl: secs as i64 - 1..=secs as i64,
+        stale_if_error: MAX_STALE - 2..=MAX_STALE,
     }
 }
 
@@ -159,6 +178,7 @@ async fn expires_minus_date_without_max_age() {
             max_age: 38..=41,
             age: 0..=1,
             ttl: 38..=40,
+            stale_if_error: MAX_STALE - 2..=MAX_STALE,
         },
     )
     .await;
@@ -194,6 +214,7 @@ async fn the_upstreams_age_is_subtracted_and_passed_on() {
             max_age: 59..=61,
             age: 25..=26,
             ttl: 34..=35,
+            stale_if_error: MAX_STALE - 2..=MAX_STALE,
         },
     )
     .await;
@@ -216,7 +237,7 @@ async fn a_short_lifetime_is_raised_to_min_ttl() {
         "max-age=1",
         &[("cache-control", "max-age=1")],
         &[],
-        lifetime(5),
+        held_for_min_ttl(1, 0),
     )
     .await;
 }
@@ -227,13 +248,9 @@ async fn an_age_beyond_the_lifetime_leaves_min_ttl() {
         "max-age=60, Age: 600",
         &[("cache-control", "max-age=60"), ("age", "600")],
         &[],
-        Expect {
-            // Already stale upstream: the gateway still holds it for
-            // --min-ttl, and max-age − Age is what it has left.
-            max_age: 604..=606,
-            age: 600..=601,
-            ttl: 4..=5,
-        },
+        // Already stale upstream: the gateway still holds it for
+        // --min-ttl, but tells caches in front max-age = Age: stale.
+        held_for_min_ttl(0, 600),
     )
     .await;
 }
@@ -248,7 +265,7 @@ async fn forbidding_directives_hold_the_document_for_min_ttl() {
         "public, no-cache, max-age=3600",
         "private, max-age=3600",
     ] {
-        case(cc, &[("cache-control", cc)], &[], lifetime(5)).await;
+        case(cc, &[("cache-control", cc)], &[], held_for_min_ttl(0, 0)).await;
     }
 }
 
@@ -271,6 +288,7 @@ async fn ignore_upstream_freshness_keeps_the_fixed_ttl() {
             max_age: 299..=300,
             age: 0..=1,
             ttl: 299..=300,
+            stale_if_error: MAX_STALE - 2..=MAX_STALE,
         },
     )
     .await;
@@ -291,6 +309,7 @@ async fn age_grows_while_held_and_max_age_stays() {
             max_age: 29..=31,
             age: 5..=6,
             ttl: 24..=25,
+            stale_if_error: MAX_STALE - 2..=MAX_STALE,
         },
     );
     tokio::time::sleep(Duration::from_millis(2100)).await;
@@ -302,6 +321,7 @@ async fn age_grows_while_held_and_max_age_stays() {
             max_age: 29..=31,
             age: 7..=8,
             ttl: 22..=23,
+            stale_if_error: MAX_STALE - 2..=MAX_STALE,
         },
     );
     assert_eq!(upstream.requests(), 1);

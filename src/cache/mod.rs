@@ -180,11 +180,25 @@ impl StoredDocument {
 
     /// Its freshness lifetime as a downstream cache counts it (`max-age`
     /// next to [`Self::age_after`]): the upstream's age at receipt plus
-    /// the freshness allowed here.
+    /// the freshness the upstream allowed, which may be less than this
+    /// gateway holds it (`--min-ttl`): a cache in front is never told it
+    /// is fresh longer than the upstream said.
     pub fn lifetime(&self) -> Duration {
         self.timing
             .upstream_age
-            .saturating_add(self.timing.fresh_for)
+            .saturating_add(self.timing.advertised())
+    }
+
+    /// Residence time at which a downstream cache must stop using it stale
+    /// (RFC 5861 §4): when this gateway stops (its freshness plus
+    /// `max_stale`), and never after the upstream's own `stale-if-error`
+    /// ends, so stale windows do not stack across tiers.
+    pub fn stale_if_error_end(&self) -> Duration {
+        let own = self.rules.ttl.saturating_add(self.rules.max_stale);
+        match self.timing.stale_if_error_until_secs {
+            Some(upstream) => own.min(Duration::from_secs(upstream.into())),
+            None => own,
+        }
     }
 
     /// When moka may drop it: past its freshness and `max_stale`.

@@ -27,7 +27,7 @@ use std::time::{Duration, SystemTime};
 
 use crate::document::ValidatedDocument;
 use crate::state_store::{file_name_for, SavedDocument, StateDir};
-use crate::upstream_freshness::{Source, Timing, UpstreamHeaders};
+use crate::upstream_freshness::{secs_u32, Source, Timing, UpstreamHeaders};
 
 use super::slot::DocumentSlot;
 use super::StoredDocument;
@@ -121,6 +121,13 @@ impl StateWriter {
             fetched_at: stored.received,
             upstream_age: stored.timing.upstream_age,
             lifetime: stored.timing.fresh_for,
+            advertised: stored.timing.advertised(),
+            stale_if_error_until: stored
+                .timing
+                .stale_if_error_until_secs
+                .map(|s| Duration::from_secs(s.into())),
+            cache_control: stored.headers.cache_control.clone(),
+            expires: stored.headers.expires.clone(),
             etag: stored.headers.etag.clone(),
             last_modified: stored.headers.last_modified.clone(),
             body: stored.document.body.clone(),
@@ -321,12 +328,15 @@ pub(super) fn restore(
     let resident = now
         .duration_since(saved.fetched_at)
         .unwrap_or(Duration::ZERO);
+    let fresh_for = saved.lifetime.clamp(
+        slot.policy().min_ttl.min(slot.policy().ttl),
+        slot.policy().ttl,
+    );
     let timing = Timing {
         upstream_age: saved.upstream_age,
-        fresh_for: saved.lifetime.clamp(
-            slot.policy().min_ttl.min(slot.policy().ttl),
-            slot.policy().ttl,
-        ),
+        fresh_for,
+        advertised_secs: secs_u32(saved.advertised.min(fresh_for)),
+        stale_if_error_until_secs: saved.stale_if_error_until.map(secs_u32),
         source: Source::Saved,
     };
     let servable_for = timing.fresh_for.saturating_add(slot.freshness().max_stale);
@@ -339,6 +349,8 @@ pub(super) fn restore(
         ));
     }
     let headers = UpstreamHeaders {
+        cache_control: saved.cache_control,
+        expires: saved.expires,
         etag: saved.etag,
         last_modified: saved.last_modified,
         ..UpstreamHeaders::default()

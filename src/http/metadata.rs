@@ -31,27 +31,35 @@ pub fn respond(req: &HttpRequest, lookup: &Lookup) -> HttpResponse {
             _ => unavailable(lookup),
         };
     };
-    let rules = &stored.rules;
     // RFC 9111 §4.2: a downstream cache is fresh while `Age` < `max-age`;
     // `max-age` is the lifetime (the upstream's age at receipt plus the
-    // freshness allowed here) and `Age` grows from the upstream's, so a
-    // cache in front expires its copy exactly when this one does, and
-    // gateways in tiers never stack their lifetimes.
-    // RFC 5861 §4: a downstream cache may use the document for
-    // `stale-if-error` seconds once it turns stale; here it may be served
-    // until `max_stale` past its TTL, counted from the same moment.
-    let (ttl_secs, max_age, stale_if_error) = match lookup.freshness() {
+    // freshness the upstream allowed) and `Age` grows from the upstream's,
+    // so a cache in front never holds its copy fresh past the upstream's
+    // lifetime (even while `--min-ttl` holds it here), and gateways in
+    // tiers never stack their lifetimes. Once stale here, `max-age=0`.
+    let (ttl_secs, max_age) = match lookup.freshness() {
         FreshnessState::Fresh { remaining } => (
             whole_seconds(remaining) as i64,
             whole_seconds(stored.lifetime()),
-            whole_seconds(rules.max_stale),
         ),
-        FreshnessState::Stale { past } => (
-            -(ceil_seconds(past).max(1) as i64),
-            0,
-            whole_seconds(rules.max_stale.saturating_sub(past)),
-        ),
-        FreshnessState::Expired => (0, 0, 0),
+        FreshnessState::Stale { past } => (-(ceil_seconds(past).max(1) as i64), 0),
+        FreshnessState::Expired => (0, 0),
+    };
+    // RFC 5861 §4 counts a downstream cache's staleness as `Age` −
+    // `max-age`; it must stop using the document when this gateway would
+    // (`stale_if_error_end` of residence here, never past the upstream's
+    // own `stale-if-error`), i.e. when `Age` reaches upstream age + that
+    // end: so `stale-if-error` = upstream age + end − `max-age`, the same
+    // end whether the document is fresh or stale.
+    let stale_if_error = match lookup.freshness() {
+        FreshnessState::Expired => 0,
+        _ => whole_seconds(
+            stored
+                .timing
+                .upstream_age
+                .saturating_add(stored.stale_if_error_end()),
+        )
+        .saturating_sub(max_age),
     };
     // Nothing is kept on a bypass (`--no-cache`): no promise to ride out an
     // outage.

@@ -25,6 +25,10 @@ fn doc(key: &str, body: &[u8]) -> SavedDocument {
         fetched_at: UNIX_EPOCH + Duration::from_millis(1_764_700_000_123),
         upstream_age: Duration::from_millis(42_000),
         lifetime: Duration::from_millis(300_000),
+        advertised: Duration::from_millis(120_000),
+        stale_if_error_until: Some(Duration::from_millis(3_720_000)),
+        cache_control: Some("public, max-age=162, stale-if-error=3600".to_owned()),
+        expires: None,
         etag: Some("\"v1-abc\"".to_owned()),
         last_modified: Some("Tue, 02 Dec 2025 17:01:00 GMT".to_owned()),
         body: Bytes::copy_from_slice(body),
@@ -339,14 +343,33 @@ fn another_format_version_is_unsupported() {
     let (_tmp, dir) = store();
     let body = b"{}";
     let file = forge(
-        &header_prefix("oauth-metadata-gateway/state/2", "k", 0, 0, body.len()),
+        &header_prefix("oauth-metadata-gateway/state/3", "k", 0, 0, body.len()),
         body,
     );
     fs::write(dir.path_for("k"), file).expect("write");
     assert_eq!(
         dir.load("k", MAX_BODY),
-        Err(LoadProblem::UnsupportedVersion(2))
+        Err(LoadProblem::UnsupportedVersion(3))
     );
+}
+
+#[test]
+fn a_version_1_file_is_still_read() {
+    // Written by the build before format 2: no Cache-Control, Expires,
+    // advertised freshness or stale-if-error end.
+    let (_tmp, dir) = store();
+    let body = b"{}";
+    let file = forge(
+        &header_prefix(FORMAT_V1, "k", 1_000, 300_000, body.len()),
+        body,
+    );
+    fs::write(dir.path_for("k"), file).expect("write");
+    let loaded = dir.load("k", MAX_BODY).expect("load").expect("present");
+    assert_eq!(loaded.lifetime, Duration::from_secs(300));
+    assert_eq!(loaded.advertised, loaded.lifetime, "v1: told what it held");
+    assert_eq!(loaded.stale_if_error_until, None);
+    assert_eq!((loaded.cache_control, loaded.expires), (None, None));
+    assert_eq!(&loaded.body[..], body);
 }
 
 #[test]
@@ -569,8 +592,8 @@ fn problems_read_as_log_reasons() {
         "truncated: the file ends inside the header, after 7 bytes"
     );
     assert_eq!(
-        LoadProblem::UnsupportedVersion(2).to_string(),
-        "unsupported state file format version 2 (this build reads 1)"
+        LoadProblem::UnsupportedVersion(3).to_string(),
+        "unsupported state file format version 3 (this build reads 1 and 2)"
     );
 }
 
@@ -587,18 +610,26 @@ fn arb_doc() -> impl Strategy<Value = SavedDocument> {
         0..=MAX_DURATION_MS,
         0..=MAX_DURATION_MS,
         proptest::collection::vec(any::<u8>(), 0..300),
+        proptest::option::of("[ -~]{0,30}"),
+        proptest::option::of(0..=MAX_DURATION_MS),
     )
         .prop_map(
-            |(key, issuer, etag, last_modified, at, age, lifetime, body)| SavedDocument {
-                key,
-                upstream_url: format!("{issuer}/.well-known/oauth-authorization-server"),
-                issuer,
-                fetched_at: UNIX_EPOCH + Duration::from_millis(at),
-                upstream_age: Duration::from_millis(age),
-                lifetime: Duration::from_millis(lifetime),
-                etag,
-                last_modified,
-                body: Bytes::from(body),
+            |(key, issuer, etag, last_modified, at, age, lifetime, body, cache_control, sie)| {
+                SavedDocument {
+                    key,
+                    upstream_url: format!("{issuer}/.well-known/oauth-authorization-server"),
+                    issuer,
+                    fetched_at: UNIX_EPOCH + Duration::from_millis(at),
+                    upstream_age: Duration::from_millis(age),
+                    lifetime: Duration::from_millis(lifetime),
+                    advertised: Duration::from_millis(lifetime / 2),
+                    stale_if_error_until: sie.map(Duration::from_millis),
+                    expires: cache_control.as_ref().map(|c| format!("x{c}")),
+                    cache_control,
+                    etag,
+                    last_modified,
+                    body: Bytes::from(body),
+                }
             },
         )
 }

@@ -175,3 +175,55 @@ fn a_304_updates_what_it_carries() {
     assert!(merged.has_validators());
     assert!(!UpstreamHeaders::default().has_validators());
 }
+
+#[test]
+fn downstream_caches_are_told_only_what_the_upstream_allowed() {
+    let told = |h: &UpstreamHeaders| {
+        let t = evaluate(h, at(0), policy());
+        (t.fresh_for.as_secs(), t.advertised_secs)
+    };
+    // Within the bounds: held and told alike.
+    assert_eq!(told(&cc("max-age=60")), (60, 60));
+    // Over --ttl: held and told --ttl.
+    assert_eq!(told(&cc("max-age=100000")), (300, 300));
+    // Under --min-ttl: held for the floor, told the upstream's 3 s.
+    assert_eq!(told(&cc("max-age=3")), (10, 3));
+    // Forbidding, spent or unusable: held for the floor, told nothing.
+    for v in [
+        "no-store",
+        "private, max-age=60",
+        "max-age=0",
+        "max-age=abc",
+    ] {
+        assert_eq!(told(&cc(v)), (10, 0), "{v}");
+    }
+    let spent = UpstreamHeaders {
+        age: Some("50".into()),
+        ..cc("max-age=30")
+    };
+    assert_eq!(told(&spent), (10, 0));
+    // No freshness information, or ignored: --ttl both.
+    assert_eq!(told(&UpstreamHeaders::default()), (300, 300));
+    let fixed = Policy {
+        honour_upstream: false,
+        ..policy()
+    };
+    let t = evaluate(&cc("max-age=3"), at(0), fixed);
+    assert_eq!((t.fresh_for.as_secs(), t.advertised_secs), (300, 300));
+}
+
+#[test]
+fn the_upstreams_stale_if_error_ends_after_its_freshness_left() {
+    let until = |h: &UpstreamHeaders| evaluate(h, at(0), policy()).stale_if_error_until_secs;
+    assert_eq!(until(&cc("max-age=60")), None);
+    assert_eq!(until(&cc("max-age=60, stale-if-error=600")), Some(660));
+    // A stale shield: max-age=0 and what is left of its window.
+    assert_eq!(until(&cc("max-age=0, stale-if-error=3587")), Some(3587));
+    let aged = UpstreamHeaders {
+        age: Some("40".into()),
+        ..cc("max-age=60, Stale-If-Error=100")
+    };
+    assert_eq!(until(&aged), Some(120));
+    // Not a delta-seconds: ignored.
+    assert_eq!(until(&cc("max-age=60, stale-if-error=soon")), None);
+}
