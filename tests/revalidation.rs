@@ -223,6 +223,42 @@ async fn an_unasked_for_304_on_a_refresh_keeps_the_document_and_lets_it_go_stale
     assert_eq!(fetches_with_outcome(&gw, "not_modified").await, 0.0);
 }
 
+#[actix_web::test]
+async fn a_304_for_another_etag_renews_nothing_and_the_document_is_fetched_whole() {
+    let (upstream, v1) = upstream_with(Some("\"v1\"")).await;
+    let gw = Gateway::in_front_of(&upstream, &SHORT).await;
+    let url = gw.url(AS_PATH);
+    assert_eq!(get(&url).await.body, v1.as_bytes());
+    let before = upstream.request_heads().len();
+
+    // A confused upstream: 304 with another tag, whatever is asked.
+    upstream.set_etag(None);
+    upstream.set_headers(&[("etag", "\"v2\"")]);
+    upstream.set(Behaviour::not_modified());
+    // RFC 9111 §4.3.4: that 304 updates nothing, so the gateway asks for
+    // the whole document (no validators); the 304 to that is an error, and
+    // the stored v1 goes stale instead of being renewed under "v2".
+    let r = poll_until(&url, Duration::from_secs(8), |r| {
+        r.cache_status().contains("fwd=stale")
+    })
+    .await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.body, v1.as_bytes());
+    let heads = upstream.request_heads()[before..].to_vec();
+    assert!(heads.len() >= 2, "{heads:#?}");
+    assert_eq!(
+        header_of(&heads[0], "if-none-match").as_deref(),
+        Some("\"v1\""),
+        "the refresh was conditional: {heads:#?}"
+    );
+    assert_eq!(
+        header_of(&heads[1], "if-none-match"),
+        None,
+        "then unconditional: {heads:#?}"
+    );
+    assert_eq!(fetches_with_outcome(&gw, "not_modified").await, 0.0);
+}
+
 /// The test upstream itself (no gateway): 200 with the validators and the
 /// extra headers, 304 without a body to a matching conditional request,
 /// 200 to a non-matching one, and a bare 304 whatever was asked.

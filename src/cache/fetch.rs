@@ -105,51 +105,111 @@ impl FetchContext<'_> {
             Arc::from(""),
         );
         for url in slot.upstream_urls() {
-            let permit = match permit.take() {
-                Some(p) => p,
-                None => self.fetcher.permit(url, priority).await,
-            };
-            let validators = previous.and_then(|p| p.validators_for(url));
-            match self.fetcher.fetch(url.clone(), permit, validators).await {
-                Ok(Answer::Document { body, headers }) => {
-                    let received = SystemTime::now();
-                    // RFC 8414 §5: OpenID Provider metadata is validated by
-                    // the same rules, issuer check included.
-                    let validated = ValidatedDocument::validate(body, slot.issuer())
-                        .map(|document| {
-                            // Kept for as long as it is served: moved out of
-                            // the fetcher thread's buffers (see `detached`);
-                            // `clone` makes the header strings here too.
-                            let stored = StoredDocument::new(
-                                document.detached(),
-                                url.clone(),
-                                headers.clone(),
-                                received,
-                                slot,
-                            );
-                            (Arc::new(stored), false)
-                        })
-                        .map_err(FetchError::from);
-                    return (validated, url.clone());
+            let mut validators = previous.and_then(|p| p.validators_for(url));
+            loop {
+                let permit = match permit.take() {
+                    Some(p) => p,
+                    None => self.fetcher.permit(url, priority).await,
+                };
+                let sent_etag = validators.as_ref().and_then(|v| v.etag.clone());
+                match self
+                    .fetcher
+                    .fetch(url.clone(), permit, validators.take())
+                    .await
+                {
+                    Ok(Answer::Document { body, headers }) => {
+                        let received = SystemTime::now();
+                        // RFC 8414 §5: OpenID Provider metadata is validated by
+                        // the same rules, issuer check included.
+                        let validated = ValidatedDocument::validate(body, slot.issuer())
+                            .map(|document| {
+                                // Kept for as long as it is served: moved out of
+                                // the fetcher thread's buffers (see `detached`);
+                                // `clone` makes the header strings here too.
+                                let stored = StoredDocument::new(
+                                    document.detached(),
+                                    url.clone(),
+                                    headers.clone(),
+                                    received,
+                                    slot,
+                                );
+                                (Arc::new(stored), false)
+                            })
+                            .map_err(FetchError::from);
+                        return (validated, url.clone());
+                    }
+                    // RFC 9111 §4.3.4: a 304 whose ETag is not the one asked
+                    // about updates nothing stored. A confused upstream (or a
+                    // load balancer mixing versions) would otherwise renew the
+                    // old bytes under a new tag forever: fetch it whole, once.
+                    Ok(Answer::NotModified { headers })
+                        if etag_mismatch(sent_etag.as_deref(), headers.etag.as_deref()) =>
+                    {
+                        tracing::warn!(
+                            document = &*slot.name,
+                            url = %url,
+                            sent = sent_etag.as_deref().unwrap_or(""),
+                            got = headers.etag.as_deref().unwrap_or(""),
+                            "304 for another ETag than the one asked about: fetching the document unconditionally"
+                        );
+                        continue;
+                    }
+                    Ok(Answer::NotModified { headers }) => {
+                        // Only sent validators get a 304 through (upstream),
+                        // so `previous` is the document it is about.
+                        let renewed = previous.map(|p| {
+                            let r = p.revalidated(&headers, SystemTime::now(), slot);
+                            (Arc::new(r), true)
+                        });
+                        return (renewed.ok_or(FetchError::HttpStatus(304)), url.clone());
+                    }
+                    // Not published at this location: try the next one, as
+                    // discovery clients do (RFC 8414 §3, OpenID Connect Discovery §4).
+                    Err(e @ FetchError::HttpStatus(400..=499)) => {
+                        tracing::debug!(document = &*slot.name, url = %url, error = %e, "not published here, trying the next location");
+                        last = (Err(e), url.clone());
+                    }
+                    Err(e) => return (Err(e), url.clone()),
                 }
-                Ok(Answer::NotModified { headers }) => {
-                    // Only sent validators get a 304 through (upstream),
-                    // so `previous` is the document it is about.
-                    let renewed = previous.map(|p| {
-                        let r = p.revalidated(&headers, SystemTime::now(), slot);
-                        (Arc::new(r), true)
-                    });
-                    return (renewed.ok_or(FetchError::HttpStatus(304)), url.clone());
-                }
-                // Not published at this location: try the next one, as
-                // discovery clients do (RFC 8414 §3, OpenID Connect Discovery §4).
-                Err(e @ FetchError::HttpStatus(400..=499)) => {
-                    tracing::debug!(document = &*slot.name, url = %url, error = %e, "not published here, trying the next location");
-                    last = (Err(e), url.clone());
-                }
-                Err(e) => return (Err(e), url.clone()),
+                break;
             }
         }
         last
+    }
+}
+
+/// Whether a 304's `ETag` names another representation than the `ETag`
+/// the request sent in `If-None-Match` (weak comparison, RFC 9110 §8.8.3.2:
+/// the opaque tags differ). A 304 without an `ETag`, or to a request that
+/// sent none (only `If-Modified-Since`), is about the stored document.
+fn etag_mismatch(sent: Option<&str>, got: Option<&str>) -> bool {
+    let opaque = |t: &str| {
+        let t = t.trim();
+        t.strip_prefix("W/").unwrap_or(t).to_owned()
+    };
+    match (sent, got) {
+        (Some(sent), Some(got)) => opaque(sent) != opaque(got),
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::etag_mismatch;
+
+    #[test]
+    fn a_304_is_about_the_etag_that_was_sent() {
+        assert!(!etag_mismatch(Some("\"v1\""), Some("\"v1\"")));
+        assert!(
+            !etag_mismatch(Some("W/\"v1\""), Some("\"v1\"")),
+            "weak comparison"
+        );
+        assert!(!etag_mismatch(Some("\"v1\""), None), "a 304 may omit it");
+        assert!(
+            !etag_mismatch(None, Some("\"v2\"")),
+            "If-Modified-Since only"
+        );
+        assert!(etag_mismatch(Some("\"v1\""), Some("\"v2\"")));
+        assert!(etag_mismatch(Some("W/\"v1\""), Some("W/\"v2\"")));
     }
 }
