@@ -164,7 +164,9 @@ impl Gateway {
             CacheMode::Store
         };
         let state = match (&config.state_dir, mode) {
-            (Some(dir), CacheMode::Store) => StateWriter::open(dir, config.upstream.max_body_size),
+            (Some(dir), CacheMode::Store) => {
+                StateWriter::open(dir, config.upstream.max_body_size, &metrics)
+            }
             _ => None,
         };
         let lasting = Lasting {

@@ -106,6 +106,7 @@ pub struct Metrics {
     cached: IntGaugeVec,
     http_requests: IntCounterVec,
     http_duration: HistogramVec,
+    state_writes: IntCounterVec,
 }
 
 /// The state of one group's cached documents, read at scrape time.
@@ -184,6 +185,13 @@ impl Metrics {
             ]),
             &["route"],
         )?;
+        let state_writes = IntCounterVec::new(
+            Opts::new(
+                "metadata_gateway_state_writes_total",
+                "Writes to the state directory (--state-dir), by operation (save, remove) and outcome (ok, error); absent without a state directory.",
+            ),
+            &["operation", "outcome"],
+        )?;
         let build_info = IntGaugeVec::new(
             Opts::new(
                 "metadata_gateway_build_info",
@@ -203,6 +211,7 @@ impl Metrics {
         registry.register(Box::new(cached.clone()))?;
         registry.register(Box::new(http_requests.clone()))?;
         registry.register(Box::new(http_duration.clone()))?;
+        registry.register(Box::new(state_writes.clone()))?;
         registry.register(Box::new(build_info))?;
         #[cfg(target_os = "linux")]
         registry.register(Box::new(
@@ -219,7 +228,19 @@ impl Metrics {
             cached,
             http_requests,
             http_duration,
+            state_writes,
         })
+    }
+
+    /// The state-directory write counter, its four series created at 0
+    /// (called once a state directory is in use).
+    pub fn state_writes(&self) -> IntCounterVec {
+        for operation in ["save", "remove"] {
+            for outcome in ["ok", "error"] {
+                self.state_writes.with_label_values(&[operation, outcome]);
+            }
+        }
+        self.state_writes.clone()
     }
 
     /// The series of group `name` (created at 0, or the existing ones when

@@ -47,7 +47,9 @@
 //! directory. After a crash or power loss at any point a reader finds the
 //! previous complete file or the new complete file, never a mixture; at
 //! worst a temporary file is left behind, and the next [`StateDir::open`]
-//! removes it. A state directory belongs to one gateway process at a time.
+//! removes it. A state directory belongs to one gateway process at a time:
+//! [`StateDir::open`] takes an exclusive `flock` on [`LOCK_FILE`] and refuses
+//! a directory another process holds ([`StateError::Locked`]).
 //!
 //! # Loading
 //!
@@ -77,6 +79,7 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
@@ -95,6 +98,8 @@ pub const EXTENSION: &str = ".json-doc";
 /// Temporary files (an interrupted save, the writability probe) start with
 /// this; [`StateDir::open`] deletes them.
 pub const TEMP_PREFIX: &str = ".tmp-";
+/// The lock file: one gateway process per state directory.
+pub const LOCK_FILE: &str = ".lock";
 /// Longest header line accepted or written, in bytes (without the `\n`).
 pub const MAX_HEADER_LEN: usize = 64 * 1024;
 
@@ -119,6 +124,10 @@ static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
 #[derive(Debug, Clone)]
 pub struct StateDir {
     root: PathBuf,
+    /// The open [`LOCK_FILE`], holding an exclusive `flock` for as long as
+    /// any clone lives (`None` when the directory is read-only: nothing is
+    /// written, so there is nothing to protect).
+    _lock: Option<Arc<File>>,
 }
 
 /// One saved document and what the gateway knew about it when it was
@@ -168,6 +177,14 @@ pub enum StateError {
         /// The operating system's error.
         #[source]
         source: io::Error,
+    },
+    /// Another process holds the state directory's lock.
+    #[error("the state directory {} is in use by another process ({holder}); give each gateway its own", path.display())]
+    Locked {
+        /// The directory.
+        path: PathBuf,
+        /// What the lock file says about its holder, e.g. `pid 1234`.
+        holder: String,
     },
     /// The state directory path exists and is not a directory.
     #[error("the state directory {} exists and is not a directory", .0.display())]
@@ -551,11 +568,58 @@ impl StateDir {
         if !path.is_dir() {
             return Err(StateError::NotADirectory(path.to_path_buf()));
         }
+        let lock = Self::lock(path)?;
         let dir = Self {
             root: path.to_path_buf(),
+            _lock: lock.map(Arc::new),
         };
         dir.remove_leftovers()?;
         Ok(dir)
+    }
+
+    /// Takes the directory's exclusive lock (a `flock` on [`LOCK_FILE`],
+    /// released by the kernel when the process ends, SIGKILL included) and
+    /// writes this process's id into it. Two gateways sharing a directory
+    /// would delete each other's in-flight temporary files and overwrite
+    /// each other's documents: the second one is refused. A directory
+    /// where the lock file cannot be created (read-only) is not locked.
+    fn lock(path: &Path) -> Result<Option<File>, StateError> {
+        let lock_path = path.join(LOCK_FILE);
+        let mut file = match OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&lock_path)
+        {
+            Ok(f) => f,
+            Err(e) => {
+                tracing::debug!(path = %lock_path.display(), error = %e, "state dir lock file cannot be created: not locked");
+                return Ok(None);
+            }
+        };
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(fs::TryLockError::WouldBlock) => {
+                let mut text = String::new();
+                let _ = (&file).take(64).read_to_string(&mut text);
+                let holder = match text.trim() {
+                    "" => "unknown pid".to_owned(),
+                    pid => format!("pid {pid}"),
+                };
+                return Err(StateError::Locked {
+                    path: path.to_path_buf(),
+                    holder,
+                });
+            }
+            Err(fs::TryLockError::Error(e)) => {
+                return Err(io_error("lock", &lock_path)(e));
+            }
+        }
+        // Only informative (the lock is what counts): failures ignored.
+        let _ = file.set_len(0);
+        let _ = writeln!(file, "{}", std::process::id());
+        Ok(Some(file))
     }
 
     fn remove_leftovers(&self) -> Result<(), StateError> {

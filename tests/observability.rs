@@ -650,7 +650,10 @@ async fn a_live_scrape_passes_promtool_check_metrics() {
 async fn every_metric_the_dashboard_and_alerts_use_is_in_a_live_scrape() {
     let upstream = Upstream::start(Behaviour::status(500)).await;
     upstream.set(Behaviour::json(document(&upstream.base_url)));
-    let gw = Gateway::in_front_of(&upstream, &[]).await;
+    // With a state directory, so its write counter is exported too.
+    let state = tempfile::tempdir().unwrap();
+    let state_dir = state.path().join("state");
+    let gw = Gateway::in_front_of(&upstream, &["--state-dir", state_dir.to_str().unwrap()]).await;
     wait_ready(&gw).await;
     get(&gw.url(AS_PATH)).await;
     scrape(&gw).await;
@@ -687,7 +690,12 @@ async fn every_metric_the_dashboard_and_alerts_use_is_in_a_live_scrape() {
             "dashboard uses {name}: {dash_names:?}"
         );
     }
-    for name in [LOOKUPS, FETCHES, STALE] {
+    for name in [
+        LOOKUPS,
+        FETCHES,
+        STALE,
+        "metadata_gateway_state_writes_total",
+    ] {
         assert!(
             alert_names.contains(name),
             "alerts use {name}: {alert_names:?}"

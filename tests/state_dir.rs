@@ -237,6 +237,60 @@ async fn a_state_file_past_ttl_and_max_stale_is_dropped_at_start_up() {
 }
 
 #[actix_web::test]
+async fn a_second_gateway_on_the_same_state_dir_serves_from_memory_only() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("state");
+    let dir = dir.to_str().unwrap();
+    let (up, body) = upstream().await;
+    let first = Process::start(&gateway_args(&up, Some(dir)), &[]).await;
+    assert_eq!(
+        get(&first.url(AS_PATH)).await.status,
+        200,
+        "{}",
+        first.text()
+    );
+    let second = Process::start(&gateway_args(&up, Some(dir)), &[]).await;
+    second
+        .wait_for_log("in use by another process", Duration::from_secs(5))
+        .await;
+    let r = get(&second.url(AS_PATH)).await;
+    assert_eq!(r.status, 200, "{}", second.text());
+    assert_eq!(r.body, body.as_bytes(), "served, from memory");
+    assert_eq!(state_saves_ok(&second).await, None, "no state dir in use");
+    // The holder goes; the directory is free for the next process.
+    first.kill();
+    second.kill();
+    let third = Process::start(&gateway_args(&up, Some(dir)), &[]).await;
+    assert_eq!(get(&third.url(AS_PATH)).await.status, 200);
+    wait_for_state_files(Path::new(dir), &third).await;
+    assert!(
+        !third.text().contains("in use by another process"),
+        "{}",
+        third.text()
+    );
+    assert!(
+        state_saves_ok(&third).await >= Some(1.0),
+        "{}",
+        third.text()
+    );
+}
+
+/// `metadata_gateway_state_writes_total{operation="save",outcome="ok"}`
+/// from the gateway's `/metrics` (`None`: not exported).
+async fn state_saves_ok(proc: &Process) -> Option<f64> {
+    let r = get(&proc.url("/metrics")).await;
+    let text = String::from_utf8_lossy(&r.body).into_owned();
+    text.lines()
+        .find(|l| {
+            l.starts_with("metadata_gateway_state_writes_total{")
+                && l.contains("operation=\"save\"")
+                && l.contains("outcome=\"ok\"")
+        })
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
+#[actix_web::test]
 async fn a_damaged_state_file_is_ignored_and_never_served() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("state");

@@ -25,7 +25,10 @@ use std::path::{Path, PathBuf};
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, SystemTime};
 
+use prometheus::IntCounterVec;
+
 use crate::document::ValidatedDocument;
+use crate::metrics::Metrics;
 use crate::state_store::{file_name_for, SavedDocument, StateDir};
 use crate::upstream_freshness::{secs_u32, Source, Timing, UpstreamHeaders};
 
@@ -78,7 +81,7 @@ impl StateWriter {
     /// directory that cannot be used is logged and `None` is returned:
     /// the gateway serves from memory only. `max_body` bounds what is read
     /// back (`--max-body-size`).
-    pub fn open(path: &Path, max_body: usize) -> Option<Self> {
+    pub fn open(path: &Path, max_body: usize, metrics: &Metrics) -> Option<Self> {
         let dir = match StateDir::open(path) {
             Ok(d) => Arc::new(d),
             Err(e) => {
@@ -92,9 +95,10 @@ impl StateWriter {
         }
         let (jobs, rx) = mpsc::channel();
         let writer_dir = dir.clone();
+        let writes = metrics.state_writes();
         let spawned = std::thread::Builder::new()
             .name("state-writer".into())
-            .spawn(move || write_loop(&writer_dir, &rx));
+            .spawn(move || write_loop(&writer_dir, &rx, &writes));
         if let Err(e) = spawned {
             tracing::warn!(error = %e, "cannot start the state writer thread: documents are kept in memory only");
             return None;
@@ -216,7 +220,7 @@ impl StateWriter {
     }
 }
 
-fn write_loop(dir: &StateDir, rx: &mpsc::Receiver<Job>) {
+fn write_loop(dir: &StateDir, rx: &mpsc::Receiver<Job>, writes: &IntCounterVec) {
     let mut failing = false;
     while let Ok(first) = rx.recv() {
         // Coalesce the backlog: the newest job per document wins.
@@ -237,11 +241,13 @@ fn write_loop(dir: &StateDir, rx: &mpsc::Receiver<Job>) {
             let Some(job) = latest.remove(&key) else {
                 continue;
             };
-            let result = match &job {
-                Job::Save(d) => dir.save(d),
-                Job::Remove(k) => dir.remove(k),
-                Job::Flush(_) => Ok(()),
+            let (operation, result) = match &job {
+                Job::Save(d) => ("save", dir.save(d)),
+                Job::Remove(k) => ("remove", dir.remove(k)),
+                Job::Flush(_) => continue,
             };
+            let outcome = if result.is_ok() { "ok" } else { "error" };
+            writes.with_label_values(&[operation, outcome]).inc();
             match result {
                 Ok(()) if failing => {
                     failing = false;

@@ -46,10 +46,12 @@ fn store() -> (TempDir, StateDir) {
 }
 
 /// Names in the directory, sorted.
+/// The names in the directory, but the lock file.
 fn names(dir: &StateDir) -> Vec<String> {
     let mut names: Vec<String> = fs::read_dir(dir.path())
         .expect("read_dir")
         .map(|e| e.expect("entry").file_name().into_string().expect("utf-8"))
+        .filter(|n| n != LOCK_FILE)
         .collect();
     names.sort();
     names
@@ -480,11 +482,34 @@ fn open_removes_leftover_temporary_files_only() {
     fs::write(root.join(format!("{TEMP_PREFIX}save-1234-0")), b"half a fi").expect("write");
     fs::write(root.join(format!("{TEMP_PREFIX}probe-1234-1")), b"probe").expect("write");
     fs::write(root.join("README"), b"operator notes").expect("write");
+    // The first process ends (its lock goes with it); the next one opens.
+    drop(dir);
     let dir = StateDir::open(&root).expect("reopen");
     let mut want = vec![file_name_for("k"), "README".to_owned()];
     want.sort();
     assert_eq!(names(&dir), want);
     assert!(dir.load("k", MAX_BODY).expect("load").is_some());
+}
+
+#[test]
+fn a_directory_in_use_is_refused_until_its_holder_is_gone() {
+    let tmp = TempDir::new().expect("temp dir");
+    let root = tmp.path().join("state");
+    let first = StateDir::open(&root).expect("open");
+    let clone = first.clone();
+    match StateDir::open(&root) {
+        Err(StateError::Locked { holder, .. }) => {
+            assert_eq!(holder, format!("pid {}", std::process::id()));
+        }
+        other => panic!("a second opener got {other:?}"),
+    }
+    drop(first);
+    assert!(
+        matches!(StateDir::open(&root), Err(StateError::Locked { .. })),
+        "a clone still holds it"
+    );
+    drop(clone);
+    StateDir::open(&root).expect("free again");
 }
 
 #[test]
