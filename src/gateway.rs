@@ -404,6 +404,18 @@ impl Gateway {
         report
     }
 
+    /// Removes the state files of documents and templates this
+    /// configuration does not have (at start-up; see
+    /// [`StateWriter::remove_orphans`]).
+    pub async fn remove_orphaned_state(&self) {
+        let Some(state) = &self.lasting.shared.state else {
+            return;
+        };
+        let configured = self.slots.iter().map(|s| s.state_key()).collect();
+        let templates = self.templates.iter().map(|t| t.name.clone()).collect();
+        state.remove_orphans(configured, templates).await;
+    }
+
     /// Restores the saved tenants of the templates with nothing cached (all
     /// of them at start-up, the added ones after a reload); reads the state
     /// directory only if there is such a template.

@@ -108,6 +108,11 @@ pub async fn run(
     // Before the first request and the first refresh: a restart during an
     // upstream outage serves the saved documents.
     gateway.restore_saved().await;
+    // In the background: files of documents removed while it was stopped.
+    tokio::spawn({
+        let gateway = gateway.clone();
+        async move { gateway.remove_orphaned_state().await }
+    });
     let (stop_refreshers, stop) = tokio::sync::watch::channel(());
     // Without a cache (`--no-cache`) there is nothing to refresh ahead.
     let refresh = gateway.cache.mode() == cache::CacheMode::Store;

@@ -540,3 +540,35 @@ async fn a_tenant_gone_upstream_loses_its_state_file() {
     assert_eq!(get(&proc.url(&path)).await.status, 404, "{}", proc.text());
     wait_for_file_count(Path::new(dir), 0, &proc).await;
 }
+
+#[actix_web::test]
+async fn files_of_documents_removed_while_stopped_are_deleted_at_start_up() {
+    let (tmp, up, template) = tenant_upstream().await;
+    let dir = tmp.path().join("state");
+    let dir = dir.to_str().unwrap();
+    let proc = Process::start(&template_args(&template, dir, &[]), &[]).await;
+    for t in ["acme", "globex"] {
+        let r = get(&proc.url(&format!("{AS_PATH}/realms/{t}"))).await;
+        assert_eq!(r.status, 200, "{}", proc.text());
+    }
+    wait_for_file_count(Path::new(dir), 2, &proc).await;
+    proc.kill();
+
+    // Restarted with one configured issuer instead of the template: the
+    // two tenant files belong to nothing configured any more.
+    let issuer = format!("{}/realms/acme", up.base_url);
+    let mut args = vec!["--issuer", issuer.as_str(), "--upstream", issuer.as_str()];
+    args.extend_from_slice(&["--state-dir", dir]);
+    args.extend_from_slice(&QUICK_RETRIES);
+    let proc = Process::start(&args, &[]).await;
+    proc.wait_for_log(
+        "removed the state files of documents no longer configured",
+        Duration::from_secs(5),
+    )
+    .await;
+    assert!(proc.text().contains("removed=2"), "{}", proc.text());
+    let r = get(&proc.url(&format!("{AS_PATH}/realms/acme"))).await;
+    assert_eq!(r.status, 200, "{}", proc.text());
+    // Only the configured document's own file is left.
+    wait_for_file_count(Path::new(dir), 1, &proc).await;
+}

@@ -188,6 +188,42 @@ impl StateWriter {
         })
     }
 
+    /// Removes the files of documents this configuration does not have:
+    /// neither one of the `configured` keys nor a tenant of one of the
+    /// `templates` (a document or template removed from the configuration
+    /// while the gateway was stopped; a reload removes them itself). Files
+    /// that cannot be read are left in place (they are logged where they
+    /// are read). Runs on a blocking thread; returns how many it removed.
+    pub async fn remove_orphans(&self, configured: Vec<String>, templates: Vec<Arc<str>>) -> usize {
+        let dir = self.dir.clone();
+        let max_body = self.max_body;
+        let orphans = tokio::task::spawn_blocking(move || {
+            let theirs: HashSet<String> = configured.iter().map(|k| file_name_for(k)).collect();
+            let prefixes: Vec<String> = templates.iter().map(|t| format!("{t}@")).collect();
+            let (docs, _) = dir.load_all(max_body);
+            docs.into_iter()
+                .map(|d| d.key)
+                .filter(|k| {
+                    !theirs.contains(&file_name_for(k))
+                        && !prefixes.iter().any(|p| k.starts_with(p.as_str()))
+                })
+                .collect::<Vec<_>>()
+        })
+        .await
+        .unwrap_or_default();
+        for key in &orphans {
+            self.remove(key);
+        }
+        if !orphans.is_empty() {
+            tracing::info!(
+                state_dir = %self.path().display(),
+                removed = orphans.len(),
+                "removed the state files of documents no longer configured"
+            );
+        }
+        orphans.len()
+    }
+
     /// Waits (at most `limit`) until every save queued so far is on disk:
     /// called at shutdown, so the last refreshes are not lost.
     pub async fn flush(&self, limit: Duration) {

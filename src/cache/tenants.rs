@@ -413,8 +413,11 @@ impl TemplateCache {
                 tracing::warn!(
                     document = &*self.name,
                     key,
-                    "state file ignored: not a valid tenant name"
+                    "state file ignored and removed: not a valid tenant name"
                 );
+                if let Some(state) = &self.shared.state {
+                    state.remove(&key);
+                }
                 continue;
             }
             if kept >= self.config.max_tenants {
@@ -438,8 +441,14 @@ impl TemplateCache {
                     report.restored += 1;
                 }
                 Err(reason) => {
+                    // A tenant file is a cache entry: one that cannot be
+                    // served now (expired, another issuer or upstream) is
+                    // removed, so the directory keeps at most max_tenants.
                     report.ignored += 1;
-                    tracing::warn!(document = &*self.name, tenant, %reason, "state file ignored");
+                    tracing::warn!(document = &*self.name, tenant, %reason, "state file ignored and removed");
+                    if let Some(state) = &self.shared.state {
+                        state.remove(&key);
+                    }
                 }
             }
         }
