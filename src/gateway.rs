@@ -404,6 +404,30 @@ impl Gateway {
         report
     }
 
+    /// After a reload: the documents and templates `previous` had under the
+    /// same names but configured differently hand their cached copies over
+    /// (see [`MetadataCache::carry_over`], [`TemplateCache::restore`]).
+    pub async fn carry_over_from(&self, previous: &Gateway) {
+        let documents = self.cache.carry_over(&previous.slots, &self.slots).await;
+        let mut tenants = 0;
+        for t in &self.templates {
+            let Some(before) = previous.templates.iter().find(|o| o.name == t.name) else {
+                continue;
+            };
+            if Arc::ptr_eq(before, t) {
+                continue;
+            }
+            tenants += t.restore(before.saved_copies().await).await.restored;
+        }
+        if documents > 0 || tenants > 0 {
+            tracing::info!(
+                documents,
+                tenants,
+                "reload: changed documents keep their cached copies until a fetch replaces them"
+            );
+        }
+    }
+
     /// Removes the state files of documents and templates this
     /// configuration does not have (at start-up; see
     /// [`StateWriter::remove_orphans`]).

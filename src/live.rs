@@ -101,7 +101,10 @@ impl Live {
         }
         let (next, report) = current.next(documents);
         let generation = next.generation;
-        // Added documents saved by an earlier run are served at once.
+        // Changed documents and templates keep their cached copies (checked
+        // under their new rules); added ones saved by an earlier run are
+        // served at once.
+        next.carry_over_from(&current).await;
         next.restore_saved().await;
         self.current.store(next.clone());
         if let Some(s) = &self.scheduler {

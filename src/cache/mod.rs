@@ -33,6 +33,7 @@ pub mod persist;
 pub mod slot;
 pub mod tenants;
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -383,6 +384,41 @@ impl MetadataCache {
             self.entries.insert(slot.id, Arc::new(stored)).await;
         }
         report
+    }
+
+    /// A reload changed these documents (same name, new slot): each new
+    /// slot with nothing stored takes over the old slot's copy, checked
+    /// and timed under its new rules exactly like a copy read back from
+    /// the state directory (issuer, upstream URL, RFC 8414 validation,
+    /// lifetime + max-stale), and is refreshed at once. So a reload that
+    /// changes a document's TTL during an upstream outage keeps serving its
+    /// last good copy. Returns how many were carried over.
+    pub async fn carry_over(&self, old: &[Arc<DocumentSlot>], new: &[Arc<DocumentSlot>]) -> usize {
+        let by_name: HashMap<&str, &Arc<DocumentSlot>> =
+            old.iter().map(|s| (&*s.name, s)).collect();
+        let now = SystemTime::now();
+        let mut carried = 0;
+        for slot in new {
+            let Some(before) = by_name.get(&*slot.name) else {
+                continue;
+            };
+            if before.id == slot.id || self.entries.get(&slot.id).await.is_some() {
+                continue;
+            }
+            let Some(stored) = self.entries.get(&before.id).await else {
+                continue;
+            };
+            match persist::restore(slot, persist::saved_copy(before, &stored), now) {
+                Ok(copy) => {
+                    self.entries.insert(slot.id, Arc::new(copy)).await;
+                    carried += 1;
+                }
+                Err(reason) => {
+                    tracing::info!(document = &*slot.name, %reason, "reload: the cached copy does not fit the changed document and is not kept");
+                }
+            }
+        }
+        carried
     }
 
     /// At shutdown: waits (at most `limit`) for queued saves.

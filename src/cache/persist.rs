@@ -118,24 +118,7 @@ impl StateWriter {
 
     /// Queues a save of `slot`'s new document.
     pub fn save(&self, slot: &DocumentSlot, stored: &StoredDocument) {
-        let saved = SavedDocument {
-            key: slot.state_key(),
-            issuer: slot.issuer().as_str().to_string(),
-            upstream_url: stored.url.to_string(),
-            fetched_at: stored.received,
-            upstream_age: stored.timing.upstream_age,
-            lifetime: stored.timing.fresh_for,
-            advertised: stored.timing.advertised(),
-            stale_if_error_until: stored
-                .timing
-                .stale_if_error_until_secs
-                .map(|s| Duration::from_secs(s.into())),
-            cache_control: stored.headers.cache_control.clone(),
-            expires: stored.headers.expires.clone(),
-            etag: stored.headers.etag.clone(),
-            last_modified: stored.headers.last_modified.clone(),
-            body: stored.document.body.clone(),
-        };
+        let saved = saved_copy(slot, stored);
         // The thread only stops when every handle is gone.
         let _ = self.jobs.send(Job::Save(Box::new(saved)));
     }
@@ -253,6 +236,29 @@ impl StateWriter {
             tracing::warn!(error = %e, "reading the state dir failed: starting without saved documents");
             (Vec::new(), RestoreReport::default())
         })
+    }
+}
+
+/// What is saved of `slot`'s stored document: the same record a restart
+/// reads back, and a reload carries over (see [`restore`]).
+pub(super) fn saved_copy(slot: &DocumentSlot, stored: &StoredDocument) -> SavedDocument {
+    SavedDocument {
+        key: slot.state_key(),
+        issuer: slot.issuer().as_str().to_string(),
+        upstream_url: stored.url.to_string(),
+        fetched_at: stored.received,
+        upstream_age: stored.timing.upstream_age,
+        lifetime: stored.timing.fresh_for,
+        advertised: stored.timing.advertised(),
+        stale_if_error_until: stored
+            .timing
+            .stale_if_error_until_secs
+            .map(|s| Duration::from_secs(s.into())),
+        cache_control: stored.headers.cache_control.clone(),
+        expires: stored.headers.expires.clone(),
+        etag: stored.headers.etag.clone(),
+        last_modified: stored.headers.last_modified.clone(),
+        body: stored.document.body.clone(),
     }
 }
 

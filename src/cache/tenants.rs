@@ -455,6 +455,21 @@ impl TemplateCache {
         report
     }
 
+    /// The cached tenants' documents, as saved copies: what a reload that
+    /// changed this template hands to its successor ([`Self::restore`]).
+    pub async fn saved_copies(&self) -> Vec<(String, SavedDocument)> {
+        self.entries.run_pending_tasks().await;
+        self.entries
+            .iter()
+            .filter_map(|(tenant, entry)| match &entry.state {
+                TenantState::Document(stored) => {
+                    Some((tenant.to_string(), persist::saved_copy(&entry.slot, stored)))
+                }
+                _ => None,
+            })
+            .collect()
+    }
+
     /// Removes the saved files of every cached tenant (the template was
     /// removed from the configuration).
     pub fn forget_saved(&self) {
