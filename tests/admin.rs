@@ -40,6 +40,10 @@ async fn setup() -> (Upstream, tempfile::TempDir, Gateway) {
     (upstream, dir, gw)
 }
 
+async fn list_all(gw: &Gateway) -> Vec<Value> {
+    entries(&get(&gw.admin("/documents")).await.json())
+}
+
 fn entries(body: &Value) -> Vec<Value> {
     body["documents"].as_array().cloned().unwrap_or_default()
 }
@@ -138,6 +142,33 @@ async fn documents_lists_every_document_with_its_state() {
         .contains("fresh"));
     let unknown = get(&gw.admin("/documents?document=nope")).await;
     assert_eq!(unknown.status, 404);
+
+    // Counts and paging, for thousands of documents.
+    assert_eq!(body["total"], 5);
+    assert_eq!(
+        body["states"],
+        serde_json::json!({"fresh": 3, "not_found": 1, "local": 1})
+    );
+    let mut paged = Vec::new();
+    for offset in [0, 2, 4, 6] {
+        let page = get(&gw.admin(&format!("/documents?offset={offset}&limit=2"))).await;
+        assert_eq!(page.status, 200);
+        let page = page.json();
+        assert_eq!(page["total"], 5, "the total ignores paging");
+        paged.extend(entries(&page));
+    }
+    let names = |l: &[Value]| -> Vec<String> {
+        l.iter()
+            .map(|d| format!("{} {}", d["name"], d["tenant"]))
+            .collect()
+    };
+    assert_eq!(
+        names(&paged),
+        names(&list_all(&gw).await),
+        "pages cover the list once, in order"
+    );
+    let bad = get(&gw.admin("/documents?limit=many")).await;
+    assert_eq!(bad.status, 400);
 }
 
 #[actix_web::test]

@@ -106,6 +106,10 @@ pub struct DocumentsQuery {
     pub document: Option<String>,
     /// Only documents in this state (`fresh`, `stale`, `error`, ...).
     pub state: Option<String>,
+    /// Skip this many matching entries (paging through many documents).
+    pub offset: Option<usize>,
+    /// At most this many entries.
+    pub limit: Option<usize>,
 }
 
 /// `POST /refresh` parameters.
@@ -148,6 +152,13 @@ impl DocumentState {
 
     fn parse(text: &str) -> Option<Self> {
         Self::ALL.iter().find(|(n, _)| *n == text).map(|(_, s)| *s)
+    }
+
+    fn label(self) -> &'static str {
+        Self::ALL
+            .iter()
+            .find(|(_, s)| *s == self)
+            .map_or("", |(n, _)| n)
     }
 }
 
@@ -219,8 +230,12 @@ pub struct TemplateView {
 pub struct DocumentsView {
     /// The configuration generation (0 at start, +1 per reload).
     pub generation: u64,
-    /// Entries matching the filters.
+    /// Entries matching the filters (within `offset` and `limit`).
     pub documents: Vec<DocumentView>,
+    /// Entries matching the filters, before `offset` and `limit`.
+    pub total: usize,
+    /// Of those, how many are in each state.
+    pub states: std::collections::BTreeMap<&'static str, usize>,
     /// Issuer templates.
     pub templates: Vec<TemplateView>,
 }
@@ -378,6 +393,11 @@ fn no_store_json(status: StatusCode, body: &impl Serialize) -> HttpResponse {
 }
 
 /// `GET /documents`.
+/// `GET /documents` listings built at a time (see [`documents`]).
+static LISTING: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(1);
+/// How long a listing waits for the one before it.
+const LISTING_WAIT: Duration = Duration::from_secs(10);
+
 async fn documents(gw: Arc<Gateway>, q: DocumentsQuery) -> HttpResponse {
     if let Some(s) = q.state.as_deref() {
         if DocumentState::parse(s).is_none() {
@@ -389,8 +409,28 @@ async fn documents(gw: Arc<Gateway>, q: DocumentsQuery) -> HttpResponse {
             );
         }
     }
-    let documents = collect(&gw, &q).await;
-    if documents.is_empty() {
+    // One listing at a time: with 10,000 documents a listing holds a few
+    // MiB while it is built, and concurrent ones would add up.
+    let Ok(Ok(_one)) = tokio::time::timeout(LISTING_WAIT, LISTING.acquire()).await else {
+        let mut res = json_error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "temporarily_unavailable",
+            "another /documents listing is being built; retry",
+        );
+        res.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        return res;
+    };
+    let mut documents = collect(&gw, &q).await;
+    let total = documents.len();
+    let mut states = std::collections::BTreeMap::new();
+    for d in &documents {
+        *states.entry(d.state.label()).or_insert(0) += 1;
+    }
+    let offset = q.offset.unwrap_or(0).min(total);
+    documents.drain(..offset);
+    documents.truncate(q.limit.unwrap_or(usize::MAX));
+    if total == 0 {
         if let Some(name) = q.document.as_deref() {
             if !gw.has_document(name) {
                 return json_error(
@@ -415,6 +455,8 @@ async fn documents(gw: Arc<Gateway>, q: DocumentsQuery) -> HttpResponse {
         &DocumentsView {
             generation: gw.generation,
             documents,
+            total,
+            states,
             templates,
         },
     )
