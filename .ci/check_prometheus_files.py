@@ -45,6 +45,8 @@ METRICS = {
     "metadata_gateway_http_requests_total": ("counter", {"route", "status"}, {}),
     "metadata_gateway_http_request_duration_seconds": ("histogram", {"route"}, {}),
     "metadata_gateway_build_info": ("gauge", {"version"}, {}),
+    "metadata_gateway_config_reloads_total": ("counter", {"outcome"}, {"outcome": {"ok", "refused"}}),
+    "metadata_gateway_config_last_reload_successful": ("gauge", set(), {}),
     "metadata_gateway_state_writes_total": ("counter", {"operation", "outcome"},
                                             {"operation": {"save", "remove"}, "outcome": {"ok", "error"}}),
     # Process collector of the Rust `prometheus` crate (Linux).

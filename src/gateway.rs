@@ -370,6 +370,36 @@ impl Gateway {
             .filter(|n| !new_names.contains(**n))
             .map(|n| n.to_string())
             .collect();
+        // Protected resources (served from memory, nothing to keep): named
+        // in the report like documents.
+        if let Some(p) = previous {
+            let same = |a: &ProtectedResourceConfig, b: &ProtectedResourceConfig| {
+                a.routes == b.routes && a.body == b.body && a.max_age == b.max_age
+            };
+            let old: HashMap<&str, &ProtectedResourceConfig> = p
+                .documents
+                .protected_resources
+                .iter()
+                .map(|d| (d.name.as_str(), d))
+                .collect();
+            for d in &docs.protected_resources {
+                match old.get(d.name.as_str()) {
+                    Some(o) if same(o, d) => {}
+                    Some(_) => report.changed.push(d.name.clone()),
+                    None => report.added.push(d.name.clone()),
+                }
+            }
+            let new: HashSet<&str> = docs
+                .protected_resources
+                .iter()
+                .map(|d| d.name.as_str())
+                .collect();
+            report.removed.extend(
+                old.keys()
+                    .filter(|n| !new.contains(**n))
+                    .map(|n| n.to_string()),
+            );
+        }
         report.removed.sort();
         let gateway = Gateway {
             cache: lasting.cache.clone(),

@@ -89,6 +89,7 @@ impl Live {
             Err(e) => {
                 let e = ReloadError::Invalid(e);
                 tracing::error!("config reload refused: {e}");
+                self.current().metrics.record_reload(false);
                 return Err(e);
             }
         };
@@ -111,6 +112,7 @@ impl Live {
             let _ = s.send(Command::Replace(next.slots.clone()));
         }
         current.retire(&next).await;
+        next.metrics.record_reload(true);
         tracing::info!(generation, file = %file.path.display(), "config reloaded: {report}");
         Ok(report)
     }

@@ -107,6 +107,8 @@ pub struct Metrics {
     http_requests: IntCounterVec,
     http_duration: HistogramVec,
     state_writes: IntCounterVec,
+    reloads: IntCounterVec,
+    reload_ok: IntGauge,
 }
 
 /// The state of one group's cached documents, read at scrape time.
@@ -192,6 +194,21 @@ impl Metrics {
             ),
             &["operation", "outcome"],
         )?;
+        let reloads = IntCounterVec::new(
+            Opts::new(
+                "metadata_gateway_config_reloads_total",
+                "Config file reloads (SIGHUP), by outcome: ok (swapped in) or refused (the file was bad; the previous configuration keeps serving).",
+            ),
+            &["outcome"],
+        )?;
+        for outcome in ["ok", "refused"] {
+            reloads.with_label_values(&[outcome]);
+        }
+        let reload_ok = IntGauge::new(
+            "metadata_gateway_config_last_reload_successful",
+            "1 when the last config reload was swapped in (or none was asked for), 0 when it was refused.",
+        )?;
+        reload_ok.set(1);
         let build_info = IntGaugeVec::new(
             Opts::new(
                 "metadata_gateway_build_info",
@@ -212,6 +229,8 @@ impl Metrics {
         registry.register(Box::new(http_requests.clone()))?;
         registry.register(Box::new(http_duration.clone()))?;
         registry.register(Box::new(state_writes.clone()))?;
+        registry.register(Box::new(reloads.clone()))?;
+        registry.register(Box::new(reload_ok.clone()))?;
         registry.register(Box::new(build_info))?;
         #[cfg(target_os = "linux")]
         registry.register(Box::new(
@@ -229,7 +248,17 @@ impl Metrics {
             http_requests,
             http_duration,
             state_writes,
+            reloads,
+            reload_ok,
         })
+    }
+
+    /// Counts a config reload: swapped in (`true`) or refused.
+    pub fn record_reload(&self, ok: bool) {
+        self.reloads
+            .with_label_values(&[if ok { "ok" } else { "refused" }])
+            .inc();
+        self.reload_ok.set(i64::from(ok));
     }
 
     /// The state-directory write counter, its four series created at 0

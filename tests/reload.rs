@@ -205,11 +205,30 @@ async fn a_bad_file_is_refused_and_the_old_configuration_keeps_serving() {
     gw.reload();
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(get(&gw.url(&route("t1"))).await.status, 200);
+    // Seen in the metrics, not only in the log.
+    let text = String::from_utf8_lossy(&get(&gw.url("/metrics")).await.body).into_owned();
+    assert!(
+        text.contains("metadata_gateway_config_last_reload_successful 0\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("metadata_gateway_config_reloads_total{outcome=\"refused\"} 4\n"),
+        "{text}"
+    );
 
     // Fixed: the next reload applies.
     file.write(&tenants(&upstream, &[("t1", ""), ("t2", "")]));
     gw.reload();
     wait_generation(&gw, 1).await;
+    let text = metrics_without(&gw, "metadata_gateway_config_last_reload_successful 0").await;
+    assert!(
+        text.contains("metadata_gateway_config_last_reload_successful 1\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("metadata_gateway_config_reloads_total{outcome=\"ok\"} 1\n"),
+        "{text}"
+    );
     let r = poll_until(&gw.url(&route("t2")), Duration::from_secs(5), |r| {
         r.status == 200
     })

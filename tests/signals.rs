@@ -249,13 +249,21 @@ async fn sighup_reloads_the_config_file_and_refuses_a_bad_one() {
     proc.wait_status(&format!("{base}/readyz"), 200, Duration::from_secs(20))
         .await;
 
-    std::fs::write(&path, table("t1") + &table("t2")).unwrap();
+    let resource = format!(
+        "[[protected_resource]]\nresource = \"https://mcp.example.com/mcp\"\n\
+         authorization_servers = [\"{}/t1\"]\n",
+        upstream.base_url
+    );
+    std::fs::write(&path, table("t1") + &table("t2") + &resource).unwrap();
     proc.signal("HUP");
     let text = proc
         .wait_for_log("config reloaded", Duration::from_secs(10))
         .await;
     assert!(
-        text.contains("1 added (oauth-authorization-server/t2), 0 removed, 0 changed, 1 unchanged"),
+        text.contains(
+            "2 added (oauth-authorization-server/t2, oauth-protected-resource/mcp), \
+             0 removed, 0 changed, 1 unchanged, 1 protected resources"
+        ),
         "{text}"
     );
     proc.wait_status(&format!("{base}{AS_PATH}/t2"), 200, Duration::from_secs(10))
