@@ -15,6 +15,7 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 use tokio::sync::{mpsc, Mutex};
 
+use crate::cache::tenants::TenantRefresh;
 use crate::config::ConfigFile;
 use crate::gateway::{Gateway, ReloadReport};
 use crate::refresher::Command;
@@ -175,5 +176,14 @@ impl Live {
             let _ = s.send(Command::RefreshNow(ids));
         }
         Some(answer)
+    }
+
+    /// Fetches one tenant of the template named `document` now (see
+    /// [`TemplateCache::refresh_tenant`]); `None` when no template has that
+    /// name.
+    pub async fn refresh_tenant(&self, document: &str, tenant: &str) -> Option<TenantRefresh> {
+        let gw = self.current();
+        let t = gw.templates.iter().find(|t| &*t.name == document)?;
+        Some(t.refresh_tenant(tenant).await)
     }
 }

@@ -350,3 +350,61 @@ async fn the_admin_listener_serves_operations_and_the_public_one_not_admin_paths
     assert_eq!(r.status, 405);
     assert_eq!(r.header("allow"), Some("GET, HEAD"));
 }
+
+#[actix_web::test]
+async fn refresh_of_one_tenant_forgets_a_remembered_not_found() {
+    let (upstream, _dir, gw) = setup().await;
+    let template = "oauth-authorization-server/realms/{tenant}";
+    let path = format!("{AS_PATH}/realms/missing9");
+    assert_eq!(get(&gw.url(&path)).await.status, 404);
+    // The tenant is created upstream; the gateway still remembers the 404.
+    let issuer = format!("{}/realms/missing9", upstream.base_url);
+    upstream.set_path(&path, Behaviour::json(document(&issuer)));
+    assert_eq!(get(&gw.url(&path)).await.status, 404, "negatively cached");
+    let before = upstream.requests_for(&path);
+
+    let r = send(
+        "POST",
+        &gw.admin(&format!("/refresh?document={template}&tenant=missing9")),
+        &[],
+    )
+    .await;
+    assert_eq!(r.status, 202, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(
+        r.json()["tenants"],
+        serde_json::json!([{"document": template, "tenants": 1}])
+    );
+    let r = poll_until(&gw.url(&path), Duration::from_secs(5), |r| r.status == 200).await;
+    assert_eq!(r.json()["issuer"], issuer.as_str());
+    assert_eq!(upstream.requests_for(&path), before + 1, "one fetch");
+
+    // A cached tenant is refreshed in the background.
+    let r = send(
+        "POST",
+        &gw.admin(&format!("/refresh?document={template}&tenant=missing9")),
+        &[],
+    )
+    .await;
+    assert_eq!(r.status, 202);
+    poll_until(&gw.admin("/documents"), Duration::from_secs(5), |_| {
+        upstream.requests_for(&path) == before + 2
+    })
+    .await;
+    assert_eq!(upstream.requests_for(&path), before + 2);
+
+    // Refused: a bad tenant name, an unknown template, no template at all.
+    for (query, status) in [
+        (format!("document={template}&tenant=..%2Fetc"), 400),
+        ("document=nope&tenant=acme".to_string(), 404),
+        ("tenant=acme".to_string(), 400),
+    ] {
+        let r = send("POST", &gw.admin(&format!("/refresh?{query}")), &[]).await;
+        assert_eq!(
+            r.status,
+            status,
+            "{query}: {}",
+            String::from_utf8_lossy(&r.body)
+        );
+        assert!(r.json()["error"].is_string(), "{query}");
+    }
+}

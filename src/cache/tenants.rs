@@ -63,6 +63,17 @@ pub enum TenantState {
     Failed,
 }
 
+/// What [`TemplateCache::refresh_tenant`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TenantRefresh {
+    /// A fetch of the tenant was started.
+    Started,
+    /// Not started: the tenant is backing off (the reason).
+    BackingOff(String),
+    /// Not a valid tenant name (nothing was fetched).
+    Invalid,
+}
+
 /// One cached tenant.
 #[derive(Debug)]
 pub struct TenantEntry {
@@ -355,6 +366,41 @@ impl TemplateCache {
             }
         }
         started
+    }
+
+    /// An operator's refresh of one tenant: a cached document is refreshed
+    /// in the background; a remembered "not found" (or a failure no longer
+    /// backing off) is forgotten and the tenant fetched now, as is a tenant
+    /// not cached at all. A tenant backing off is left alone (a refresh
+    /// cannot be used to hammer a failing upstream).
+    pub async fn refresh_tenant(self: &Arc<Self>, tenant: &str) -> TenantRefresh {
+        if !valid_tenant(tenant) {
+            return TenantRefresh::Invalid;
+        }
+        let now = Instant::now();
+        if let Some(entry) = self.entries.get(tenant).await {
+            // A remembered 404 is the upstream's answer, not its failure:
+            // the operator says the tenant exists now.
+            let not_found = matches!(entry.state, TenantState::NotFound { .. });
+            if let Some((error, left)) = entry.slot.backing_off(now).filter(|_| !not_found) {
+                return TenantRefresh::BackingOff(format!(
+                    "backing off for {}s after {} failed fetches ({error})",
+                    left.as_secs().max(1),
+                    entry.slot.consecutive_failures()
+                ));
+            }
+            if matches!(entry.state, TenantState::Document(_)) {
+                self.refresh_in_background(entry);
+                return TenantRefresh::Started;
+            }
+            self.entries.invalidate(tenant).await;
+        }
+        let this = self.clone();
+        let tenant = tenant.to_string();
+        tokio::spawn(async move {
+            this.lookup(&tenant).await;
+        });
+        TenantRefresh::Started
     }
 
     /// Every cached tenant entry (for the status endpoint).

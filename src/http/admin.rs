@@ -25,7 +25,7 @@ use actix_web::http::StatusCode;
 use actix_web::{web, App, HttpResponse, HttpServer};
 use serde::{Deserialize, Serialize};
 
-use crate::cache::tenants::TenantState;
+use crate::cache::tenants::{TenantRefresh, TenantState};
 use crate::cache::{CacheMode, DocumentSlot, StoredDocument};
 use crate::error::RunError;
 use crate::freshness::{ceil_seconds, FreshnessState};
@@ -75,7 +75,13 @@ pub fn routes(cfg: &mut web::ServiceConfig, live: &Arc<Live>) {
         web::resource("/refresh")
             .route(web::post().to(move |q: web::Query<RefreshQuery>| {
                 let live = r.clone();
-                async move { refresh(&live, q.into_inner()) }
+                async move {
+                    let q = q.into_inner();
+                    match q.tenant.as_deref() {
+                        Some(tenant) => refresh_tenant(&live, q.document.as_deref(), tenant).await,
+                        None => refresh(&live, q),
+                    }
+                }
             }))
             .default_service(web::to(|| async { not_allowed("POST") })),
     )
@@ -117,6 +123,9 @@ pub struct DocumentsQuery {
 pub struct RefreshQuery {
     /// Only this document (or template).
     pub document: Option<String>,
+    /// With a template's `document`: only this tenant (which also forgets a
+    /// remembered "not found").
+    pub tenant: Option<String>,
 }
 
 /// Where a document stands, as `/documents` reports it.
@@ -479,6 +488,49 @@ struct RefreshBody<'a> {
     started: &'a [String],
     tenants: Vec<TenantsStarted<'a>>,
     skipped: Vec<Skipped<'a>>,
+}
+
+/// `POST /refresh?document=TEMPLATE&tenant=TENANT`.
+async fn refresh_tenant(live: &Live, document: Option<&str>, tenant: &str) -> HttpResponse {
+    let Some(document) = document else {
+        return json_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            "tenant needs document, the name of its template",
+        );
+    };
+    let (started, skipped) = match live.refresh_tenant(document, tenant).await {
+        None => {
+            return json_error(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                &format!("no template named {document:?}"),
+            )
+        }
+        Some(TenantRefresh::Invalid) => {
+            return json_error(
+                StatusCode::BAD_REQUEST,
+                "invalid_request",
+                &format!("{tenant:?} is not a valid tenant name"),
+            )
+        }
+        Some(TenantRefresh::Started) => (1, None),
+        Some(TenantRefresh::BackingOff(reason)) => (0, Some(reason)),
+    };
+    no_store_json(
+        StatusCode::ACCEPTED,
+        &RefreshBody {
+            started: &[],
+            tenants: vec![TenantsStarted {
+                document,
+                tenants: started,
+            }],
+            skipped: skipped
+                .iter()
+                .map(|reason| Skipped { document, reason })
+                .collect(),
+        },
+    )
 }
 
 /// `POST /refresh`.
