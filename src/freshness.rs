@@ -66,6 +66,15 @@ impl Freshness {
         self.refresh_age().saturating_sub(early)
     }
 
+    /// The earliest age at which any refresh schedule fetches a successor
+    /// ([`Freshness::jittered_refresh_age`] at its widest): background work
+    /// finding a document younger than this skips the fetch (a client's
+    /// cold fetch stored it meanwhile); older, the jittered schedule chose
+    /// this moment and it fetches.
+    pub fn earliest_refresh_age(&self) -> Duration {
+        self.jittered_refresh_age(1.0)
+    }
+
     /// Classifies a document of age `age`.
     pub fn classify(&self, age: Duration) -> FreshnessState {
         if age < self.ttl {
@@ -122,6 +131,16 @@ mod tests {
         max_stale: Duration::from_secs(60),
         fetch_budget: Duration::from_secs(5),
     };
+
+    #[test]
+    fn every_jittered_refresh_is_at_or_after_the_earliest() {
+        for spread in [0.0, 0.25, 0.5, 0.999, 1.0] {
+            let at = F.jittered_refresh_age(spread);
+            assert!(at >= F.earliest_refresh_age(), "{spread}: {at:?}");
+            assert!(at <= F.refresh_age(), "{spread}: {at:?}");
+        }
+        assert_eq!(F.earliest_refresh_age(), Duration::from_secs(265));
+    }
 
     #[test]
     fn classifies_across_the_boundaries() {

@@ -89,3 +89,23 @@ async fn a_failed_fetch_stores_nothing_and_backs_off() {
     assert_eq!(upstream.requests(), 1);
     assert!(gw.cache.servable(slot).await.is_none());
 }
+
+#[actix_web::test]
+async fn background_work_woken_at_a_jittered_time_fetches() {
+    // --ttl 1s: refresh age 0.9 s, and the scheduler may choose any time
+    // from 0.8 s (a tenth of the TTL earlier) so refreshes drift apart.
+    let upstream = Upstream::start(Behaviour::status(500)).await;
+    upstream.set(Behaviour::json(document(&upstream.base_url)));
+    let gw = gateway_for(&upstream.base_url, &["--ttl", "1s", "--min-ttl", "1s"]);
+    let slot = &gw.slots[0];
+    assert_eq!(gw.cache.lookup(slot).await.outcome, CacheOutcome::Miss);
+
+    // Too early for any schedule: a client's fetch just stored it.
+    gw.cache.refresh(slot, false).await;
+    assert_eq!(upstream.requests(), 1, "a fresh copy is not refetched");
+
+    // Woken at 0.85 s, inside the jitter window: it fetches.
+    tokio::time::sleep(Duration::from_millis(850)).await;
+    gw.cache.refresh(slot, false).await;
+    assert_eq!(upstream.requests(), 2, "the jittered schedule is obeyed");
+}

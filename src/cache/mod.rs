@@ -525,9 +525,12 @@ impl MetadataCache {
         let permit = self.fetcher.permit(first, Priority::Background).await;
         match self.servable(slot).await {
             Some((stored, _)) => {
+                // Not `refresh_age`: the scheduler woke this document at its
+                // jittered time, up to a tenth of the TTL earlier, and
+                // skipping that would put every refresh back in lockstep.
                 if !force
                     && !stored.restored
-                    && stored.fetched_at + stored.rules.refresh_age() > Instant::now()
+                    && stored.fetched_at + stored.rules.earliest_refresh_age() > Instant::now()
                     && slot.retry_at().is_none()
                 {
                     return;
