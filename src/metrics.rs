@@ -8,8 +8,8 @@
 //!   resource path) while at most `--metrics-document-labels` documents are
 //!   configured; above that, one group per document kind
 //!   (`oauth-authorization-server/*`), so 10,000 configured issuers make
-//!   three groups, not 10,000 (per-document state is in the logs and the
-//!   readiness answer);
+//!   three groups, not 10,000 (per-document state is in the admin
+//!   listener's `GET /documents`);
 //! - an issuer template's name (`oauth-authorization-server/realms/{tenant}`)
 //!   for all of its tenants.
 //!

@@ -444,3 +444,53 @@ async fn ten_thousand_configured_issuers_each_get_their_own_document() {
         "metadata_gateway_document_cached{{document=\"oauth-authorization-server/*\"}} {N}"
     )));
 }
+
+#[actix_web::test]
+async fn a_tenant_gone_on_refresh_410_is_forgotten_and_a_404_rides_out_on_the_stale_copy() {
+    let quick = [
+        "--ttl",
+        "1s",
+        "--min-ttl",
+        "1s",
+        "--max-stale",
+        "1h",
+        "--retry-backoff-min",
+        "100ms",
+        "--retry-backoff-max",
+        "200ms",
+    ];
+    let (upstream, gw) = template_gateway(Duration::ZERO, &quick).await;
+    for t in ["gone", "lost"] {
+        assert_eq!(get(&gw.url(&route(t))).await.status, 200);
+    }
+    // "gone" is deleted on purpose (410); "lost" answers 404, as an
+    // upstream incident answering 404 for everything would.
+    for (t, status) in [("gone", 410), ("lost", 404)] {
+        // Every location the gateway tries for a tenant.
+        for path in [
+            route(t),
+            format!("/.well-known/openid-configuration/realms/{t}"),
+            format!("/realms/{t}/.well-known/openid-configuration"),
+        ] {
+            upstream.set_path(&path, Behaviour::status(status));
+        }
+    }
+    // Requests past the refresh age start the background refreshes.
+    let gone = poll_until(&gw.url(&route("gone")), Duration::from_secs(5), |r| {
+        r.status == 404
+    })
+    .await;
+    assert_eq!(gone.status, 404, "{}", gone.cache_status());
+    assert_eq!(gone.json()["error"], "not_found");
+    assert_eq!(gone.header("access-control-allow-origin"), Some("*"));
+    let lost = poll_until(&gw.url(&route("lost")), Duration::from_secs(5), |r| {
+        r.cache_status().contains("fwd=stale")
+    })
+    .await;
+    assert_eq!(
+        lost.status,
+        200,
+        "the last good copy: {}",
+        lost.cache_status()
+    );
+}

@@ -322,7 +322,8 @@ impl TemplateCache {
     }
 
     /// Starts the one background refresh of a tenant with a document; a
-    /// failure keeps the stored document (stale-if-error) and backs off.
+    /// failure keeps the stored document (stale-if-error) and backs off,
+    /// except a `410 Gone`, which forgets the tenant.
     fn refresh_in_background(self: &Arc<Self>, entry: Arc<TenantEntry>) {
         if !entry.slot.start_refresh() {
             return;
@@ -334,17 +335,31 @@ impl TemplateCache {
                 TenantState::Document(d) => Some(d),
                 _ => None,
             };
-            if let (Some(tenant), Ok(stored)) = (
-                slot.tenant.as_deref(),
-                this.context()
-                    .fetch(&slot, Priority::Background, None, previous)
-                    .await,
-            ) {
-                let fresh = Arc::new(TenantEntry {
+            let fetched = this
+                .context()
+                .fetch(&slot, Priority::Background, None, previous)
+                .await;
+            let state = match fetched {
+                Ok(stored) => Some(TenantState::Document(stored)),
+                // 410 Gone says the tenant was deleted on purpose: it is
+                // forgotten at once (file included). A 404 on a refresh may
+                // be an upstream incident answering 404 for everything, so
+                // the last good copy rides it out like any failure, until
+                // --max-stale; a cold fetch then learns the 404.
+                Err(FetchError::HttpStatus(410)) => {
+                    if let Some(state) = &this.shared.state {
+                        state.remove(&slot.state_key());
+                    }
+                    Some(TenantState::NotFound { status: 410 })
+                }
+                Err(_) => None,
+            };
+            if let (Some(tenant), Some(state)) = (slot.tenant.as_deref(), state) {
+                let next = Arc::new(TenantEntry {
                     slot: slot.clone(),
-                    state: TenantState::Document(stored),
+                    state,
                 });
-                this.entries.insert(tenant.to_string(), fresh).await;
+                this.entries.insert(tenant.to_string(), next).await;
             }
             slot.end_refresh();
         });

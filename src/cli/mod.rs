@@ -184,7 +184,7 @@ pub struct Cli {
 
     /// Up to this many configured documents, metrics carry one `document`
     /// label value per document; above it, one per document kind (per-document
-    /// detail stays in the logs and the readiness answer).
+    /// detail is in the admin listener's GET /documents).
     #[arg(long, env = "GATEWAY_METRICS_DOCUMENT_LABELS", default_value_t = DEFAULT_METRICS_DOCUMENT_LABELS)]
     pub metrics_document_labels: usize,
 
