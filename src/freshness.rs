@@ -66,6 +66,19 @@ impl Freshness {
         self.refresh_age().saturating_sub(early)
     }
 
+    /// The first refresh after start-up's warm-up, by `spread` in [0, 1):
+    /// anywhere from a tenth of the refresh age to the refresh age. Warm-up
+    /// fetches every document within seconds (at the per-host bound), and
+    /// the tenth of a TTL of [`Freshness::jittered_refresh_age`] would take
+    /// many TTLs to undo that burst. Spread over (nearly) a whole refresh
+    /// age once, the documents' phases cover the cycle, and the upstream
+    /// sees about documents / TTL requests per second from then on, the
+    /// first cycle included (each document is fetched once early, once).
+    pub fn first_refresh_age(&self, spread: f64) -> Duration {
+        let refresh = self.refresh_age();
+        refresh.saturating_sub(refresh.mul_f64(spread.clamp(0.0, 1.0) * 0.9))
+    }
+
     /// The earliest age at which any refresh schedule fetches a successor
     /// ([`Freshness::jittered_refresh_age`] at its widest): background work
     /// finding a document younger than this skips the fetch (a client's
@@ -73,6 +86,7 @@ impl Freshness {
     /// this moment and it fetches.
     pub fn earliest_refresh_age(&self) -> Duration {
         self.jittered_refresh_age(1.0)
+            .min(self.first_refresh_age(1.0))
     }
 
     /// Classifies a document of age `age`.
@@ -139,7 +153,12 @@ mod tests {
             assert!(at >= F.earliest_refresh_age(), "{spread}: {at:?}");
             assert!(at <= F.refresh_age(), "{spread}: {at:?}");
         }
-        assert_eq!(F.earliest_refresh_age(), Duration::from_secs(265));
+        for spread in [0.0, 0.5, 0.999] {
+            let at = F.first_refresh_age(spread);
+            assert!(at >= F.earliest_refresh_age(), "{spread}: {at:?}");
+            assert!(at >= F.refresh_age() / 10 && at <= F.refresh_age());
+        }
+        assert_eq!(F.earliest_refresh_age(), Duration::from_millis(29_500));
     }
 
     #[test]

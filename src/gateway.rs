@@ -49,6 +49,7 @@ struct Lasting {
     metrics: Arc<Metrics>,
     shared: Shared,
     metrics_document_labels: usize,
+    ready_min_percent: u8,
 }
 
 /// One generation: everything a request handler or the refresh scheduler
@@ -180,6 +181,7 @@ impl Gateway {
                 state,
             },
             metrics_document_labels: config.metrics_document_labels,
+            ready_min_percent: config.ready_min_percent,
         };
         let (gateway, _) = Self::assemble(lasting, documents, None);
         Ok(Arc::new(gateway))
@@ -542,6 +544,16 @@ impl Gateway {
         for (group, state) in self.groups.iter().zip(states) {
             group.set_state(state);
         }
+    }
+
+    /// Whether `unready` of the configured documents (none servable) is
+    /// within `--ready-min-percent`: ready while at least that share of
+    /// them is servable. With no configured document, ready.
+    pub fn ready_with(&self, unready: usize) -> bool {
+        let total = self.slots.len();
+        let servable = total - unready.min(total);
+        // servable / total >= percent / 100, in integers.
+        servable * 100 >= total * usize::from(self.lasting.ready_min_percent)
     }
 
     /// Documents with nothing servable, with the reason: the count and the

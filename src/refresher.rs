@@ -144,7 +144,8 @@ pub async fn run(
                     s.forced.insert(id);
                     s.due(id, TokioInstant::now());
                 } else {
-                    let at = cache.next_refresh_at(&slot, fastrand::f64()).await;
+                    let first = warming.contains(&id);
+                    let at = cache.next_refresh_at(&slot, fastrand::f64(), first).await;
                     s.due(id, TokioInstant::from_std(at));
                 }
                 if warming.remove(&id) && warming.is_empty() {

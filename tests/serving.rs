@@ -190,3 +190,61 @@ async fn hit_headers_count_down_freshness() {
         "ttl {ttl}, max-age {max_age}, age {age}"
     );
 }
+
+/// A config file with issuers `t1` and `missing1` (which the tenants
+/// upstream answers 404 for), and a gateway with `extra` in front.
+async fn one_of_two_broken(extra: &[&str]) -> (Upstream, tempfile::TempDir, Gateway) {
+    let upstream = Upstream::start(Behaviour::status(500)).await;
+    upstream.set(Behaviour::tenants(&upstream.base_url, Duration::ZERO));
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("gateway.toml");
+    let u = &upstream.base_url;
+    std::fs::write(
+        &path,
+        format!(
+            "[[authorization_server]]\nissuer = \"{u}/t1\"\n\
+             [[authorization_server]]\nissuer = \"{u}/missing1\"\n"
+        ),
+    )
+    .unwrap();
+    let mut args = vec!["--config", path.to_str().unwrap()];
+    args.extend_from_slice(extra);
+    let gw = Gateway::start(&args).await;
+    poll_until(
+        &gw.url(&format!("{AS_PATH}/t1")),
+        Duration::from_secs(5),
+        |r| r.status == 200,
+    )
+    .await;
+    (upstream, dir, gw)
+}
+
+#[actix_web::test]
+async fn readiness_needs_every_document_unless_ready_min_percent_says_otherwise() {
+    // Default: one document that cannot be served makes the gateway unready.
+    let (_up, _dir, gw) = one_of_two_broken(&[]).await;
+    let r = poll_until(&gw.url("/readyz"), Duration::from_secs(5), |r| {
+        r.json()["unready_documents"] == 1
+    })
+    .await;
+    assert_eq!(r.status, 503, "{}", String::from_utf8_lossy(&r.body));
+    assert!(r.json()["reason"].as_str().unwrap().contains("missing1"));
+
+    // Half of them is enough with --ready-min-percent 50: ready, and the
+    // answer still names what is missing.
+    let (_up, _dir, gw) = one_of_two_broken(&["--ready-min-percent", "50"]).await;
+    let r = poll_until(&gw.url("/readyz"), Duration::from_secs(5), |r| {
+        r.json()["unready_documents"] == 1
+    })
+    .await;
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(r.json()["status"], "ready");
+    assert!(r.json()["reason"].as_str().unwrap().contains("missing1"));
+    // 51% of two documents is both.
+    let (_up, _dir, gw) = one_of_two_broken(&["--ready-min-percent", "51"]).await;
+    let r = poll_until(&gw.url("/readyz"), Duration::from_secs(5), |r| {
+        r.json()["unready_documents"] == 1
+    })
+    .await;
+    assert_eq!(r.status, 503);
+}

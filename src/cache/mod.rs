@@ -565,13 +565,18 @@ impl MetadataCache {
     /// When background work should next fetch for `slot`: at the retry
     /// time while failing, shortly before expiry while healthy (moved
     /// earlier by `spread` in [0, 1), see
-    /// [`Freshness::jittered_refresh_age`]), now when empty.
-    pub async fn next_refresh_at(&self, slot: &DocumentSlot, spread: f64) -> Instant {
+    /// [`Freshness::jittered_refresh_age`]; after the warm-up fetch,
+    /// `first`, spread wider: [`Freshness::first_refresh_age`]), now when
+    /// empty.
+    pub async fn next_refresh_at(&self, slot: &DocumentSlot, spread: f64, first: bool) -> Instant {
         if let Some(retry_at) = slot.retry_at() {
             return retry_at;
         }
         match self.servable(slot).await {
             Some((stored, _)) if stored.restored => Instant::now(),
+            Some((stored, _)) if first => {
+                stored.fetched_at + stored.rules.first_refresh_age(spread)
+            }
             Some((stored, _)) => stored.fetched_at + stored.rules.jittered_refresh_age(spread),
             None => Instant::now(),
         }

@@ -188,6 +188,13 @@ pub struct Cli {
     #[arg(long, env = "GATEWAY_METRICS_DOCUMENT_LABELS", default_value_t = DEFAULT_METRICS_DOCUMENT_LABELS)]
     pub metrics_document_labels: usize,
 
+    /// /readyz answers 200 while at least this percentage of the configured
+    /// documents can be served (100: every one). With thousands of issuers,
+    /// e.g. 99 keeps one broken tenant from taking every replica out of
+    /// its load balancer.
+    #[arg(long, env = "GATEWAY_READY_MIN_PERCENT", default_value_t = 100, value_parser = clap::value_parser!(u8).range(1..=100))]
+    pub ready_min_percent: u8,
+
     /// Number of HTTP worker threads (default: one per core).
     #[arg(long, env = "GATEWAY_WORKERS", value_parser = clap::value_parser!(u16).range(1..=1024))]
     pub workers: Option<u16>,
@@ -317,6 +324,7 @@ impl Cli {
                 },
             },
             metrics_document_labels: self.metrics_document_labels,
+            ready_min_percent: self.ready_min_percent,
             no_cache: self.no_cache,
             state_dir,
             demo: self.demo.then_some(self.demo_listen),

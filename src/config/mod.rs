@@ -66,6 +66,9 @@ pub struct Config {
     /// Up to this many configured documents, metrics are labelled per
     /// document; above it, per document kind (`--metrics-document-labels`).
     pub metrics_document_labels: usize,
+    /// `--ready-min-percent`: `/readyz` is 200 while at least this share
+    /// (1..=100) of the configured documents is servable.
+    pub ready_min_percent: u8,
     /// `--no-cache`: store nothing, fetch upstream for every request.
     pub no_cache: bool,
     /// `--state-dir` (or the config file's `state_dir`): where validated

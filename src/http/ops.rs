@@ -81,6 +81,15 @@ pub async fn readyz(gw: Arc<Gateway>) -> HttpResponse {
         HttpResponse::Ok()
             .insert_header((header::CACHE_CONTROL, HeaderValue::from_static("no-store")))
             .json(serde_json::json!({"status": "ready"}))
+    } else if gw.ready_with(count) {
+        // Within --ready-min-percent: ready, and saying what is missing.
+        HttpResponse::Ok()
+            .insert_header((header::CACHE_CONTROL, HeaderValue::from_static("no-store")))
+            .json(serde_json::json!({
+                "status": "ready",
+                "unready_documents": count,
+                "reason": format!("within --ready-min-percent; no servable document: {}", missing.join("; ")),
+            }))
     } else {
         HttpResponse::ServiceUnavailable()
             .insert_header((header::CACHE_CONTROL, HeaderValue::from_static("no-store")))
