@@ -135,6 +135,15 @@ impl Live {
                 continue;
             }
             found = true;
+            // `--no-cache`: no scheduler, nothing stored; every request
+            // already fetches.
+            if self.scheduler.is_none() {
+                answer.skipped.push((
+                    slot.name.to_string(),
+                    "nothing is cached (--no-cache): every request fetches".to_string(),
+                ));
+                continue;
+            }
             match slot.backing_off(now) {
                 Some((error, left)) => answer.skipped.push((
                     slot.name.to_string(),

@@ -74,3 +74,22 @@ async fn a_failing_upstream_fails_each_request_and_readiness() {
     assert_eq!(get(&gw.url(AS_PATH)).await.status, 200);
     assert_eq!(get(&gw.url("/readyz")).await.status, 200);
 }
+
+#[actix_web::test]
+async fn an_admin_refresh_without_a_cache_says_it_fetches_nothing() {
+    let upstream = Upstream::start(Behaviour::status(500)).await;
+    upstream.set(Behaviour::json(document(&upstream.base_url)));
+    let gw = Gateway::start_with_admin(&["--upstream", &upstream.base_url, "--no-cache"]).await;
+    let r = send("POST", &gw.admin("/refresh"), &[]).await;
+    assert_eq!(r.status, 202, "{}", String::from_utf8_lossy(&r.body));
+    let body = r.json();
+    assert_eq!(body["started"], serde_json::json!([]));
+    assert!(
+        body["skipped"][0]["reason"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("--no-cache"),
+        "{body}"
+    );
+    assert_eq!(upstream.requests(), 0, "nothing fetched");
+}
