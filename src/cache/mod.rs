@@ -526,8 +526,9 @@ impl MetadataCache {
         match self.servable(slot).await {
             Some((stored, _)) => {
                 // Not `refresh_age`: the scheduler woke this document at its
-                // jittered time, up to a tenth of the TTL earlier, and
-                // skipping that would put every refresh back in lockstep.
+                // jittered time (up to a tenth of the TTL earlier; the first
+                // time after warm-up, from a tenth of the refresh age on),
+                // and skipping that would put every refresh back in lockstep.
                 if !force
                     && !stored.restored
                     && stored.fetched_at + stored.rules.earliest_refresh_age() > Instant::now()
