@@ -16,23 +16,16 @@ fn route(tenant: &str) -> String {
 /// A config with two configured issuers (`t1`, `t2`), a template
 /// (`realms/{tenant}`) and a protected resource, all on one upstream.
 async fn setup() -> (Upstream, tempfile::TempDir, Gateway) {
-    let upstream = Upstream::start(Behaviour::status(500)).await;
-    upstream.set(Behaviour::tenants(&upstream.base_url, Duration::ZERO));
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("gateway.toml");
+    let upstream = tenants_upstream().await;
     let u = &upstream.base_url;
-    std::fs::write(
-        &path,
-        format!(
-            "[[authorization_server]]\nissuer = \"{u}/t1\"\n\
-             [[authorization_server]]\nissuer = \"{u}/t2\"\n\
-             [[authorization_server]]\nissuer = \"{u}/realms/{{tenant}}\"\nmax_tenants = 50\n\
-             [[protected_resource]]\nresource = \"https://mcp.example.com/mcp\"\n\
-             authorization_servers = [\"{u}/t1\"]\n"
-        ),
-    )
-    .unwrap();
-    let gw = Gateway::start_with_admin(&["--config", path.to_str().unwrap()]).await;
+    let (dir, path) = config_file_in_temp_dir(&format!(
+        "[[authorization_server]]\nissuer = \"{u}/t1\"\n\
+         [[authorization_server]]\nissuer = \"{u}/t2\"\n\
+         [[authorization_server]]\nissuer = \"{u}/realms/{{tenant}}\"\nmax_tenants = 50\n\
+         [[protected_resource]]\nresource = \"https://mcp.example.com/mcp\"\n\
+         authorization_servers = [\"{u}/t1\"]\n"
+    ));
+    let gw = Gateway::start_with_admin(&["--config", &path]).await;
     poll_until(&gw.admin("/readyz"), Duration::from_secs(10), |r| {
         r.status == 200
     })

@@ -56,9 +56,7 @@ fn route(tenant: &str) -> String {
 }
 
 async fn upstream() -> Upstream {
-    let upstream = Upstream::start(Behaviour::status(500)).await;
-    upstream.set(Behaviour::tenants(&upstream.base_url, Duration::ZERO));
-    upstream
+    tenants_upstream().await
 }
 
 /// Polls the admin listener until the configuration generation is `n`.

@@ -46,6 +46,16 @@ async fn wait_for_not_modified(upstream: &Upstream, n: usize, limit: Duration) {
     }
 }
 
+/// Waits (bounded) until `url` serves `v1` stale: the 304 renewed nothing.
+async fn goes_stale_on(url: &str, v1: &str) {
+    let r = poll_until(url, Duration::from_secs(8), |r| {
+        r.cache_status().contains("fwd=stale")
+    })
+    .await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.body, v1.as_bytes());
+}
+
 /// Sum of `metadata_gateway_upstream_fetches_total` with this outcome
 /// over all documents, from the gateway's `/metrics`.
 async fn fetches_with_outcome(gw: &Gateway, outcome: &str) -> f64 {
@@ -208,12 +218,7 @@ async fn an_unasked_for_304_on_a_refresh_keeps_the_document_and_lets_it_go_stale
 
     // No validators were ever given: a 304 renews nothing.
     upstream.set(Behaviour::not_modified());
-    let r = poll_until(&url, Duration::from_secs(8), |r| {
-        r.cache_status().contains("fwd=stale")
-    })
-    .await;
-    assert_eq!(r.status, 200);
-    assert_eq!(r.body, v1.as_bytes());
+    goes_stale_on(&url, &v1).await;
     assert!(upstream.not_modified_sent() >= 1);
     let heads = upstream.request_heads();
     for head in &heads {
@@ -238,12 +243,7 @@ async fn a_304_for_another_etag_renews_nothing_and_the_document_is_fetched_whole
     // RFC 9111 §4.3.4: that 304 updates nothing, so the gateway asks for
     // the whole document (no validators); the 304 to that is an error, and
     // the stored v1 goes stale instead of being renewed under "v2".
-    let r = poll_until(&url, Duration::from_secs(8), |r| {
-        r.cache_status().contains("fwd=stale")
-    })
-    .await;
-    assert_eq!(r.status, 200);
-    assert_eq!(r.body, v1.as_bytes());
+    goes_stale_on(&url, &v1).await;
     let heads = upstream.request_heads()[before..].to_vec();
     assert!(heads.len() >= 2, "{heads:#?}");
     assert_eq!(

@@ -194,20 +194,13 @@ async fn hit_headers_count_down_freshness() {
 /// A config file with issuers `t1` and `missing1` (which the tenants
 /// upstream answers 404 for), and a gateway with `extra` in front.
 async fn one_of_two_broken(extra: &[&str]) -> (Upstream, tempfile::TempDir, Gateway) {
-    let upstream = Upstream::start(Behaviour::status(500)).await;
-    upstream.set(Behaviour::tenants(&upstream.base_url, Duration::ZERO));
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("gateway.toml");
+    let upstream = tenants_upstream().await;
     let u = &upstream.base_url;
-    std::fs::write(
-        &path,
-        format!(
-            "[[authorization_server]]\nissuer = \"{u}/t1\"\n\
-             [[authorization_server]]\nissuer = \"{u}/missing1\"\n"
-        ),
-    )
-    .unwrap();
-    let mut args = vec!["--config", path.to_str().unwrap()];
+    let (dir, path) = config_file_in_temp_dir(&format!(
+        "[[authorization_server]]\nissuer = \"{u}/t1\"\n\
+         [[authorization_server]]\nissuer = \"{u}/missing1\"\n"
+    ));
+    let mut args = vec!["--config", path.as_str()];
     args.extend_from_slice(extra);
     let gw = Gateway::start(&args).await;
     poll_until(

@@ -785,3 +785,20 @@ pub fn refusing_port() -> (tokio::net::TcpSocket, u16) {
     let port = socket.local_addr().unwrap().port();
     (socket, port)
 }
+
+/// A multi-tenant upstream ([`Behaviour::tenants`]) answering at once.
+pub async fn tenants_upstream() -> Upstream {
+    let upstream = Upstream::start(Behaviour::status(500)).await;
+    upstream.set(Behaviour::tenants(&upstream.base_url, Duration::ZERO));
+    upstream
+}
+
+/// `text` written as `gateway.toml` in a new temporary directory; the
+/// directory lives as long as the returned handle. Returns it and the path.
+pub fn config_file_in_temp_dir(text: &str) -> (tempfile::TempDir, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("gateway.toml");
+    std::fs::write(&path, text).unwrap();
+    let path = path.to_str().unwrap().to_string();
+    (dir, path)
+}
