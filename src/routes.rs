@@ -8,8 +8,10 @@
 //!   `%25` and `%2B`, which stay encoded), so `..`, a doubled or encoded
 //!   slash, or any unknown suffix finds nothing.
 //! - Template routes (issuer templates): tried only when no exact route
-//!   matched, in configuration order (templates never overlap, checked at
-//!   start-up); the text standing for `{tenant}` must pass
+//!   matched. They are indexed by the text before `{tenant}`, so a path is
+//!   looked up once per `/` it contains (a handful of hash lookups),
+//!   whatever the number of templates; templates never overlap (checked at
+//!   start-up), so at most one matches. The text standing for `{tenant}` must pass
 //!   [`crate::tenant::valid_tenant`] and the raw request path must hold no
 //!   `%` at all, so a tenant reaching an upstream URL is exactly what the
 //!   client sent, in the conservative grammar.
@@ -94,6 +96,8 @@ struct TemplateRoute {
 pub struct RouteTable {
     exact: HashMap<Arc<str>, (Target, Arc<RouteLabel>)>,
     templates: Vec<TemplateRoute>,
+    /// Indices into `templates` by the pattern's text before `{tenant}`.
+    template_prefixes: HashMap<Box<str>, Vec<usize>>,
 }
 
 /// The `route` label of a configured route when labels are per kind.
@@ -145,8 +149,19 @@ impl RouteTable {
                 pattern: pattern.clone(),
                 template,
             })
-            .collect();
-        Self { exact, templates }
+            .collect::<Vec<TemplateRoute>>();
+        let mut template_prefixes: HashMap<Box<str>, Vec<usize>> = HashMap::new();
+        for (i, t) in templates.iter().enumerate() {
+            template_prefixes
+                .entry(t.pattern.prefix().into())
+                .or_default()
+                .push(i);
+        }
+        Self {
+            exact,
+            templates,
+            template_prefixes,
+        }
     }
 
     /// What `path` (as actix-web routes on it) serves; `raw_path` is the
@@ -160,16 +175,22 @@ impl RouteTable {
             return (Resolved::Exact(*target), Some(label));
         }
         if !self.templates.is_empty() && !raw_path.contains('%') {
-            for t in &self.templates {
-                if let Some(tenant) = t.pattern.capture(path) {
-                    if valid_tenant(tenant) {
-                        return (
-                            Resolved::Tenant {
-                                template: t.template,
-                                tenant,
-                            },
-                            Some(&t.label),
-                        );
+            // Each `/` ends a candidate prefix; the tenant segment follows it.
+            for (end, _) in path.match_indices('/') {
+                let Some(candidates) = self.template_prefixes.get(&path[..=end]) else {
+                    continue;
+                };
+                for t in candidates.iter().filter_map(|&i| self.templates.get(i)) {
+                    if let Some(tenant) = t.pattern.capture(path) {
+                        if valid_tenant(tenant) {
+                            return (
+                                Resolved::Tenant {
+                                    template: t.template,
+                                    tenant,
+                                },
+                                Some(&t.label),
+                            );
+                        }
                     }
                 }
             }
@@ -287,6 +308,43 @@ mod tests {
             label.map(|l| &*l.name),
             Some("/.well-known/oauth-authorization-server/realms/{tenant}")
         );
+    }
+
+    #[test]
+    fn many_templates_are_found_by_their_prefix() {
+        let mut issuers: Vec<String> = (0..300)
+            .map(|i| format!("https://a/p{i}/{{tenant}}"))
+            .collect();
+        // One prefix shared by two templates of different lengths, and a
+        // tenant in the middle of the path (Entra ID's shape).
+        issuers.push("https://a/shared/{tenant}".into());
+        issuers.push("https://a/shared/{tenant}/v2.0".into());
+        issuers.push("https://b/{tenant}/v2.0".into());
+        let refs: Vec<&str> = issuers.iter().map(String::as_str).collect();
+        let t = RouteTable::build(&docs(&refs), true);
+        let r = |p: &str| match t.resolve(p, p).0 {
+            Resolved::Tenant { template, tenant } => Some((template, tenant.to_string())),
+            _ => None,
+        };
+        let base = "/.well-known/oauth-authorization-server";
+        for i in [0, 150, 299] {
+            assert_eq!(r(&format!("{base}/p{i}/acme")), Some((i, "acme".into())));
+        }
+        assert_eq!(r(&format!("{base}/shared/x")), Some((300, "x".into())));
+        assert_eq!(r(&format!("{base}/shared/x/v2.0")), Some((301, "x".into())));
+        assert_eq!(
+            r(&format!("{base}/contoso/v2.0")),
+            Some((302, "contoso".into()))
+        );
+        for bad in [
+            "/p300/acme",
+            "/p1/a/b",
+            "/shared/x/v3",
+            "/contoso/v2.1",
+            "/p1/",
+        ] {
+            assert_eq!(r(&format!("{base}{bad}")), None, "{bad}");
+        }
     }
 
     #[test]

@@ -52,6 +52,12 @@ impl Pattern {
         })
     }
 
+    /// The text before `{tenant}` (it ends with `/`: the placeholder is a
+    /// whole segment).
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
     /// The text with `tenant` in place of `{tenant}`.
     pub fn render(&self, tenant: &str) -> String {
         let mut s = String::with_capacity(self.prefix.len() + tenant.len() + self.suffix.len());

@@ -5,7 +5,7 @@
 //!   `Allow: GET, HEAD` for anything else), actix resources.
 //! - everything else goes to one handler, [`dispatch`], which asks the
 //!   [`RouteTable`](crate::routes::RouteTable) what the path serves (one
-//!   hash lookup, then the few issuer templates): a configured document, a
+//!   hash lookup, then one per `/` of the path for issuer templates): a configured document, a
 //!   protected resource, a template tenant, or nothing. Documents get
 //!   GET/HEAD answered from the cache (or, for protected resource metadata,
 //!   from memory), OPTIONS a preflight, a request body 413, anything else
