@@ -13,7 +13,9 @@ use std::time::{Duration, Instant};
 use support::process::Process;
 use support::*;
 
-/// Every regular file under `dir` (recursively), sorted.
+/// Every regular file under `dir` (recursively), sorted, but the lock
+/// file: it holds the PID of whichever process holds the directory, so it
+/// changes from run to run and is not state.
 fn files_under(dir: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
     let mut todo = vec![dir.to_path_buf()];
@@ -25,7 +27,7 @@ fn files_under(dir: &Path) -> Vec<PathBuf> {
             let p = e.path();
             if p.is_dir() {
                 todo.push(p);
-            } else if p.is_file() {
+            } else if p.is_file() && e.file_name() != ".lock" {
                 out.push(p);
             }
         }
@@ -374,6 +376,88 @@ async fn an_unusable_state_dir_is_a_warning_and_the_gateway_serves() {
                 || lower.contains("state_dir"))
     });
     assert!(warning.is_some(), "no warning about the state dir:\n{text}");
+}
+
+/// `metadata_gateway_state_writes_total{operation="save",outcome}` summed
+/// over the outcomes other than `ok`.
+async fn state_saves_failed(proc: &Process) -> f64 {
+    let r = get(&proc.url("/metrics")).await;
+    let text = String::from_utf8_lossy(&r.body).into_owned();
+    text.lines()
+        .filter(|l| {
+            l.starts_with("metadata_gateway_state_writes_total{")
+                && l.contains("operation=\"save\"")
+                && !l.contains("outcome=\"ok\"")
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+#[actix_web::test]
+async fn a_full_disk_keeps_the_saved_file_whole_and_the_gateway_serving() {
+    // A disk that fills up mid-write: the file size limit (`ulimit -f`,
+    // 512-byte blocks in POSIX sh; SIGXFSZ ignored so a write past it
+    // fails with EFBIG instead of killing the process) lets the start-up
+    // probe through and cuts every larger write short, root or not.
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("state");
+    let dir = dir.to_str().unwrap();
+    let (up, small) = upstream().await;
+    // Run 1, no limit: the small document is saved.
+    let saved = warm_and_kill(&up, &small, dir).await;
+    let saved_bytes: Vec<Vec<u8>> = saved.iter().map(|f| std::fs::read(f).unwrap()).collect();
+
+    // Run 2, the upstream now serves a document far larger than the limit.
+    let large = {
+        let mut doc: serde_json::Value = serde_json::from_str(&small).unwrap();
+        doc["service_documentation"] = format!("{}/docs/{}", up.base_url, "x".repeat(4096)).into();
+        serde_json::to_string(&doc).unwrap()
+    };
+    up.set(Behaviour::json(large.clone()));
+    let args = gateway_args(&up, Some(dir));
+    let proc = Process::start_after("trap '' XFSZ\nulimit -f 1", &args, &[]).await;
+    // The restored small document is served at once, then replaced by the
+    // fetched large one, which cannot be saved.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let r = get(&proc.url(AS_PATH)).await;
+        assert_eq!(r.status, 200, "{}", proc.text());
+        assert!(r.body == small.as_bytes() || r.body == large.as_bytes());
+        if r.body == large.as_bytes() && state_saves_failed(&proc).await >= 1.0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no failed save:\n{}",
+            proc.text()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let text = proc.text();
+    assert!(
+        text.lines().any(|l| l.contains("WARN") && l.contains(dir)),
+        "the failed save is a warning naming the directory:\n{text}"
+    );
+    // The file saved by run 1 is whole (the failed save never touched
+    // it) and no partial temporary file is left.
+    let now = files_under(Path::new(dir));
+    assert_eq!(now, saved, "same files, no temporary left:\n{text}");
+    for (f, bytes) in saved.iter().zip(&saved_bytes) {
+        assert_eq!(
+            &std::fs::read(f).unwrap(),
+            bytes,
+            "{} unchanged",
+            f.display()
+        );
+    }
+    // Serving goes on from memory.
+    for _ in 0..5 {
+        let r = get(&proc.url(AS_PATH)).await;
+        assert_eq!((r.status, &r.body[..]), (200, large.as_bytes()));
+    }
+    let mut proc = proc;
+    assert!(proc.running());
+    proc.kill();
 }
 
 #[actix_web::test]

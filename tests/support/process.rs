@@ -31,7 +31,24 @@ impl Process {
     /// wait for it.
     pub fn spawn(args: &[&str], envs: &[(&str, &str)]) -> Self {
         let mut cmd = Command::new(BIN);
-        cmd.args(args).env("RUST_LOG", "info").env("NO_COLOR", "1");
+        cmd.args(args);
+        Self::spawn_command(cmd, envs)
+    }
+
+    /// Like [`Process::spawn`], after the `sh` commands `setup` (e.g.
+    /// `ulimit -f 1`): `sh` then `exec`s the binary, so the child's PID is
+    /// the gateway's and signals reach it.
+    pub fn spawn_after(setup: &str, args: &[&str], envs: &[(&str, &str)]) -> Self {
+        let mut cmd = Command::new("sh");
+        cmd.arg("-c")
+            .arg(format!("{setup}\nexec \"$0\" \"$@\""))
+            .arg(BIN)
+            .args(args);
+        Self::spawn_command(cmd, envs)
+    }
+
+    fn spawn_command(mut cmd: Command, envs: &[(&str, &str)]) -> Self {
+        cmd.env("RUST_LOG", "info").env("NO_COLOR", "1");
         for var in CLEARED {
             cmd.env_remove(var);
         }
@@ -73,10 +90,20 @@ impl Process {
     /// Spawns the binary on a fresh loopback port (one worker) and waits
     /// (bounded) until `/healthz` answers 200.
     pub async fn start(args: &[&str], envs: &[(&str, &str)]) -> Self {
+        Self::start_after("", args, envs).await
+    }
+
+    /// [`Process::start`] after the `sh` commands `setup` (see
+    /// [`Process::spawn_after`]); an empty `setup` runs the binary directly.
+    pub async fn start_after(setup: &str, args: &[&str], envs: &[(&str, &str)]) -> Self {
         let listen = format!("127.0.0.1:{}", free_port());
         let mut all = args.to_vec();
         all.extend(["--listen", &listen, "--workers", "1"]);
-        let mut p = Self::spawn(&all, envs);
+        let mut p = if setup.is_empty() {
+            Self::spawn(&all, envs)
+        } else {
+            Self::spawn_after(setup, &all, envs)
+        };
         p.base = Some(format!("http://{listen}"));
         let healthz = p.url("/healthz");
         p.wait_status(&healthz, 200, Duration::from_secs(20)).await;
