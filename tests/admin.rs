@@ -160,8 +160,14 @@ async fn documents_lists_every_document_with_its_state() {
         names(&list_all(&gw).await),
         "pages cover the list once, in order"
     );
-    let bad = get(&gw.admin("/documents?limit=many")).await;
-    assert_eq!(bad.status, 400);
+    // Malformed and unknown parameters: the JSON error, never a listing
+    // that ignores them.
+    for query in ["limit=many", "offset=-1", "doc=t1", "limit=2&sate=fresh"] {
+        let bad = get(&gw.admin(&format!("/documents?{query}"))).await;
+        assert_eq!(bad.status, 400, "{query}");
+        bad.assert_json_error_body();
+        assert_eq!(bad.json()["error"], "invalid_request", "{query}");
+    }
 }
 
 #[actix_web::test]
@@ -206,6 +212,23 @@ async fn refresh_fetches_all_or_one_document_now() {
     );
     let before = upstream.requests();
     assert_eq!(upstream.requests_for(&route("t1")), 1);
+
+    // A misspelt parameter refreshes nothing (it would otherwise read as
+    // "every document").
+    let typo = send(
+        "POST",
+        &gw.admin("/refresh?doc=oauth-authorization-server/t1"),
+        &[],
+    )
+    .await;
+    assert_eq!(typo.status, 400);
+    typo.assert_json_error_body();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(
+        upstream.requests(),
+        before,
+        "a refused refresh fetches nothing"
+    );
 
     // One document.
     let r = send(

@@ -61,7 +61,16 @@ pub fn server(
 pub fn routes(cfg: &mut web::ServiceConfig, live: &Arc<Live>) {
     ops::routes(cfg, live);
     let (d, r) = (live.clone(), live.clone());
-    cfg.service(
+    // A malformed query is the same JSON error as every other answer here.
+    cfg.app_data(web::QueryConfig::default().error_handler(|e, _| {
+        let answer = json_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            &format!("invalid query: {e}"),
+        );
+        actix_web::error::InternalError::from_response(e, answer).into()
+    }))
+    .service(
         web::resource("/documents")
             .route(
                 web::get().to(move |q: web::Query<DocumentsQuery>| {
@@ -105,8 +114,10 @@ fn not_allowed(allow: &'static str) -> HttpResponse {
     res
 }
 
-/// `GET /documents` filters.
+/// `GET /documents` filters. Unknown keys are refused (400), like every
+/// malformed value: a misspelt filter must not silently list everything.
 #[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct DocumentsQuery {
     /// Only the document (or template) with this name.
     pub document: Option<String>,
@@ -118,8 +129,10 @@ pub struct DocumentsQuery {
     pub limit: Option<usize>,
 }
 
-/// `POST /refresh` parameters.
+/// `POST /refresh` parameters. Unknown keys are refused (400): a
+/// misspelt `?document=` must not refresh every document.
 #[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct RefreshQuery {
     /// Only this document (or template).
     pub document: Option<String>,
