@@ -76,6 +76,17 @@ pub struct Gateway {
     lasting: Lasting,
 }
 
+/// What `/readyz` reports: see [`Gateway::unready_documents`].
+#[derive(Debug, Default)]
+pub struct Readiness {
+    /// Documents with nothing servable.
+    pub unready: usize,
+    /// The first few of them, with the reason.
+    pub shown: Vec<String>,
+    /// Documents added by a reload, not servable yet, not counted.
+    pub pending: usize,
+}
+
 /// What a reload changed, for its log line.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ReloadReport {
@@ -203,15 +214,20 @@ impl Gateway {
         let kept: HashSet<usize> = next.slots.iter().map(|s| s.id).collect();
         let names: HashSet<&str> = next.slots.iter().map(|s| &*s.name).collect();
         for slot in self.slots.iter().filter(|s| !kept.contains(&s.id)) {
-            self.cache.invalidate(slot).await;
             // A changed document keeps its name and overwrites its file.
-            if !names.contains(&*slot.name) {
+            let removed = !names.contains(&*slot.name);
+            // First: a fetch of it still running stores and saves nothing.
+            slot.retirement.retire(removed);
+            self.cache.invalidate(slot).await;
+            if removed {
                 self.cache.forget(&slot.name);
             }
         }
-        let kept: HashSet<&str> = next.templates.iter().map(|t| &*t.name).collect();
-        for t in self.templates.iter().filter(|t| !kept.contains(&*t.name)) {
-            t.forget_saved();
+        let names: HashSet<&str> = next.templates.iter().map(|t| &*t.name).collect();
+        for t in &self.templates {
+            if !next.templates.iter().any(|n| Arc::ptr_eq(n, t)) {
+                t.retire(!names.contains(&*t.name));
+            }
         }
         let names: HashSet<&str> = next.groups.iter().map(|g| g.name()).collect();
         for g in self.groups.iter().filter(|g| !names.contains(g.name())) {
@@ -310,17 +326,23 @@ impl Gateway {
                         slot.set_metrics(group);
                         slot
                     }
-                    None => Arc::new(DocumentSlot::configured(
-                        group,
-                        doc,
-                        SlotRules::configured(
+                    None => {
+                        let slot = DocumentSlot::configured(
+                            group,
                             doc,
-                            lasting.shared.fetch_timeout,
-                            lasting.shared.backoff,
-                            lasting.shared.upstream,
-                        )
-                        .shared(&mut rules),
-                    )),
+                            SlotRules::configured(
+                                doc,
+                                lasting.shared.fetch_timeout,
+                                lasting.shared.backoff,
+                                lasting.shared.upstream,
+                            )
+                            .shared(&mut rules),
+                        );
+                        if previous.is_some() {
+                            slot.mark_pending();
+                        }
+                        Arc::new(slot)
+                    }
                 }
             })
             .collect();
@@ -560,25 +582,30 @@ impl Gateway {
     /// first few (a readiness answer stays small with 10,000 documents).
     /// Without a cache (`--no-cache`) a document is servable unless its
     /// last fetch failed. Template tenants do not count: they are fetched
-    /// on demand.
-    pub async fn unready_documents(&self, show: usize) -> (usize, Vec<String>) {
-        let mut count = 0;
-        let mut shown = Vec::new();
+    /// on demand. Nor do documents a reload added that have not been
+    /// servable yet (`pending`): the same file reaches every replica, and
+    /// one unreachable new issuer must not take every replica, and every
+    /// document they serve, out of the load balancer. Their state shows in
+    /// `GET /documents` and the fetch metrics.
+    pub async fn unready_documents(&self, show: usize) -> Readiness {
+        let mut r = Readiness::default();
         for slot in &self.slots {
             let servable = match self.cache.mode() {
                 CacheMode::Store => self.cache.servable(slot).await.is_some(),
                 CacheMode::Bypass => slot.last_error().is_none(),
             };
-            if !servable {
-                count += 1;
-                if shown.len() < show {
-                    shown.push(match slot.last_error() {
+            if slot.pending(servable) {
+                r.pending += 1;
+            } else if !servable {
+                r.unready += 1;
+                if r.shown.len() < show {
+                    r.shown.push(match slot.last_error() {
                         Some(e) => format!("{}: {e}", slot.name),
                         None => format!("{}: not fetched yet", slot.name),
                     });
                 }
             }
         }
-        (count, shown)
+        r
     }
 }

@@ -78,6 +78,15 @@ async fn metrics_without(gw: &Gateway, gone: &str) -> String {
     String::from_utf8_lossy(&r.body).into_owned()
 }
 
+/// Polls `/metrics` until `n` reloads were refused.
+async fn wait_refused(gw: &Gateway, n: usize) {
+    let line = format!("metadata_gateway_config_reloads_total{{outcome=\"refused\"}} {n}\n");
+    poll_until(&gw.url("/metrics"), Duration::from_secs(10), |r| {
+        String::from_utf8_lossy(&r.body).contains(&line)
+    })
+    .await;
+}
+
 /// Polls until every document is fetched (fresh).
 async fn wait_all_fresh(gw: &Gateway, count: usize) {
     poll_until(&gw.admin("/documents"), Duration::from_secs(10), |r| {
@@ -176,7 +185,7 @@ async fn a_bad_file_is_refused_and_the_old_configuration_keeps_serving() {
     let gw = Gateway::start_with_admin(&["--config", &path]).await;
     wait_all_fresh(&gw, 1).await;
 
-    for bad in [
+    for (refused, bad) in [
         // TOML syntax error.
         "[[authorization_server]\nissuer = 1\n".to_string(),
         // Valid TOML, invalid configuration (unknown key).
@@ -186,11 +195,14 @@ async fn a_bad_file_is_refused_and_the_old_configuration_keeps_serving() {
         ),
         // Two documents on one route.
         tenants(&upstream, &[("t2", ""), ("t2", "")]),
-    ] {
+    ]
+    .into_iter()
+    .enumerate()
+    {
         file.write(&bad);
         gw.reload();
-        // A refused reload changes nothing; give it time to have run.
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        // A refused reload changes nothing; wait until it has run.
+        wait_refused(&gw, refused + 1).await;
         let docs = get(&gw.admin("/documents")).await.json();
         assert_eq!(docs["generation"], 0, "refused: {bad}");
         assert_eq!(docs["documents"].as_array().unwrap().len(), 1);
@@ -201,7 +213,7 @@ async fn a_bad_file_is_refused_and_the_old_configuration_keeps_serving() {
     // The file removed altogether.
     std::fs::remove_file(file.path()).unwrap();
     gw.reload();
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    wait_refused(&gw, 4).await;
     assert_eq!(get(&gw.url(&route("t1"))).await.status, 200);
     // Seen in the metrics, not only in the log.
     let text = String::from_utf8_lossy(&get(&gw.url("/metrics")).await.body).into_owned();
@@ -419,4 +431,100 @@ async fn a_reload_during_an_outage_keeps_serving_changed_documents_and_templates
         upstream.requests_for(&route("t2")) >= 2,
         "the changed document was fetched again"
     );
+}
+
+#[actix_web::test]
+async fn an_added_document_that_cannot_be_fetched_leaves_a_ready_gateway_ready() {
+    let upstream = upstream().await;
+    let file = File::new(&tenants(&upstream, &[("t1", "")]));
+    let path = file.path();
+    let gw = Gateway::start_with_admin(&["--config", &path]).await;
+    wait_all_fresh(&gw, 1).await;
+    assert_eq!(get(&gw.url("/readyz")).await.status, 200);
+
+    // The same file reaches every replica: a new issuer nobody can reach
+    // (port 1 refuses connections) must not take them all out of their
+    // load balancer.
+    let broken = "[[authorization_server]]\nissuer = \"http://127.0.0.1:1/broken\"\n";
+    file.write(&format!("{}{broken}", tenants(&upstream, &[("t1", "")])));
+    gw.reload();
+    wait_generation(&gw, 1).await;
+    // Its first fetch has failed.
+    poll_until(
+        &gw.admin("/documents?state=error"),
+        Duration::from_secs(10),
+        |r| {
+            r.json()["documents"]
+                .as_array()
+                .is_some_and(|d| d.len() == 1)
+        },
+    )
+    .await;
+    let ready = get(&gw.url("/readyz")).await;
+    assert_eq!(
+        ready.status,
+        200,
+        "{}",
+        String::from_utf8_lossy(&ready.body)
+    );
+    assert_eq!(ready.json()["status"], "ready");
+    assert_eq!(ready.json()["pending_documents"], 1);
+    assert_eq!(get(&gw.url(&route("t1"))).await.status, 200);
+    let broken = get(&gw.url(&route("broken"))).await;
+    assert!(broken.status >= 500, "{}", broken.status);
+    broken.assert_json_error_body();
+}
+
+#[actix_web::test]
+async fn a_fetch_running_when_its_document_is_removed_brings_back_no_file() {
+    let upstream = upstream().await;
+    let state = tempfile::tempdir().unwrap();
+    let state_dir = state.path().to_str().unwrap().to_string();
+    let saved = || {
+        files_under(state.path())
+            .into_iter()
+            .filter(|p| p.to_string_lossy().ends_with(".json-doc"))
+            .count()
+    };
+    let file = File::new(&tenants(&upstream, &[("t1", ""), ("t2", "")]));
+    let path = file.path();
+    let gw = Gateway::start_with_admin(&["--config", &path, "--state-dir", &state_dir]).await;
+    wait_all_fresh(&gw, 2).await;
+    poll_until(&gw.url("/healthz"), Duration::from_secs(5), |_| {
+        saved() == 2
+    })
+    .await;
+
+    // A refresh of t2 is in flight, held by the upstream, when the reload
+    // removes t2.
+    upstream.hold();
+    let before = upstream.requests();
+    let r = send(
+        "POST",
+        &gw.admin("/refresh?document=oauth-authorization-server/t2"),
+        &[],
+    )
+    .await;
+    assert_eq!(r.status, 202);
+    upstream
+        .wait_for_requests(before + 1, Duration::from_secs(5))
+        .await;
+    file.write(&tenants(&upstream, &[("t1", "")]));
+    gw.reload();
+    wait_generation(&gw, 1).await;
+    poll_until(&gw.url("/healthz"), Duration::from_secs(5), |_| {
+        saved() == 1
+    })
+    .await;
+
+    // The held fetch completes with a valid document: it is neither
+    // served nor saved again.
+    upstream.release();
+    let deadline = Instant::now() + Duration::from_secs(1);
+    while Instant::now() < deadline {
+        assert_eq!(saved(), 1, "the removed document's file came back");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(upstream.in_flight(), 0, "the held fetch completed");
+    assert_eq!(get(&gw.url(&route("t2"))).await.status, 404);
 }

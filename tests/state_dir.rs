@@ -13,29 +13,6 @@ use std::time::{Duration, Instant};
 use support::process::Process;
 use support::*;
 
-/// Every regular file under `dir` (recursively), sorted, but the lock
-/// file: it holds the PID of whichever process holds the directory, so it
-/// changes from run to run and is not state.
-fn files_under(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    let mut todo = vec![dir.to_path_buf()];
-    while let Some(d) = todo.pop() {
-        let Ok(entries) = std::fs::read_dir(&d) else {
-            continue;
-        };
-        for e in entries.flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                todo.push(p);
-            } else if p.is_file() && e.file_name() != ".lock" {
-                out.push(p);
-            }
-        }
-    }
-    out.sort();
-    out
-}
-
 /// Waits (bounded) until `dir` holds at least one non-empty file whose
 /// size has stopped changing, and returns the files.
 async fn wait_for_state_files(dir: &Path, proc: &Process) -> Vec<PathBuf> {

@@ -14,7 +14,7 @@ use crate::error::FetchError;
 use crate::upstream::{Answer, Fetcher, Permit, Priority};
 
 use super::persist::StateWriter;
-use super::slot::DocumentSlot;
+use super::slot::{DocumentSlot, Retirement};
 use super::StoredDocument;
 
 /// What a fetch needs besides the slot.
@@ -22,6 +22,9 @@ pub(crate) struct FetchContext<'a> {
     pub fetcher: &'a Fetcher,
     /// Where validated documents are saved (`--state-dir`).
     pub state: Option<&'a StateWriter>,
+    /// The document's (or its template's): once retired by a reload, a
+    /// fetch still running saves nothing.
+    pub retirement: &'a Retirement,
 }
 
 /// Outcome label of a fetch answered `304 Not Modified`.
@@ -68,7 +71,14 @@ impl FetchContext<'_> {
                     "upstream fetch"
                 );
                 if let Some(state) = self.state {
-                    state.save(slot, &document);
+                    if !self.retirement.is_retired() {
+                        state.save(slot, &document);
+                        // Retired while the save was queued: the reload's
+                        // removal of the file may be ahead of it.
+                        if self.retirement.is_removed() {
+                            state.remove(&slot.state_key());
+                        }
+                    }
                 }
                 Ok(document)
             }

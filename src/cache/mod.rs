@@ -451,10 +451,20 @@ impl MetadataCache {
         &self.fetcher
     }
 
-    fn context(&self) -> FetchContext<'_> {
+    fn context<'a>(&'a self, slot: &'a DocumentSlot) -> FetchContext<'a> {
         FetchContext {
             fetcher: &self.fetcher,
             state: self.state.as_ref(),
+            retirement: &slot.retirement,
+        }
+    }
+
+    /// A reload retired `slot` while its fetch ran: whatever that fetch
+    /// stored is dropped again (a removed document must not hold memory
+    /// until its hard deadline).
+    async fn drop_if_retired(&self, slot: &DocumentSlot) {
+        if slot.retirement.is_retired() {
+            self.entries.invalidate(&slot.id).await;
         }
     }
 
@@ -482,12 +492,13 @@ impl MetadataCache {
         if let Some((error, retry_after)) = slot.backing_off(Instant::now()) {
             return Lookup::error(error, retry_after);
         }
-        match self
+        let fetched = self
             .entries
             .entry(slot.id)
-            .or_try_insert_with(self.context().fetch(slot, Priority::Client, None, None))
-            .await
-        {
+            .or_try_insert_with(self.context(slot).fetch(slot, Priority::Client, None, None))
+            .await;
+        self.drop_if_retired(slot).await;
+        match fetched {
             Ok(entry) => {
                 let outcome = if entry.is_fresh() {
                     CacheOutcome::Miss
@@ -503,7 +514,7 @@ impl MetadataCache {
     /// `--no-cache`: this request's own fetch, nothing stored.
     async fn lookup_uncached(&self, slot: &DocumentSlot) -> Lookup {
         match self
-            .context()
+            .context(slot)
             .fetch(slot, Priority::Client, None, None)
             .await
         {
@@ -537,11 +548,14 @@ impl MetadataCache {
                     return;
                 }
                 if let Ok(next) = self
-                    .context()
+                    .context(slot)
                     .fetch(slot, Priority::Background, Some(permit), Some(&stored))
                     .await
                 {
-                    self.entries.insert(slot.id, next).await;
+                    if !slot.retirement.is_retired() {
+                        self.entries.insert(slot.id, next).await;
+                        self.drop_if_retired(slot).await;
+                    }
                 }
             }
             None => {
@@ -552,13 +566,14 @@ impl MetadataCache {
                 let _ = self
                     .entries
                     .entry(slot.id)
-                    .or_try_insert_with(self.context().fetch(
+                    .or_try_insert_with(self.context(slot).fetch(
                         slot,
                         Priority::Background,
                         Some(permit),
                         None,
                     ))
                     .await;
+                self.drop_if_retired(slot).await;
             }
         }
     }

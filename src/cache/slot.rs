@@ -4,7 +4,7 @@
 //! issuer, freshness) and where back-off lives between fetches.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -116,6 +116,41 @@ pub fn tenant_state_key(template: &str, tenant: &str) -> String {
     format!("{template}@{tenant}")
 }
 
+/// Whether a document (or a template) left the configuration in a
+/// reload. A fetch already running then must not bring its copy back, in
+/// memory or in the state directory: [`super::fetch::FetchContext`] and
+/// the cache check it after every fetch.
+#[derive(Debug, Default)]
+pub struct Retirement(AtomicU8);
+
+impl Retirement {
+    const LIVE: u8 = 0;
+    /// A successor with the same name took over (its file is the same).
+    const REPLACED: u8 = 1;
+    /// The name is gone from the configuration (its file is removed).
+    const REMOVED: u8 = 2;
+
+    /// Marks it retired: `removed` when no successor has its name.
+    pub fn retire(&self, removed: bool) {
+        let to = if removed {
+            Self::REMOVED
+        } else {
+            Self::REPLACED
+        };
+        self.0.store(to, Ordering::SeqCst);
+    }
+
+    /// Retired, replaced or removed.
+    pub fn is_retired(&self) -> bool {
+        self.0.load(Ordering::SeqCst) != Self::LIVE
+    }
+
+    /// Retired with no successor of the same name.
+    pub fn is_removed(&self) -> bool {
+        self.0.load(Ordering::SeqCst) == Self::REMOVED
+    }
+}
+
 /// One document: its source, its rules and its failure state.
 #[derive(Debug)]
 pub struct DocumentSlot {
@@ -136,6 +171,13 @@ pub struct DocumentSlot {
     issuer: ExpectedIssuer,
     failures: Mutex<FailureState>,
     refreshing: AtomicBool,
+    /// Set when a reload drops it (configured documents only; a template's
+    /// tenants follow their template's).
+    pub retirement: Retirement,
+    /// Added by a reload and not servable yet: not counted against
+    /// readiness until it has been servable once (see
+    /// [`crate::gateway::Gateway::unready_documents`]).
+    pending: AtomicBool,
 }
 
 impl DocumentSlot {
@@ -200,6 +242,8 @@ impl DocumentSlot {
             issuer,
             failures: Mutex::new(FailureState::default()),
             refreshing: AtomicBool::new(false),
+            retirement: Retirement::default(),
+            pending: AtomicBool::new(false),
         }
     }
 
@@ -241,6 +285,7 @@ impl DocumentSlot {
 
     /// Records a successful fetch (`ok` or `not_modified`).
     pub(super) fn record_success(&self, outcome: &'static str) {
+        self.pending.store(false, Ordering::Relaxed);
         *self.failures() = FailureState {
             last_fetch: Some(LastFetch {
                 outcome,
@@ -317,6 +362,21 @@ impl DocumentSlot {
     /// Gives the right back.
     pub(super) fn end_refresh(&self) {
         self.refreshing.store(false, Ordering::Release);
+    }
+
+    /// Marks a document added by a reload: pending until it has been
+    /// servable once.
+    pub fn mark_pending(&self) {
+        self.pending.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether it is still pending; `servable` (now) ends that for good.
+    pub fn pending(&self, servable: bool) -> bool {
+        if servable {
+            self.pending.store(false, Ordering::Relaxed);
+            return false;
+        }
+        self.pending.load(Ordering::Relaxed)
     }
 }
 

@@ -46,7 +46,7 @@ use crate::upstream_freshness::Settings;
 
 use super::fetch::FetchContext;
 use super::persist::{self, RestoreReport, StateWriter};
-use super::slot::{tenant_state_key, Backoff, DocumentSlot, SlotRules};
+use super::slot::{tenant_state_key, Backoff, DocumentSlot, Retirement, SlotRules};
 use super::{Lookup, StoredDocument};
 
 /// What is known of one tenant's document.
@@ -147,6 +147,9 @@ pub struct TemplateCache {
     entries: moka::future::Cache<String, Arc<TenantEntry>>,
     cold: Arc<Semaphore>,
     shared: Shared,
+    /// Set when a reload drops the template: fetches still running save
+    /// nothing.
+    retirement: Retirement,
 }
 
 /// How long a failed tenant's entry (and its back-off state) is kept.
@@ -193,6 +196,7 @@ impl TemplateCache {
             rules,
             entries,
             shared,
+            retirement: Retirement::default(),
         }
     }
 
@@ -205,6 +209,7 @@ impl TemplateCache {
         FetchContext {
             fetcher: &self.shared.fetcher,
             state: self.shared.state.as_ref(),
+            retirement: &self.retirement,
         }
     }
 
@@ -531,9 +536,14 @@ impl TemplateCache {
             .collect()
     }
 
-    /// Removes the saved files of every cached tenant (the template was
-    /// removed from the configuration).
-    pub fn forget_saved(&self) {
+    /// A reload dropped the template: fetches still running save nothing
+    /// from now on, and when `removed` (no successor of the same name) the
+    /// saved files of every cached tenant are removed.
+    pub fn retire(&self, removed: bool) {
+        self.retirement.retire(removed);
+        if !removed {
+            return;
+        }
         if let Some(state) = &self.shared.state {
             for (_, entry) in self.entries.iter() {
                 state.remove(&entry.slot.state_key());

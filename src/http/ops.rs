@@ -76,31 +76,37 @@ pub async fn healthz() -> HttpResponse {
 /// `GET /readyz` (and `HEAD`).
 pub async fn readyz(gw: Arc<Gateway>) -> HttpResponse {
     const SHOWN: usize = 10;
-    let (count, missing) = gw.unready_documents(SHOWN).await;
-    if count == 0 {
-        HttpResponse::Ok()
-            .insert_header((header::CACHE_CONTROL, HeaderValue::from_static("no-store")))
-            .json(serde_json::json!({"status": "ready"}))
+    let r = gw.unready_documents(SHOWN).await;
+    let (count, missing) = (r.unready, r.shown);
+    let mut body = if count == 0 {
+        serde_json::json!({"status": "ready"})
     } else if gw.ready_with(count) {
         // Within --ready-min-percent: ready, and saying what is missing.
-        HttpResponse::Ok()
-            .insert_header((header::CACHE_CONTROL, HeaderValue::from_static("no-store")))
-            .json(serde_json::json!({
-                "status": "ready",
-                "unready_documents": count,
-                "reason": format!("within --ready-min-percent; no servable document: {}", missing.join("; ")),
-            }))
+        serde_json::json!({
+            "status": "ready",
+            "unready_documents": count,
+            "reason": format!("within --ready-min-percent; no servable document: {}", missing.join("; ")),
+        })
     } else {
-        HttpResponse::ServiceUnavailable()
-            .insert_header((header::CACHE_CONTROL, HeaderValue::from_static("no-store")))
-            .json(serde_json::json!({
-                "status": "not_ready",
-                "reason": if count > missing.len() {
-                    format!("no servable document: {} (and {} more)", missing.join("; "), count - missing.len())
-                } else {
-                    format!("no servable document: {}", missing.join("; "))
-                },
-                "unready_documents": count,
-            }))
+        serde_json::json!({
+            "status": "not_ready",
+            "reason": if count > missing.len() {
+                format!("no servable document: {} (and {} more)", missing.join("; "), count - missing.len())
+            } else {
+                format!("no servable document: {}", missing.join("; "))
+            },
+            "unready_documents": count,
+        })
+    };
+    if r.pending > 0 {
+        body["pending_documents"] = r.pending.into();
     }
+    let status = if body["status"] == "ready" {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    HttpResponse::build(status)
+        .insert_header((header::CACHE_CONTROL, HeaderValue::from_static("no-store")))
+        .json(body)
 }

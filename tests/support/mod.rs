@@ -793,6 +793,29 @@ pub async fn tenants_upstream() -> Upstream {
     upstream
 }
 
+/// Every regular file under `dir` (recursively), sorted, but the lock
+/// file: it holds the PID of whichever process holds the directory, so it
+/// changes from run to run and is not state.
+pub fn files_under(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                todo.push(p);
+            } else if p.is_file() && e.file_name() != ".lock" {
+                out.push(p);
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
 /// `text` written as `gateway.toml` in a new temporary directory; the
 /// directory lives as long as the returned handle. Returns it and the path.
 pub fn config_file_in_temp_dir(text: &str) -> (tempfile::TempDir, String) {
