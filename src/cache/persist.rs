@@ -347,6 +347,10 @@ fn file_of(dir: &StateDir, key: &str) -> PathBuf {
     dir.path_for(key)
 }
 
+/// How far in the future a saved fetch time may be and still count as
+/// "just now" (a clock stepped back by NTP).
+const CLOCK_SKEW: Duration = Duration::from_secs(60);
+
 /// Checks a saved copy against `slot` exactly as a fetched one would be.
 pub(super) fn restore(
     slot: &DocumentSlot,
@@ -372,14 +376,27 @@ pub(super) fn restore(
     };
     let document = ValidatedDocument::validate(saved.body, slot.issuer())
         .map_err(|e| format!("the saved document is not valid metadata: {e}"))?;
-    // A clock that went backwards makes it look new; never negative.
-    let resident = now
-        .duration_since(saved.fetched_at)
-        .unwrap_or(Duration::ZERO);
     let fresh_for = saved.lifetime.clamp(
         slot.policy().min_ttl.min(slot.policy().ttl),
         slot.policy().ttl,
     );
+    let resident = match now.duration_since(saved.fetched_at) {
+        Ok(resident) => resident,
+        // A clock stepped back a little (NTP): taken as just received.
+        Err(ahead) if ahead.duration() <= CLOCK_SKEW => Duration::ZERO,
+        // Dated well in the future: this clock, or the one of the host
+        // that saved it, is wrong, and its age is unknown. Never served as
+        // fresh (nor advertised so to caches in front): stale at once,
+        // refetched at once, and kept only for max-stale from now.
+        Err(ahead) => {
+            tracing::warn!(
+                document = &*slot.name,
+                ahead_s = ahead.duration().as_secs(),
+                "state file dated in the future: served as stale until a fetch replaces it"
+            );
+            fresh_for
+        }
+    };
     let timing = Timing {
         upstream_age: saved.upstream_age,
         fresh_for,
@@ -412,4 +429,89 @@ pub(super) fn restore(
         slot,
         resident,
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cache::slot::SlotRules;
+    use crate::cache::Backoff;
+    use crate::config::DocumentConfig;
+    use crate::discovery::DocumentKind;
+    use crate::document::ExpectedIssuer;
+    use crate::freshness::FreshnessState;
+    use crate::metrics::Metrics;
+    use crate::upstream_freshness::Settings;
+    use bytes::Bytes;
+
+    const ISSUER: &str = "https://as.example.com";
+    const URL: &str = "https://as.example.com/.well-known/oauth-authorization-server";
+
+    fn slot() -> DocumentSlot {
+        let config = DocumentConfig {
+            name: Arc::from("oauth-authorization-server"),
+            kind: DocumentKind::AuthorizationServer,
+            routes: Box::new([]),
+            upstream_urls: Arc::from(vec![Arc::from(URL)]),
+            issuer: ExpectedIssuer::new(ISSUER),
+            ttl: Duration::from_secs(300),
+            max_stale: Duration::from_secs(3600),
+        };
+        let rules = SlotRules::configured(
+            &config,
+            Duration::from_secs(5),
+            Backoff {
+                min: Duration::from_secs(1),
+                max: Duration::from_secs(60),
+            },
+            Settings::default(),
+        );
+        let metrics = Metrics::new().expect("metrics");
+        DocumentSlot::configured(metrics.group("test", true), &config, Arc::new(rules))
+    }
+
+    fn saved(fetched_at: SystemTime) -> SavedDocument {
+        SavedDocument {
+            key: "oauth-authorization-server".into(),
+            issuer: ISSUER.into(),
+            upstream_url: URL.into(),
+            fetched_at,
+            upstream_age: Duration::ZERO,
+            lifetime: Duration::from_secs(300),
+            advertised: Duration::from_secs(300),
+            stale_if_error_until: None,
+            cache_control: None,
+            expires: None,
+            etag: None,
+            last_modified: None,
+            body: Bytes::from(format!(
+                r#"{{"issuer":"{ISSUER}","authorization_endpoint":"{ISSUER}/a","token_endpoint":"{ISSUER}/t","response_types_supported":["code"]}}"#
+            )),
+        }
+    }
+
+    fn state_at_load(ahead: Duration) -> FreshnessState {
+        let now = SystemTime::now();
+        let stored = restore(&slot(), saved(now + ahead), now).expect("restored");
+        stored.rules.classify(stored.resident())
+    }
+
+    #[test]
+    fn a_fetch_time_slightly_ahead_counts_as_just_received() {
+        assert!(matches!(
+            state_at_load(Duration::from_secs(5)),
+            FreshnessState::Fresh { .. }
+        ));
+    }
+
+    #[test]
+    fn a_fetch_time_far_ahead_is_served_stale_never_fresh() {
+        for ahead in [120, 86_400, 10 * 365 * 86_400] {
+            let state = state_at_load(Duration::from_secs(ahead));
+            assert!(
+                matches!(state, FreshnessState::Stale { .. }),
+                "{ahead}s ahead: {state:?}"
+            );
+        }
+    }
 }
