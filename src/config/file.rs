@@ -545,7 +545,8 @@ fn key_at(text: &str, offset: usize) -> Option<String> {
 
 fn parse_duration(value: &str, positive: bool) -> Result<Duration, String> {
     let d = humantime::parse_duration(value)
-        .map_err(|e| format!("{value:?} is not a duration: {e} (expected e.g. 30s, 5m, 24h)"))?;
+        .map_err(|e| format!("{value:?} is not a duration: {e} (expected e.g. 30s, 5m, 24h)"))
+        .and_then(super::values::bounded_duration)?;
     if positive && d.is_zero() {
         return Err("must be greater than zero".to_string());
     }

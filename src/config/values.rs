@@ -6,10 +6,25 @@ use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::CertificateDer;
 use std::time::Duration;
 
-/// A humantime duration (`30s`, `5m`, `24h`).
+/// The longest duration any setting takes: ten years. Lifetimes are added
+/// to clock readings and saved in the state directory as 32-bit seconds; a
+/// bound far below both limits keeps every sum of settings (TTL +
+/// max-stale, say) representable.
+pub const MAX_DURATION: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
+
+/// `d` if it is at most [`MAX_DURATION`].
+pub fn bounded_duration(d: Duration) -> Result<Duration, String> {
+    if d > MAX_DURATION {
+        return Err("must be at most 3650d (ten years)".to_string());
+    }
+    Ok(d)
+}
+
+/// A humantime duration (`30s`, `5m`, `24h`), at most [`MAX_DURATION`].
 pub fn parse_duration(value: &str) -> Result<Duration, String> {
     humantime::parse_duration(value)
         .map_err(|e| format!("{e} (expected a duration such as 30s, 5m, 24h)"))
+        .and_then(bounded_duration)
 }
 
 /// A duration greater than zero.
@@ -75,5 +90,8 @@ mod tests {
         assert_eq!(parse_duration("0s"), Ok(Duration::ZERO));
         assert!(parse_positive_duration("0s").is_err());
         assert!(parse_duration("soon").is_err());
+        assert_eq!(parse_duration("3650d"), Ok(MAX_DURATION));
+        assert!(parse_duration("3651d").is_err());
+        assert!(parse_positive_duration("10000000000y").is_err());
     }
 }
