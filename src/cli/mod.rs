@@ -26,6 +26,25 @@ use clap::{CommandFactory, Parser, Subcommand};
 
 pub use listener_args::ListenerArgs;
 
+/// `--log-format`'s values: the command line's side of
+/// [`LogFormat`], so the typed configuration does not depend on clap.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormatArg {
+    /// Human-readable single lines.
+    Text,
+    /// One JSON object per line, for log shippers.
+    Json,
+}
+
+impl From<LogFormatArg> for LogFormat {
+    fn from(arg: LogFormatArg) -> Self {
+        match arg {
+            LogFormatArg::Text => Self::Text,
+            LogFormatArg::Json => Self::Json,
+        }
+    }
+}
+
 use crate::config::documents::{self, AuthorizationServerSpec, IssuerDocuments, SpecField};
 use crate::config::values::{load_ca_file, parse_duration, parse_positive_duration, parse_size};
 use crate::config::{
@@ -204,8 +223,8 @@ pub struct Cli {
     pub shutdown_timeout: Duration,
 
     /// Log line format.
-    #[arg(long, env = "GATEWAY_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
-    pub log_format: LogFormat,
+    #[arg(long, env = "GATEWAY_LOG_FORMAT", value_enum, default_value_t = LogFormatArg::Text)]
+    pub log_format: LogFormatArg,
 
     /// TLS and client-connection limits (src/listener).
     #[command(flatten)]
@@ -330,7 +349,7 @@ impl Cli {
             demo: self.demo.then_some(self.demo_listen),
             workers: self.workers.map(usize::from),
             shutdown_timeout: self.shutdown_timeout,
-            log_format: self.log_format,
+            log_format: self.log_format.into(),
             listener,
         })
     }

@@ -40,7 +40,7 @@ pub const DEFAULT_UPSTREAM_CONCURRENCY: usize = 8;
 pub const DEFAULT_METRICS_DOCUMENT_LABELS: usize = 32;
 
 /// How log lines are written.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LogFormat {
     /// Human-readable single lines.
     Text,
