@@ -494,3 +494,57 @@ async fn a_tenant_gone_on_refresh_410_is_forgotten_and_a_404_rides_out_on_the_st
         lost.cache_status()
     );
 }
+
+#[actix_web::test]
+async fn a_failing_tenant_backs_off_alone_and_a_gone_one_is_remembered() {
+    let (upstream, gw) = template_gateway(
+        Duration::ZERO,
+        &["--retry-backoff-min", "30s", "--retry-backoff-max", "60s"],
+    )
+    .await;
+    upstream.set_path(&route("broken"), Behaviour::status(503));
+    for path in [
+        route("deleted"),
+        "/.well-known/openid-configuration/realms/deleted".to_string(),
+        "/realms/deleted/.well-known/openid-configuration".to_string(),
+    ] {
+        upstream.set_path(&path, Behaviour::status(410));
+    }
+
+    let first = get(&gw.url(&route("broken"))).await;
+    assert!(
+        first.status >= 500,
+        "{}",
+        String::from_utf8_lossy(&first.body)
+    );
+    first.assert_json_error_body();
+    assert_eq!(
+        upstream.requests_for(&route("broken")),
+        1,
+        "a 5xx stops discovery"
+    );
+    // Within the back-off: the error at once, with the time left, and no
+    // upstream request.
+    for _ in 0..5 {
+        let again = get(&gw.url(&route("broken"))).await;
+        assert!(again.status >= 500, "{}", again.status);
+        again.assert_json_error_body();
+        let retry: u64 = again
+            .header("retry-after")
+            .and_then(|v| v.parse().ok())
+            .expect("Retry-After");
+        assert!((1..=30).contains(&retry), "{retry}");
+        assert_eq!(again.header("access-control-allow-origin"), Some("*"));
+    }
+    assert_eq!(upstream.requests_for(&route("broken")), 1, "backing off");
+    // Another tenant of the same template is not held back by it.
+    assert_eq!(get(&gw.url(&route("acme"))).await.status, 200);
+
+    // 410 Gone on a cold fetch: a 404 to clients, remembered like one.
+    for _ in 0..3 {
+        let gone = get(&gw.url(&route("deleted"))).await;
+        assert_eq!(gone.status, 404);
+        assert_eq!(gone.json()["error"], "not_found");
+    }
+    assert_eq!(upstream.requests_for(&route("deleted")), 1, "remembered");
+}
