@@ -201,7 +201,7 @@ measure() { # target, url, conns, seconds[, server pids (space-separated)]
     local ticks0 ticks1 wrk_cpu
     # shellcheck disable=SC2086 # pids is a list
     ticks0=$(cpu_ticks $pids)
-    out=$( { TIMEFORMAT='%U %S'; time timeout $((seconds + 30)) wrk -t "$WRK_THREADS" -c "$conns" -d "${seconds}s" --latency "$url"; } 2>"$WORK/wrk.time") ||
+    out=$( { TIMEFORMAT='%U %S'; time timeout $((seconds + 30)) ${WRK_CPUS:+taskset -c "$WRK_CPUS"} wrk -t "$WRK_THREADS" -c "$conns" -d "${seconds}s" --latency "$url"; } 2>"$WORK/wrk.time") ||
         die "wrk failed against $target"
     # shellcheck disable=SC2086
     ticks1=$(cpu_ticks $pids)

@@ -36,6 +36,10 @@
 #   TTL=300s          gateway --ttl and nginx proxy_cache_valid 200
 #   WORKERS=          gateway --workers (default: the gateway's, one per core)
 #   NGINX_WORKERS=2   nginx worker_processes
+#   PIN=              "1": wrk on CPU 0, every server (the gateway, nginx,
+#                     the upstream) on CPU 1, so the load generator and the
+#                     server under test never take each other's core; the
+#                     ratio then compares the servers alone (empty: no pinning)
 #   UPSTREAM_BOUND=8  the bound on upstream requests in flight the report
 #                     checks against (the gateway's default per upstream host)
 #   READY_TIMEOUT=600 seconds to wait for /readyz with N issuers
@@ -63,6 +67,7 @@ TTL=${TTL:-300s}
 WORKERS=${WORKERS:-}
 NGINX_WORKERS=${NGINX_WORKERS:-2}
 UPSTREAM_BOUND=${UPSTREAM_BOUND:-8}
+PIN=${PIN:-}
 READY_TIMEOUT=${READY_TIMEOUT:-600}
 TEMPLATE_TIMEOUT=${TEMPLATE_TIMEOUT:-300}
 PATH_AS=/.well-known/oauth-authorization-server
@@ -74,6 +79,21 @@ for v in N NGINX_WORKERS DURATION CONNECTIONS WRK_THREADS ROUNDS TENANTS MAX_TEN
     case "${!v}" in *[!0-9]* | "" | 0*) die "$v: \"${!v}\" is not a positive number" ;; esac
 done
 case "$WORKERS" in *[!0-9]* | 0*) die "WORKERS: \"$WORKERS\" is not a positive number" ;; esac
+
+case "$PIN" in "" | 1) ;; *) die "PIN: \"$PIN\" is neither empty nor 1" ;; esac
+if [ -n "$PIN" ]; then
+    [ "$(nproc)" -ge 2 ] || die "PIN=1 needs 2 CPUs, this machine has $(nproc)"
+    WRK_CPUS=0
+fi
+# Moves every thread of each PID (and of its children: nginx's workers) to
+# CPU 1 when PIN is set.
+pin_servers() { # pid...
+    [ -n "$PIN" ] || return 0
+    local pid
+    for pid in "$@" $(for p in "$@"; do pgrep -P "$p"; done); do
+        taskset -a -p -c 1 "$pid" >/dev/null || die "taskset of $pid failed"
+    done
+}
 
 RUN_STARTED=$(date +%s)
 LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
@@ -92,7 +112,9 @@ P_TPL=$(free_port)
 # --- the upstream, nginx and the gateway with N issuers ----------------------
 start upstream python3 benches/tenant_upstream.py --delay "$DELAY" --max-seconds 7200 \
     --port "$P_UP_GW" --port "$P_UP_NGX" --port "$P_UP_TPL"
+UP_PID=$LAST_PID
 wait_ready "http://127.0.0.1:$P_UP_GW/_stats" upstream
+pin_servers "$UP_PID"
 
 # One figure of the upstream's /_stats for a port: requests, not_found,
 # in_flight, peak_in_flight, distinct_tenants.
@@ -155,6 +177,7 @@ done
 STARTUP_S=$(awk -v a="$GW_T0" -v b="$(date +%s.%N)" 'BEGIN {printf "%.1f", b - a}')
 log "ready after ${STARTUP_S}s"
 wait_ready "http://127.0.0.1:$P_PROXY$PATH_AS/tenant1" nginx-proxy-cache
+pin_servers "$GW_PID" "$(cat "$WORK/nginx.pid")"
 
 declare -A URL
 URL[gateway-first]="http://127.0.0.1:$P_GW$PATH_AS/tenant1"
@@ -180,7 +203,7 @@ code=$(http_code "${URL[gateway-unknown]}")
 log "the first and last tenant serve the upstream's $(wc -c <"$WORK/got") bytes; the unknown path is a 404"
 
 for t in "${TARGETS[@]}"; do
-    timeout 31 wrk -t "$WRK_THREADS" -c "$CONNECTIONS" -d 1s "${URL[$t]}" >/dev/null || die "warm-up of $t failed"
+    timeout 31 ${WRK_CPUS:+taskset -c "$WRK_CPUS"} wrk -t "$WRK_THREADS" -c "$CONNECTIONS" -d 1s "${URL[$t]}" >/dev/null || die "warm-up of $t failed"
 done
 : >"$WORK/results"
 for round in $(seq "$ROUNDS"); do
@@ -242,9 +265,10 @@ if [ -z "$TPL_STATUS" ]; then
     TPL_ANSWERED=$(wc -l <"$WORK/tenant-codes")
     log "template pass: $TPL_ANSWERED of $TENANTS answered in ${TPL_PASS_S}s ($TPL_CODES)"
     TPL_UP_AFTER_PASS=$(upstream_stat "$P_UP_TPL" requests)
+    pin_servers "$TPL_PID"
     URL[template-hot]="http://127.0.0.1:$P_TPL$PATH_AS/t1"
     curl -s --max-time 30 -o /dev/null "${URL[template-hot]}" || true
-    timeout 31 wrk -t "$WRK_THREADS" -c "$CONNECTIONS" -d 1s "${URL[template-hot]}" >/dev/null || die "warm-up of template-hot failed"
+    timeout 31 ${WRK_CPUS:+taskset -c "$WRK_CPUS"} wrk -t "$WRK_THREADS" -c "$CONNECTIONS" -d 1s "${URL[template-hot]}" >/dev/null || die "warm-up of template-hot failed"
     for round in $(seq "$ROUNDS"); do
         measure template-hot "${URL[template-hot]}" "$CONNECTIONS" "$DURATION" "$TPL_PID"
     done
@@ -287,6 +311,7 @@ report() {
     r_nginx=$(ratio "$last" "${RPS[nginx-last]}")
     echo "date: $(date -u +%Y-%m-%dT%H:%M:%SZ)"
     echo "machine: $(machine), load before: $LOAD_BEFORE, after: $(cut -d' ' -f1-3 /proc/loadavg)"
+    if [ -n "$PIN" ]; then echo "pinned (PIN=1): wrk on CPU 0; gateway, nginx and upstream on CPU 1"; fi
     echo "gateway: $GATEWAY_BIN --ttl $TTL${WORKERS:+ --workers $WORKERS}; nginx $("$NGINX" -v 2>&1 | sed 's/.*\///') ($NGINX_WORKERS workers, one prefix location); upstream delay ${DELAY}s"
     echo "wrk -t$WRK_THREADS -c$CONNECTIONS, ${ROUNDS} rounds x ${DURATION}s, medians; $N configured issuers; run took ${RUN_S}s"
     echo
