@@ -31,14 +31,25 @@ fn main() -> ExitCode {
     if let Some(Command::Check(args)) = cli.command.take() {
         return check(&args);
     }
+    let Some(runtime) = runtime() else {
+        return ExitCode::FAILURE;
+    };
+    // SIGHUP's default action ends the process: take it over before the
+    // config file is read (10,000 issuers take a while to parse), so a
+    // `systemctl reload` during start-up is a reload, not a kill.
+    let reloads = {
+        let _in_runtime = runtime.enter();
+        reload_signals()
+    };
     let config = match cli.into_config() {
         Ok(config) => config,
         Err(err) => err.exit(),
     };
     init_logging(config.log_format);
-    let Some(runtime) = runtime() else {
-        return ExitCode::FAILURE;
-    };
+    let reloads = reloads.unwrap_or_else(|e| {
+        tracing::warn!("cannot listen for SIGHUP, reload is off: {e}");
+        tokio::sync::mpsc::unbounded_channel().1
+    });
     runtime.block_on(async move {
         let public = match std::net::TcpListener::bind(config.listen) {
             Ok(l) => l,
@@ -62,7 +73,7 @@ fn main() -> ExitCode {
             }
         };
         let listeners = Listeners { public, admin };
-        match run(config, listeners, shutdown_signal(), reload_signals()).await {
+        match run(config, listeners, shutdown_signal(), reloads).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 tracing::error!("{e}");
@@ -132,23 +143,22 @@ async fn shutdown_signal() {
     }
 }
 
-/// One message per SIGHUP: reload the `--config` file.
-fn reload_signals() -> tokio::sync::mpsc::UnboundedReceiver<()> {
+/// One message per SIGHUP: reload the `--config` file. Call inside the
+/// runtime (it spawns the task that forwards the signals).
+fn reload_signals() -> std::io::Result<tokio::sync::mpsc::UnboundedReceiver<()>> {
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
     #[cfg(unix)]
-    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
-        Ok(mut hup) => {
-            tokio::spawn(async move {
-                while hup.recv().await.is_some() {
-                    if tx.send(()).is_err() {
-                        break;
-                    }
+    {
+        let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
+        tokio::spawn(async move {
+            while hup.recv().await.is_some() {
+                if tx.send(()).is_err() {
+                    break;
                 }
-            });
-        }
-        Err(e) => tracing::warn!("cannot listen for SIGHUP, reload is off: {e}"),
+            }
+        });
     }
     #[cfg(not(unix))]
     drop(tx);
-    rx
+    Ok(rx)
 }
