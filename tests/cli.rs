@@ -46,6 +46,18 @@ fn bad_values_exit_2_naming_the_flag() {
             "--upstream-ca",
         ),
         (&["--log-format", "xml"], "--log-format"),
+        (&["--ttl", "3651d"], "--ttl"),
+        (&["--max-stale", "100000000y"], "--max-stale"),
+        (
+            &[
+                "--listen",
+                "127.0.0.1:8080",
+                "--admin-listen",
+                "127.0.0.1:8080",
+            ],
+            "--admin-listen",
+        ),
+        (&["--admin-listen", "loopback"], "--admin-listen"),
         (&["--no-such-flag"], "--no-such-flag"),
     ];
     for (args, flag) in cases {

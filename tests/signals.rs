@@ -1,6 +1,8 @@
 //! The real binary under SIGTERM and SIGINT: it stops accepting, lets the
 //! request in flight finish, stops its refresher and exits 0, within the
-//! bound set by --shutdown-timeout.
+//! bound set by --shutdown-timeout. SIGHUP reloads the config file. The
+//! admin listener (`--admin-listen`, here through its environment variable)
+//! serves operations on its own port, and the public port does not.
 //!
 //! The signals are sent with `/bin/kill` (procps), so the test needs no
 //! `unsafe` and no extra crate.
@@ -289,4 +291,50 @@ async fn sighup_reloads_the_config_file_and_refuses_a_bad_one() {
     let r = get(&format!("{base}{AS_PATH}/t2")).await;
     assert_eq!(r.status, 200, "the previous configuration keeps serving");
     assert_eq!(upstream.requests_for(&format!("{AS_PATH}/t1")), 1);
+}
+
+#[actix_web::test]
+async fn admin_listen_serves_operations_on_its_own_port_only() {
+    let listen = format!("127.0.0.1:{}", free_port());
+    let admin = format!("127.0.0.1:{}", free_port());
+    let demo = format!("127.0.0.1:{}", free_port());
+    let issuer = format!("http://{demo}");
+    let mut proc = Process::spawn(
+        &[
+            "--demo",
+            "--demo-listen",
+            &demo,
+            "--upstream",
+            &issuer,
+            "--listen",
+            &listen,
+            "--workers",
+            "1",
+        ],
+        // The environment form of the flag, as the systemd unit and the
+        // Kubernetes ConfigMap set it.
+        &[("GATEWAY_ADMIN_LISTEN", admin.as_str())],
+    );
+    let admin_base = format!("http://{admin}");
+    proc.wait_status(
+        &format!("{admin_base}/readyz"),
+        200,
+        Duration::from_secs(20),
+    )
+    .await;
+    let docs = get(&format!("{admin_base}/documents")).await;
+    assert_eq!(docs.status, 200);
+    assert_eq!(docs.json()["documents"][0]["state"], "fresh");
+    assert_eq!(get(&format!("{admin_base}/metrics")).await.status, 200);
+    // The public listener serves the metadata, never the admin paths.
+    let public = format!("http://{listen}");
+    assert_eq!(get(&format!("{public}{AS_PATH}")).await.status, 200);
+    assert_eq!(get(&format!("{public}/documents")).await.status, 404);
+    assert_eq!(
+        send("POST", &format!("{public}/refresh"), &[]).await.status,
+        404
+    );
+    proc.signal("TERM");
+    let (status, output) = proc.wait(Duration::from_secs(15)).await;
+    assert_eq!(status.code(), Some(0), "{output}");
 }
