@@ -161,6 +161,11 @@ pub async fn run(
                     let keep: HashSet<usize> = slots.iter().map(|s| s.id).collect();
                     s.slots.retain(|id, _| keep.contains(id));
                     s.due_at.retain(|id, _| keep.contains(id));
+                    // A removed slot's pending operator refresh goes with
+                    // it (ids are never reused: kept, they would pile up
+                    // over reloads).
+                    s.forced.retain(|id| keep.contains(id));
+                    s.again.retain(|id| keep.contains(id));
                     warming.retain(|id| keep.contains(id));
                     let now = TokioInstant::now();
                     for slot in slots {
