@@ -14,26 +14,28 @@ use std::time::{Duration, Instant};
 use support::process::Process;
 use support::*;
 
-async fn demo_stops_cleanly_on(signal: &str) {
+/// The binary with `--demo` on free ports, plus `extra` flags and `envs`:
+/// the process, its listen address and the demo issuer.
+fn spawn_demo(extra: &[&str], envs: &[(&str, &str)]) -> (Process, String, String) {
     let listen = format!("127.0.0.1:{}", free_port());
     let demo = format!("127.0.0.1:{}", free_port());
     let issuer = format!("http://{demo}");
-    let mut proc = Process::spawn(
-        &[
-            "--demo",
-            "--demo-listen",
-            &demo,
-            "--upstream",
-            &issuer,
-            "--listen",
-            &listen,
-            "--workers",
-            "2",
-            "--shutdown-timeout",
-            "5s",
-        ],
-        &[],
-    );
+    let mut args = vec![
+        "--demo",
+        "--demo-listen",
+        &demo,
+        "--upstream",
+        &issuer,
+        "--listen",
+        &listen,
+    ];
+    args.extend_from_slice(extra);
+    (Process::spawn(&args, envs), listen, issuer)
+}
+
+async fn demo_stops_cleanly_on(signal: &str) {
+    let (mut proc, listen, issuer) =
+        spawn_demo(&["--workers", "2", "--shutdown-timeout", "5s"], &[]);
     let base = format!("http://{listen}");
     proc.wait_status(&format!("{base}/readyz"), 200, Duration::from_secs(20))
         .await;
@@ -295,24 +297,11 @@ async fn sighup_reloads_the_config_file_and_refuses_a_bad_one() {
 
 #[actix_web::test]
 async fn admin_listen_serves_operations_on_its_own_port_only() {
-    let listen = format!("127.0.0.1:{}", free_port());
     let admin = format!("127.0.0.1:{}", free_port());
-    let demo = format!("127.0.0.1:{}", free_port());
-    let issuer = format!("http://{demo}");
-    let mut proc = Process::spawn(
-        &[
-            "--demo",
-            "--demo-listen",
-            &demo,
-            "--upstream",
-            &issuer,
-            "--listen",
-            &listen,
-            "--workers",
-            "1",
-        ],
-        // The environment form of the flag, as the systemd unit and the
-        // Kubernetes ConfigMap set it.
+    // The environment form of the flag, as the systemd unit and the
+    // Kubernetes ConfigMap set it.
+    let (mut proc, listen, _) = spawn_demo(
+        &["--workers", "1"],
         &[("GATEWAY_ADMIN_LISTEN", admin.as_str())],
     );
     let admin_base = format!("http://{admin}");
