@@ -47,6 +47,9 @@ use crate::upstream::{Fetcher, Priority, Validators};
 use crate::upstream_freshness::{self, Timing, UpstreamHeaders};
 
 pub use persist::{RestoreReport, StateWriter};
+
+/// Documents read back from the state directory per blocking task.
+const RESTORE_CHUNK: usize = 256;
 pub use slot::{Backoff, DocumentSlot};
 
 use fetch::FetchContext;
@@ -379,9 +382,16 @@ impl MetadataCache {
                 empty.push(slot.clone());
             }
         }
-        let (loaded, report) = state.load(empty).await;
-        for (slot, stored) in loaded {
-            self.entries.insert(slot.id, Arc::new(stored)).await;
+        // In chunks: 10,000 restored documents are never all held twice
+        // (once read, once stored) at the same time.
+        let mut report = RestoreReport::default();
+        for chunk in empty.chunks(RESTORE_CHUNK) {
+            let (loaded, r) = state.load(chunk.to_vec()).await;
+            report.restored += r.restored;
+            report.ignored += r.ignored;
+            for (slot, stored) in loaded {
+                self.entries.insert(slot.id, Arc::new(stored)).await;
+            }
         }
         report
     }

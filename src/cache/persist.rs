@@ -144,13 +144,12 @@ impl StateWriter {
         let max_body = self.max_body;
         let empty = templates.len();
         let loaded = tokio::task::spawn_blocking(move || {
-            let (docs, problems) = dir.load_all(max_body);
+            // The configured documents' files are theirs to read (and to
+            // report).
             let theirs: HashSet<String> = configured.iter().map(|k| file_name_for(k)).collect();
+            let (docs, problems) = dir.load_all_but(max_body, &theirs);
             for (path, problem) in problems {
-                let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
-                if !theirs.contains(name) {
-                    tracing::warn!(path = %path.display(), reason = %problem, "state file ignored");
-                }
+                tracing::warn!(path = %path.display(), reason = %problem, "state file ignored");
             }
             let prefixes: Vec<String> = templates.iter().map(|t| format!("{t}@")).collect();
             let mut out: Vec<Vec<(String, SavedDocument)>> = vec![Vec::new(); templates.len()];
@@ -183,13 +182,11 @@ impl StateWriter {
         let orphans = tokio::task::spawn_blocking(move || {
             let theirs: HashSet<String> = configured.iter().map(|k| file_name_for(k)).collect();
             let prefixes: Vec<String> = templates.iter().map(|t| format!("{t}@")).collect();
-            let (docs, _) = dir.load_all(max_body);
+            // Only the files no configured document claims are read.
+            let (docs, _) = dir.load_all_but(max_body, &theirs);
             docs.into_iter()
                 .map(|d| d.key)
-                .filter(|k| {
-                    !theirs.contains(&file_name_for(k))
-                        && !prefixes.iter().any(|p| k.starts_with(p.as_str()))
-                })
+                .filter(|k| !prefixes.iter().any(|p| k.starts_with(p.as_str())))
                 .collect::<Vec<_>>()
         })
         .await
