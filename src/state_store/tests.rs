@@ -111,6 +111,12 @@ fn round_trip_keeps_every_field() {
     for saved in &cases {
         assert!(all.contains(saved));
     }
+    // Skipping files by name: the others only.
+    let skip = std::iter::once(file_name_for(&cases[0].key)).collect();
+    let (rest, problems) = dir.load_all_but(MAX_BODY, &skip);
+    assert!(problems.is_empty(), "{problems:?}");
+    assert_eq!(rest.len(), cases.len() - 1);
+    assert!(!rest.contains(&cases[0]));
 }
 
 #[test]
