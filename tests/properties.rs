@@ -740,3 +740,103 @@ proptest! {
         }
     }
 }
+
+/// One `Cache-Control` directive as the model knows it, rendered by
+/// [`render_directive`] in any letter case, with or without a quoted
+/// argument.
+#[derive(Debug, Clone)]
+enum Directive {
+    MaxAge(u64, bool),
+    SMaxAge(u64, bool),
+    StaleIfError(u64),
+    NoStore,
+    NoCache,
+    Private,
+    Public,
+    /// `no-cache="…"` / `private="…"`: about header fields only.
+    Qualified(&'static str, &'static str),
+    /// An extension whose quoted argument looks like directives and holds
+    /// commas: it must not split, and must change nothing.
+    Extension(&'static str),
+}
+
+fn model_directive() -> impl Strategy<Value = Directive> {
+    prop_oneof![
+        (0u64..1_000_000, any::<bool>()).prop_map(|(n, q)| Directive::MaxAge(n, q)),
+        (0u64..1_000_000, any::<bool>()).prop_map(|(n, q)| Directive::SMaxAge(n, q)),
+        (0u64..1_000_000).prop_map(Directive::StaleIfError),
+        Just(Directive::NoStore),
+        Just(Directive::NoCache),
+        Just(Directive::Private),
+        Just(Directive::Public),
+        prop_oneof![Just("no-cache"), Just("private")]
+            .prop_map(|n| Directive::Qualified(n, "set-cookie, x-a")),
+        prop_oneof![
+            Just("ext=\"max-age=1, no-store\""),
+            Just("community=\"s-maxage=2,private\""),
+            Just("x-y"),
+        ]
+        .prop_map(Directive::Extension),
+    ]
+}
+
+fn render_directive(d: &Directive, upper: bool) -> String {
+    let text = match d {
+        Directive::MaxAge(n, true) => format!("max-age=\"{n}\""),
+        Directive::MaxAge(n, false) => format!("max-age={n}"),
+        Directive::SMaxAge(n, true) => format!("s-maxage=\"{n}\""),
+        Directive::SMaxAge(n, false) => format!("s-maxage={n}"),
+        Directive::StaleIfError(n) => format!("stale-if-error={n}"),
+        Directive::NoStore => "no-store".into(),
+        Directive::NoCache => "no-cache".into(),
+        Directive::Private => "private".into(),
+        Directive::Public => "public".into(),
+        Directive::Qualified(name, fields) => format!("{name}=\"{fields}\""),
+        Directive::Extension(text) => (*text).into(),
+    };
+    if upper {
+        // Directive names are case-insensitive (RFC 9111 §5.2); the
+        // arguments used here have no letters that matter.
+        text.to_ascii_uppercase()
+    } else {
+        text
+    }
+}
+
+proptest! {
+    #![proptest_config(PtConfig::with_cases(2048))]
+
+    /// The `Cache-Control` parser against an independent model: the first
+    /// `max-age` / `s-maxage` / `stale-if-error` wins (RFC 9111 §4.2.1),
+    /// `no-store` anywhere counts, `no-cache` and `private` only
+    /// unqualified, quoted arguments (commas included) neither split nor
+    /// leak directives, and names match in any case, whatever the
+    /// whitespace around the commas.
+    #[test]
+    fn cache_control_parses_as_the_model_says(
+        items in proptest::collection::vec((model_directive(), any::<bool>()), 0..7),
+        spaces in proptest::collection::vec("[ \t]{0,2}", 8),
+    ) {
+        use oauth_metadata_gateway::upstream_freshness::parse_cache_control;
+        let mut value = String::new();
+        for (i, (d, upper)) in items.iter().enumerate() {
+            if i > 0 {
+                value.push(',');
+            }
+            value.push_str(&spaces[i % spaces.len()]);
+            value.push_str(&render_directive(d, *upper));
+        }
+        let parsed = parse_cache_control(&value);
+        let first = |f: &dyn Fn(&Directive) -> Option<u64>| items.iter().find_map(|(d, _)| f(d));
+        let max_age = first(&|d| match d { Directive::MaxAge(n, _) => Some(*n), _ => None });
+        let s_maxage = first(&|d| match d { Directive::SMaxAge(n, _) => Some(*n), _ => None });
+        let sie = first(&|d| match d { Directive::StaleIfError(n) => Some(*n), _ => None });
+        let any = |want: fn(&Directive) -> bool| items.iter().any(|(d, _)| want(d));
+        prop_assert_eq!(parsed.max_age.map(|r| r.ok()), max_age.map(Some), "{}", value);
+        prop_assert_eq!(parsed.s_maxage.map(|r| r.ok()), s_maxage.map(Some), "{}", value);
+        prop_assert_eq!(parsed.stale_if_error, sie, "{}", value);
+        prop_assert_eq!(parsed.no_store, any(|d| matches!(d, Directive::NoStore)), "{}", value);
+        prop_assert_eq!(parsed.no_cache, any(|d| matches!(d, Directive::NoCache)), "{}", value);
+        prop_assert_eq!(parsed.private, any(|d| matches!(d, Directive::Private)), "{}", value);
+    }
+}
