@@ -47,12 +47,12 @@ use crate::upstream::{Fetcher, Priority, Validators};
 use crate::upstream_freshness::{self, Timing, UpstreamHeaders};
 
 pub use persist::{RestoreReport, StateWriter};
-
-/// Documents read back from the state directory per blocking task.
-const RESTORE_CHUNK: usize = 256;
 pub use slot::{Backoff, DocumentSlot};
 
 use fetch::FetchContext;
+
+/// Documents read back from the state directory per blocking task.
+const RESTORE_CHUNK: usize = 256;
 
 /// A validated document as stored: its bytes, when and where it was
 /// received, the upstream headers its freshness and validators come from,
@@ -562,10 +562,8 @@ impl MetadataCache {
                     .fetch(slot, Priority::Background, Some(permit), Some(&stored))
                     .await
                 {
-                    if !slot.retirement.is_retired() {
-                        self.entries.insert(slot.id, next).await;
-                        self.drop_if_retired(slot).await;
-                    }
+                    self.entries.insert(slot.id, next).await;
+                    self.drop_if_retired(slot).await;
                 }
             }
             None => {
