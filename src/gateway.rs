@@ -568,12 +568,13 @@ impl Gateway {
         }
     }
 
-    /// Whether `unready` of the configured documents (none servable) is
+    /// Whether `r.unready` of the configured documents (none servable) is
     /// within `--ready-min-percent`: ready while at least that share of
-    /// them is servable. With no configured document, ready.
-    pub fn ready_with(&self, unready: usize) -> bool {
-        let total = self.slots.len();
-        let servable = total - unready.min(total);
+    /// them is servable, pending ones left out of both counts. With no
+    /// configured document, ready.
+    pub fn ready_with(&self, r: &Readiness) -> bool {
+        let total = self.slots.len().saturating_sub(r.pending);
+        let servable = total - r.unready.min(total);
         // servable / total >= percent / 100, in integers.
         servable * 100 >= total * usize::from(self.lasting.ready_min_percent)
     }

@@ -77,10 +77,11 @@ pub async fn healthz() -> HttpResponse {
 pub async fn readyz(gw: Arc<Gateway>) -> HttpResponse {
     const SHOWN: usize = 10;
     let r = gw.unready_documents(SHOWN).await;
-    let (count, missing) = (r.unready, r.shown);
+    let ready = gw.ready_with(&r);
+    let (count, missing) = (r.unready, &r.shown);
     let mut body = if count == 0 {
         serde_json::json!({"status": "ready"})
-    } else if gw.ready_with(count) {
+    } else if ready {
         // Within --ready-min-percent: ready, and saying what is missing.
         serde_json::json!({
             "status": "ready",
@@ -101,7 +102,7 @@ pub async fn readyz(gw: Arc<Gateway>) -> HttpResponse {
     if r.pending > 0 {
         body["pending_documents"] = r.pending.into();
     }
-    let status = if body["status"] == "ready" {
+    let status = if ready {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE
