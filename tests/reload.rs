@@ -38,6 +38,17 @@ impl File {
     }
 }
 
+/// A gateway (with an admin listener) running from a config file holding
+/// `text`, plus `extra` flags; the file is returned for the test to rewrite.
+async fn gateway_on(text: &str, extra: &[&str]) -> (File, Gateway) {
+    let file = File::new(text);
+    let path = file.path();
+    let mut args = vec!["--config", &path];
+    args.extend_from_slice(extra);
+    let gw = Gateway::start_with_admin(&args).await;
+    (file, gw)
+}
+
 /// `[[authorization_server]]` tables for these tenants of `upstream`, with
 /// extra keys per tenant.
 fn tenants(upstream: &Upstream, list: &[(&str, &str)]) -> String {
@@ -102,9 +113,11 @@ async fn wait_all_fresh(gw: &Gateway, count: usize) {
 #[actix_web::test]
 async fn a_reload_adds_removes_and_changes_documents_and_keeps_the_unchanged_ones() {
     let upstream = upstream().await;
-    let file = File::new(&tenants(&upstream, &[("t1", ""), ("t2", ""), ("t3", "")]));
-    let path = file.path();
-    let gw = Gateway::start_with_admin(&["--config", &path]).await;
+    let (file, gw) = gateway_on(
+        &tenants(&upstream, &[("t1", ""), ("t2", ""), ("t3", "")]),
+        &[],
+    )
+    .await;
     wait_all_fresh(&gw, 3).await;
     for t in ["t1", "t2", "t3"] {
         assert_eq!(get(&gw.url(&route(t))).await.status, 200);
@@ -180,9 +193,7 @@ async fn a_reload_adds_removes_and_changes_documents_and_keeps_the_unchanged_one
 #[actix_web::test]
 async fn a_bad_file_is_refused_and_the_old_configuration_keeps_serving() {
     let upstream = upstream().await;
-    let file = File::new(&tenants(&upstream, &[("t1", "")]));
-    let path = file.path();
-    let gw = Gateway::start_with_admin(&["--config", &path]).await;
+    let (file, gw) = gateway_on(&tenants(&upstream, &[("t1", "")]), &[]).await;
     wait_all_fresh(&gw, 1).await;
 
     for (refused, bad) in [
@@ -268,9 +279,7 @@ async fn every_request_is_answered_while_reloads_run_under_load() {
     let upstream = upstream().await;
     let a = tenants(&upstream, &[("t1", ""), ("t2", "")]);
     let b = tenants(&upstream, &[("t1", ""), ("t2", ""), ("t5", "")]);
-    let file = File::new(&a);
-    let path = file.path();
-    let gw = Gateway::start_with_admin(&["--config", &path]).await;
+    let (file, gw) = gateway_on(&a, &[]).await;
     wait_all_fresh(&gw, 2).await;
 
     const RELOADS: u64 = 20;
@@ -346,9 +355,11 @@ async fn an_unchanged_template_keeps_its_tenants_and_a_removed_one_stops_serving
         "[[authorization_server]]\nissuer = \"{}/realms/{{tenant}}\"\n",
         upstream.base_url
     );
-    let file = File::new(&(template.clone() + &tenants(&upstream, &[("t1", "")])));
-    let path = file.path();
-    let gw = Gateway::start_with_admin(&["--config", &path]).await;
+    let (file, gw) = gateway_on(
+        &(template.clone() + &tenants(&upstream, &[("t1", "")])),
+        &[],
+    )
+    .await;
     let acme = format!("{AS_PATH}/realms/acme");
     assert_eq!(get(&gw.url(&acme)).await.status, 200);
 
@@ -384,16 +395,15 @@ async fn a_reload_during_an_outage_keeps_serving_changed_documents_and_templates
             upstream.base_url
         )
     };
-    let file = File::new(&(template(50) + &tenants(&upstream, &[("t1", ""), ("t2", "")])));
-    let path = file.path();
-    let gw = Gateway::start_with_admin(&[
-        "--config",
-        &path,
-        "--retry-backoff-min",
-        "200ms",
-        "--retry-backoff-max",
-        "400ms",
-    ])
+    let (file, gw) = gateway_on(
+        &(template(50) + &tenants(&upstream, &[("t1", ""), ("t2", "")])),
+        &[
+            "--retry-backoff-min",
+            "200ms",
+            "--retry-backoff-max",
+            "400ms",
+        ],
+    )
     .await;
     wait_all_fresh(&gw, 2).await;
     let acme = format!("{AS_PATH}/realms/acme");
@@ -436,9 +446,7 @@ async fn a_reload_during_an_outage_keeps_serving_changed_documents_and_templates
 #[actix_web::test]
 async fn an_added_document_that_cannot_be_fetched_leaves_a_ready_gateway_ready() {
     let upstream = upstream().await;
-    let file = File::new(&tenants(&upstream, &[("t1", "")]));
-    let path = file.path();
-    let gw = Gateway::start_with_admin(&["--config", &path]).await;
+    let (file, gw) = gateway_on(&tenants(&upstream, &[("t1", "")]), &[]).await;
     wait_all_fresh(&gw, 1).await;
     assert_eq!(get(&gw.url("/readyz")).await.status, 200);
 
@@ -486,9 +494,11 @@ async fn a_fetch_running_when_its_document_is_removed_brings_back_no_file() {
             .filter(|p| p.to_string_lossy().ends_with(".json-doc"))
             .count()
     };
-    let file = File::new(&tenants(&upstream, &[("t1", ""), ("t2", "")]));
-    let path = file.path();
-    let gw = Gateway::start_with_admin(&["--config", &path, "--state-dir", &state_dir]).await;
+    let (file, gw) = gateway_on(
+        &tenants(&upstream, &[("t1", ""), ("t2", "")]),
+        &["--state-dir", &state_dir],
+    )
+    .await;
     wait_all_fresh(&gw, 2).await;
     poll_until(&gw.url("/healthz"), Duration::from_secs(5), |_| {
         saved() == 2
