@@ -24,10 +24,10 @@ use actix_web::dev::ServerHandle;
 use actix_web::http::StatusCode;
 use actix_web::{test, web, App, HttpResponse, HttpServer};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use oauth_metadata_gateway::cache_rules::outcome::CacheOutcome;
 use oauth_metadata_gateway::config::AS_METADATA_PATH;
 use oauth_metadata_gateway::http::metadata;
-use oauth_metadata_gateway::outcome::CacheOutcome;
-use oauth_metadata_gateway::{Cli, Gateway};
+use oauth_metadata_gateway::{Cli, Generation};
 use tokio::runtime::Runtime;
 
 /// The issuer of both documents; the upstream's own address differs, which
@@ -98,7 +98,7 @@ fn start_upstream(rt: &Runtime, documents: Vec<web::Bytes>) -> (String, ServerHa
 }
 
 /// A gateway (not serving HTTP: the benchmark calls it directly).
-fn gateway(upstream: &str, index: usize, extra: &[&str]) -> Arc<Gateway> {
+fn gateway(upstream: &str, index: usize, extra: &[&str]) -> Arc<Generation> {
     let base = format!("{upstream}/{index}");
     let mut args = vec![
         "oauth-metadata-gateway",
@@ -111,12 +111,12 @@ fn gateway(upstream: &str, index: usize, extra: &[&str]) -> Arc<Gateway> {
     ];
     args.extend_from_slice(extra);
     let config = Cli::config_from_args(args).expect("valid benchmark arguments");
-    Gateway::new(&config).expect("gateway starts")
+    Generation::new(&config).expect("gateway starts")
 }
 
 /// One handler call: lookup, lookup counter, response. Returns the response
 /// so its construction (and drop) is measured.
-async fn serve(gw: &Gateway, req: &actix_web::HttpRequest) -> HttpResponse {
+async fn serve(gw: &Generation, req: &actix_web::HttpRequest) -> HttpResponse {
     let slot = &gw.slots[0];
     let lookup = gw.cache.lookup(slot).await;
     slot.metrics().record_lookup(lookup.outcome);
@@ -155,7 +155,7 @@ fn benches(c: &mut Criterion) {
         // The whole service stack of one worker; the request is built in
         // the loop, as the HTTP/1 decoder builds one per request.
         let app = rt.block_on(test::init_service(oauth_metadata_gateway::http::app(
-            oauth_metadata_gateway::Live::fixed(gw.clone()),
+            oauth_metadata_gateway::MetadataGateway::fixed(gw.clone()),
         )));
         let res = rt.block_on(test::call_service(
             &app,

@@ -181,7 +181,7 @@ pub async fn run(args: &CheckArgs) -> Report {
         backoff_max: Duration::from_secs(1),
         concurrency: crate::config::DEFAULT_UPSTREAM_CONCURRENCY,
         extra_roots,
-        freshness: crate::upstream_freshness::Settings::default(),
+        freshness: crate::cache_rules::upstream_freshness::Settings::default(),
     }) {
         Ok(f) => f,
         Err(e) => {

@@ -6,20 +6,21 @@
 //!   [`discovery`] (well-known routes and upstream URLs, RFC 8414 §3,
 //!   RFC 9728 §3, OpenID Connect Discovery §4), [`document`] (RFC 8414
 //!   validation), [`protected_resource`] (RFC 9728 metadata),
-//!   [`freshness`], [`upstream_freshness`] (RFC 9111 §4.2 lifetimes from
-//!   the upstream's headers), [`outcome`], [`error`];
-//! - [`state_store`]: validated documents kept on disk across restarts
-//!   (`--state-dir`), atomic saves and checked loads; depends on nothing
-//!   of this crate;
+//!   [`cache_rules`] (the HTTP caching model: `Cache-Control`, freshness
+//!   from the upstream's headers, fresh/stale/expired, the outcome enum;
+//!   RFC 9111, RFC 5861, RFC 9211), [`error`];
 //! - [`config`]: the typed configuration (and the TOML file) everything
 //!   else reads; [`listener`]: listener TLS and client-connection limits;
 //! - [`routes`]: the route table built once from the configuration;
-//! - [`upstream`]: awc fetches on a dedicated thread, bounded per host;
-//!   [`tls`]: rustls setup; [`metrics`]: Prometheus registry;
+//! - [`upstream`]: awc fetches on a dedicated thread, bounded per host,
+//!   with its rustls setup; [`metrics`]: Prometheus registry;
 //! - [`cache`]: moka-backed caches of configured documents and template
-//!   tenants, coalescing, back-off, revalidation and saving to the state
-//!   directory; [`refresher`]: the refresh scheduler;
-//! - [`gateway`]: the assembled service state shared by workers;
+//!   tenants, coalescing, back-off, revalidation, and persistence to the
+//!   state directory (`cache::persist`: file format, writer, restore);
+//!   [`refresher`]: the refresh scheduler;
+//! - [`generation`]: one configuration generation (slots, template
+//!   caches, routes, metrics groups); [`metadata_gateway`]: the gateway
+//!   as a whole, the current generation behind a lock-free swap, reloads;
 //! - [`http`]: the HTTP front; [`demo`]: the built-in demo authorization server;
 //! - [`check`]: the `check` subcommand; [`cli`]: the command line, top of
 //!   the stack (only `main` uses it).
@@ -28,6 +29,7 @@
 #![warn(missing_docs)]
 
 pub mod cache;
+pub mod cache_rules;
 pub mod check;
 pub mod cli;
 pub mod config;
@@ -35,21 +37,16 @@ pub mod demo;
 pub mod discovery;
 pub mod document;
 pub mod error;
-pub mod freshness;
-pub mod gateway;
+pub mod generation;
 pub mod http;
 pub mod listener;
-pub mod live;
+pub mod metadata_gateway;
 pub mod metrics;
-pub mod outcome;
 pub mod protected_resource;
 pub mod refresher;
 pub mod routes;
-pub mod state_store;
 pub mod tenant;
-pub mod tls;
 pub mod upstream;
-pub mod upstream_freshness;
 
 use std::future::Future;
 use std::net::TcpListener;
@@ -59,8 +56,8 @@ use tokio::sync::mpsc;
 pub use cli::Cli;
 pub use config::Config;
 pub use error::RunError;
-pub use gateway::Gateway;
-pub use live::Live;
+pub use generation::Generation;
+pub use metadata_gateway::MetadataGateway;
 
 /// The sockets the gateway serves on: the public listener and, with
 /// `--admin-listen`, the admin listener (operations only, never documents).
@@ -87,7 +84,7 @@ impl From<TcpListener> for Listeners {
 ///
 /// Every message on `reloads` (the binary sends one per SIGHUP) re-reads
 /// the `--config` file and swaps in the new configuration if it is good
-/// (see [`live`]); the channel closing changes nothing.
+/// (see [`metadata_gateway`]); the channel closing changes nothing.
 ///
 /// Must be called inside a tokio runtime. Tests call it with
 /// `127.0.0.1:0` listeners.
@@ -104,7 +101,7 @@ pub async fn run(
     };
     log_documents(&config);
     let documents = std::mem::take(&mut config.documents);
-    let gateway = Gateway::with_documents(&config, documents)?;
+    let gateway = Generation::with_documents(&config, documents)?;
     // Before the first request and the first refresh: a restart during an
     // upstream outage serves the saved documents.
     gateway.restore_saved().await;
@@ -128,7 +125,7 @@ pub async fn run(
     } else {
         (None, None)
     };
-    let live = Live::new(gateway, config.config_file.clone(), commands);
+    let live = MetadataGateway::new(gateway, config.config_file.clone(), commands);
 
     let addr = listeners
         .public

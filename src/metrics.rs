@@ -31,7 +31,7 @@ use prometheus::{
     IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
-use crate::outcome::{CacheOutcome, RESULT_LABELS};
+use crate::cache_rules::outcome::{CacheOutcome, RESULT_LABELS};
 
 /// Every value of the `outcome` label of upstream fetches.
 pub const FETCH_OUTCOMES: [&str; 7] = [

@@ -11,7 +11,7 @@
 //! [`crate::upstream::limiter`]). At start-up every document is due at once,
 //! so warm-up is a queue drained at the per-host concurrency bound, not a
 //! burst; refresh times are then spread by
-//! [`crate::freshness::Freshness::jittered_refresh_age`].
+//! [`crate::cache_rules::freshness::Freshness::jittered_refresh_age`].
 //!
 //! It is the only background fetcher of configured documents, so client
 //! requests never wait on the upstream once a document is warm, and a

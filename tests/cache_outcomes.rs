@@ -6,14 +6,14 @@ mod support;
 
 use std::time::Duration;
 
-use oauth_metadata_gateway::outcome::CacheOutcome;
-use oauth_metadata_gateway::{Cli, Gateway};
+use oauth_metadata_gateway::cache_rules::outcome::CacheOutcome;
+use oauth_metadata_gateway::{Cli, Generation};
 use support::*;
 
-fn gateway_for(upstream: &str, extra: &[&str]) -> std::sync::Arc<Gateway> {
+fn gateway_for(upstream: &str, extra: &[&str]) -> std::sync::Arc<Generation> {
     let mut args = vec!["oauth-metadata-gateway", "--upstream", upstream];
     args.extend_from_slice(extra);
-    Gateway::new(&Cli::config_from_args(args).unwrap()).unwrap()
+    Generation::new(&Cli::config_from_args(args).unwrap()).unwrap()
 }
 
 #[actix_web::test]

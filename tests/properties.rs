@@ -21,13 +21,13 @@ use std::time::Duration;
 use actix_web::http::header::{HeaderMap, HeaderValue, IF_NONE_MATCH};
 use actix_web::{test as atest, App};
 use bytes::Bytes;
-use oauth_metadata_gateway::document::{etag_for, ExpectedIssuer, ValidatedDocument};
-use oauth_metadata_gateway::freshness::{
+use oauth_metadata_gateway::cache_rules::freshness::{
     ceil_seconds, whole_seconds, Freshness, FreshnessState, MAX_DELTA_SECONDS,
 };
+use oauth_metadata_gateway::cache_rules::outcome::{CacheOutcome, StatusDetail, CACHE_NAME};
+use oauth_metadata_gateway::document::{etag_for, ExpectedIssuer, ValidatedDocument};
 use oauth_metadata_gateway::http::conditional::none_match;
-use oauth_metadata_gateway::outcome::{CacheOutcome, StatusDetail, CACHE_NAME};
-use oauth_metadata_gateway::{Cli, Gateway};
+use oauth_metadata_gateway::{Cli, Generation};
 use proptest::prelude::*;
 use proptest::test_runner::{Config as PtConfig, TestRunner};
 use serde_json::Value;
@@ -493,7 +493,7 @@ fn arbitrary_paths_never_panic_and_only_configured_paths_match() {
         "https://mcp.example.com/mcp",
     ])
     .unwrap();
-    let gw: Arc<Gateway> = Gateway::new(&config).unwrap();
+    let gw: Arc<Generation> = Generation::new(&config).unwrap();
     let mut configured: Vec<String> = config
         .documents
         .routes()
@@ -515,7 +515,7 @@ fn arbitrary_paths_never_panic_and_only_configured_paths_match() {
             let app = atest::init_service(App::new().configure(|cfg| {
                 oauth_metadata_gateway::http::routes(
                     cfg,
-                    &oauth_metadata_gateway::Live::fixed(gw.clone()),
+                    &oauth_metadata_gateway::MetadataGateway::fixed(gw.clone()),
                 )
             }))
             .await;
@@ -573,7 +573,7 @@ fn arbitrary_upstream_bytes_are_refused_and_never_served() {
         let (status, body, cache_status, ready) =
             actix_web::rt::System::new().block_on(async move {
                 let upstream = support::Upstream::start(support::Behaviour::json(bytes)).await;
-                let gw = support::Gateway::in_front_of(
+                let gw = support::Generation::in_front_of(
                     &upstream,
                     &[
                         "--issuer",
@@ -714,7 +714,8 @@ proptest! {
         min in 1u64..100,
         ttl in 1u64..1000,
     ) {
-        use oauth_metadata_gateway::upstream_freshness::{evaluate, parse_cache_control, Policy, Source, UpstreamHeaders};
+        use oauth_metadata_gateway::cache_rules::cache_control::parse_cache_control;
+        use oauth_metadata_gateway::cache_rules::upstream_freshness::{evaluate, Policy, Source, UpstreamHeaders};
         let value = items.join(", ");
         let headers = UpstreamHeaders {
             cache_control: Some(value.clone()),
@@ -817,7 +818,7 @@ proptest! {
         items in proptest::collection::vec((model_directive(), any::<bool>()), 0..7),
         spaces in proptest::collection::vec("[ \t]{0,2}", 8),
     ) {
-        use oauth_metadata_gateway::upstream_freshness::parse_cache_control;
+        use oauth_metadata_gateway::cache_rules::cache_control::parse_cache_control;
         let mut value = String::new();
         for (i, (d, upper)) in items.iter().enumerate() {
             if i > 0 {

@@ -90,10 +90,10 @@ fn https_client(ca: &rustls_pki_types::CertificateDer<'static>, alpn: &[&[u8]]) 
         .finish()
 }
 
-async fn start(upstream: &Upstream, pki: &Pki) -> (Gateway, String) {
+async fn start(upstream: &Upstream, pki: &Pki) -> (Generation, String) {
     let args = pki.args();
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let gw = Gateway::in_front_of(upstream, &args).await;
+    let gw = Generation::in_front_of(upstream, &args).await;
     let base = format!("https://127.0.0.1:{}", gw.addr.port());
     (gw, base)
 }
@@ -285,7 +285,7 @@ async fn a_slow_second_request_over_tls_is_cut_off() {
     let mut args = pki.args();
     args.extend(["--client-request-timeout", "1s", "--keep-alive", "1s"].map(String::from));
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let gw = Gateway::in_front_of(&upstream, &args).await;
+    let gw = Generation::in_front_of(&upstream, &args).await;
 
     let mut roots = rustls::RootCertStore::empty();
     roots.add(pki.ca_der.clone()).unwrap();

@@ -39,12 +39,12 @@ use std::time::{Duration, Instant, SystemTime};
 
 use moka::Expiry;
 
+use crate::cache_rules::freshness::{Freshness, FreshnessState};
+use crate::cache_rules::outcome::CacheOutcome;
+use crate::cache_rules::upstream_freshness::{self, Timing, UpstreamHeaders};
 use crate::document::ValidatedDocument;
 use crate::error::FetchError;
-use crate::freshness::{Freshness, FreshnessState};
-use crate::outcome::CacheOutcome;
 use crate::upstream::{Fetcher, Priority, Validators};
-use crate::upstream_freshness::{self, Timing, UpstreamHeaders};
 
 pub use persist::{RestoreReport, StateWriter};
 pub use slot::{Backoff, DocumentSlot};
@@ -57,7 +57,7 @@ const RESTORE_CHUNK: usize = 256;
 /// A validated document as stored: its bytes, when and where it was
 /// received, the upstream headers its freshness and validators come from,
 /// and its freshness rules (the slot's, with the lifetime the upstream
-/// allowed, see [`crate::upstream_freshness`]).
+/// allowed, see [`crate::cache_rules::upstream_freshness`]).
 #[derive(Debug)]
 pub struct StoredDocument {
     /// The validated bytes and their ETag.
@@ -418,7 +418,8 @@ impl MetadataCache {
             let Some(stored) = self.entries.get(&before.id).await else {
                 continue;
             };
-            match persist::restore(slot, persist::saved_copy(before, &stored), now) {
+            match persist::restore::restore(slot, persist::writer::saved_copy(before, &stored), now)
+            {
                 Ok(copy) => {
                     self.entries.insert(slot.id, Arc::new(copy)).await;
                     carried += 1;

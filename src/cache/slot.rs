@@ -10,13 +10,13 @@ use std::time::{Duration, Instant, SystemTime};
 
 use arc_swap::ArcSwap;
 
+use crate::cache_rules::freshness::Freshness;
+use crate::cache_rules::upstream_freshness::{Policy, Settings};
 use crate::config::{DocumentConfig, TemplateConfig};
 use crate::discovery::DocumentKind;
 use crate::document::ExpectedIssuer;
 use crate::error::FetchError;
-use crate::freshness::Freshness;
 use crate::metrics::GroupMetrics;
-use crate::upstream_freshness::{Policy, Settings};
 
 /// Slot ids: unique for the life of the process, so a slot kept across a
 /// configuration reload keeps its cache entry and its place in the
@@ -176,7 +176,7 @@ pub struct DocumentSlot {
     pub retirement: Retirement,
     /// Added by a reload and not servable yet: not counted against
     /// readiness until it has been servable once (see
-    /// [`crate::gateway::Gateway::unready_documents`]).
+    /// [`crate::generation::Generation::unready_documents`]).
     pending: AtomicBool,
 }
 

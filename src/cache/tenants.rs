@@ -34,15 +34,15 @@ use moka::ops::compute::{CompResult, Op};
 use moka::Expiry;
 use tokio::sync::Semaphore;
 
+use crate::cache::persist::store::SavedDocument;
+use crate::cache_rules::freshness::{Freshness, FreshnessState};
+use crate::cache_rules::outcome::CacheOutcome;
+use crate::cache_rules::upstream_freshness::Settings;
 use crate::config::TemplateConfig;
 use crate::error::FetchError;
-use crate::freshness::{Freshness, FreshnessState};
 use crate::metrics::GroupMetrics;
-use crate::outcome::CacheOutcome;
-use crate::state_store::SavedDocument;
 use crate::tenant::valid_tenant;
 use crate::upstream::{Fetcher, Priority};
-use crate::upstream_freshness::Settings;
 
 use super::fetch::FetchContext;
 use super::persist::{self, RestoreReport, StateWriter};
@@ -496,7 +496,7 @@ impl TemplateCache {
                 continue;
             }
             let slot = Arc::new(self.new_slot(&tenant));
-            match persist::restore(&slot, doc, now) {
+            match persist::restore::restore(&slot, doc, now) {
                 Ok(stored) => {
                     let entry = TenantEntry {
                         slot,
@@ -528,9 +528,10 @@ impl TemplateCache {
         self.entries
             .iter()
             .filter_map(|(tenant, entry)| match &entry.state {
-                TenantState::Document(stored) => {
-                    Some((tenant.to_string(), persist::saved_copy(&entry.slot, stored)))
-                }
+                TenantState::Document(stored) => Some((
+                    tenant.to_string(),
+                    persist::writer::saved_copy(&entry.slot, stored),
+                )),
                 _ => None,
             })
             .collect()

@@ -337,7 +337,7 @@ impl Cli {
                 backoff_max: self.retry_backoff_max,
                 concurrency: self.upstream_concurrency,
                 extra_roots,
-                freshness: crate::upstream_freshness::Settings {
+                freshness: crate::cache_rules::upstream_freshness::Settings {
                     min_ttl: self.min_ttl,
                     honour_upstream: !self.ignore_upstream_freshness,
                 },

@@ -261,5 +261,5 @@ pub struct UpstreamConfig {
     pub extra_roots: Vec<CertificateDer<'static>>,
     /// `--min-ttl` and `--ignore-upstream-freshness`: how the upstream's
     /// own freshness (RFC 9111 §4.2) is bounded.
-    pub freshness: crate::upstream_freshness::Settings,
+    pub freshness: crate::cache_rules::upstream_freshness::Settings,
 }

@@ -8,7 +8,7 @@
 //!   `?document=NAME` and `?state=STATE`. Per-document detail for 10,000
 //!   issuers lives here, not in Prometheus series.
 //! - `POST /refresh[?document=NAME]`: queue fetches now (see
-//!   [`crate::live::Live::refresh`]: the scheduler's and the per-host
+//!   [`crate::metadata_gateway::MetadataGateway::refresh`]: the scheduler's and the per-host
 //!   bounds apply and documents in back-off are skipped).
 //! - `/metrics`, `/healthz`, `/readyz`: as on the public listener.
 //!
@@ -27,10 +27,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::cache::tenants::{TenantRefresh, TenantState};
 use crate::cache::{CacheMode, DocumentSlot, StoredDocument};
+use crate::cache_rules::freshness::{ceil_seconds, FreshnessState};
 use crate::error::RunError;
-use crate::freshness::{ceil_seconds, FreshnessState};
-use crate::gateway::Gateway;
-use crate::live::Live;
+use crate::generation::Generation;
+use crate::metadata_gateway::MetadataGateway;
 
 use super::errors::json_error;
 use super::{ops, ServerSettings};
@@ -38,7 +38,7 @@ use super::{ops, ServerSettings};
 /// Builds the admin server on `listener` (plain HTTP, one worker: it is
 /// for operators and scrapers, not clients).
 pub fn server(
-    live: Arc<Live>,
+    live: Arc<MetadataGateway>,
     listener: TcpListener,
     settings: &ServerSettings,
 ) -> Result<Server, RunError> {
@@ -58,7 +58,7 @@ pub fn server(
 }
 
 /// Registers the admin routes.
-pub fn routes(cfg: &mut web::ServiceConfig, live: &Arc<Live>) {
+pub fn routes(cfg: &mut web::ServiceConfig, live: &Arc<MetadataGateway>) {
     ops::routes(cfg, live);
     let (d, r) = (live.clone(), live.clone());
     // A malformed query is the same JSON error as every other answer here.
@@ -331,7 +331,7 @@ fn slot_view(
 }
 
 /// Every document of `gw` matching `q`.
-pub async fn collect(gw: &Gateway, q: &DocumentsQuery) -> Vec<DocumentView> {
+pub async fn collect(gw: &Generation, q: &DocumentsQuery) -> Vec<DocumentView> {
     let wanted = |name: &str| q.document.as_deref().is_none_or(|d| d == name);
     let state = q.state.as_deref().and_then(DocumentState::parse);
     let keep = |v: &DocumentView| state.is_none_or(|s| s == v.state);
@@ -420,7 +420,7 @@ static LISTING: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(1);
 /// How long a listing waits for the one before it.
 const LISTING_WAIT: Duration = Duration::from_secs(10);
 
-async fn documents(gw: Arc<Gateway>, q: DocumentsQuery) -> HttpResponse {
+async fn documents(gw: Arc<Generation>, q: DocumentsQuery) -> HttpResponse {
     if let Some(s) = q.state.as_deref() {
         if DocumentState::parse(s).is_none() {
             let names: Vec<&str> = DocumentState::ALL.iter().map(|(n, _)| *n).collect();
@@ -504,7 +504,11 @@ struct RefreshBody<'a> {
 }
 
 /// `POST /refresh?document=TEMPLATE&tenant=TENANT`.
-async fn refresh_tenant(live: &Live, document: Option<&str>, tenant: &str) -> HttpResponse {
+async fn refresh_tenant(
+    live: &MetadataGateway,
+    document: Option<&str>,
+    tenant: &str,
+) -> HttpResponse {
     let Some(document) = document else {
         return json_error(
             StatusCode::BAD_REQUEST,
@@ -547,7 +551,7 @@ async fn refresh_tenant(live: &Live, document: Option<&str>, tenant: &str) -> Ht
 }
 
 /// `POST /refresh`.
-fn refresh(live: &Live, q: RefreshQuery) -> HttpResponse {
+fn refresh(live: &MetadataGateway, q: RefreshQuery) -> HttpResponse {
     let Some(answer) = live.refresh(q.document.as_deref()) else {
         return json_error(
             StatusCode::NOT_FOUND,

@@ -12,8 +12,8 @@
 use actix_web::http::header::{self, HeaderValue};
 use actix_web::{HttpRequest, HttpResponse};
 
-use crate::freshness::whole_seconds;
-use crate::gateway::LocalDocument;
+use crate::cache_rules::freshness::whole_seconds;
+use crate::generation::LocalDocument;
 
 use super::conditional::none_match;
 

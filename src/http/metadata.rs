@@ -3,8 +3,8 @@
 //! The body is the stored upstream bytes, untouched. Headers come from the
 //! lookup alone: `ETag` (precomputed at fetch time), `Cache-Control` with
 //! the lifetime, `Age` (RFC 9111 §5.1, the upstream's included), and `Cache-Status`
-//! (RFC 9211) rendered from the [`CacheOutcome`](crate::outcome::CacheOutcome);
-//! the time-dependent three come from [`super::freshness_headers`].
+//! (RFC 9211) rendered from the [`CacheOutcome`](crate::cache_rules::outcome::CacheOutcome);
+//! the time-dependent three come from [`super::cache_headers`].
 //! `If-None-Match` is answered with 304. HEAD gets the same headers as GET;
 //! actix-web omits the body and keeps `Content-Length`.
 
@@ -13,12 +13,12 @@ use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, HttpResponseBuilder};
 
 use crate::cache::Lookup;
-use crate::freshness::{ceil_seconds, whole_seconds, FreshnessState};
-use crate::outcome::{CacheOutcome, StatusDetail};
+use crate::cache_rules::freshness::{ceil_seconds, whole_seconds, FreshnessState};
+use crate::cache_rules::outcome::{CacheOutcome, StatusDetail};
 
+use super::cache_headers::{self, Inputs};
 use super::conditional::none_match;
 use super::errors::json_error;
-use super::freshness_headers::{self, Inputs};
 
 const JSON: HeaderValue = HeaderValue::from_static("application/json");
 const CACHE_STATUS: HeaderName = HeaderName::from_static("cache-status");
@@ -107,7 +107,7 @@ fn common_headers(
     max_age: u64,
     stale_if_error: u64,
 ) {
-    let rendered = freshness_headers::for_inputs(Inputs {
+    let rendered = cache_headers::for_inputs(Inputs {
         outcome: lookup.outcome,
         detail,
         age,

@@ -24,10 +24,10 @@
 //! bodies on document routes are refused ([`limits`]).
 
 pub mod admin;
+pub mod cache_headers;
 pub mod conditional;
 pub mod cors;
 pub mod errors;
-pub mod freshness_headers;
 pub mod limits;
 pub mod local;
 pub mod metadata;
@@ -44,13 +44,13 @@ use actix_web::dev::{Server, Service as _, ServiceFactory, ServiceRequest, Servi
 use actix_web::http::Method;
 use actix_web::{web, App, HttpMessage, HttpRequest, HttpResponse, HttpServer};
 
+use crate::cache_rules::freshness::ceil_seconds;
+use crate::cache_rules::outcome::CacheOutcome;
 use crate::error::RunError;
-use crate::freshness::ceil_seconds;
-use crate::gateway::Gateway;
+use crate::generation::Generation;
 use crate::listener::{watchdog, ListenerConfig};
-use crate::live::Live;
+use crate::metadata_gateway::MetadataGateway;
 use crate::metrics::UNMATCHED_ROUTE;
-use crate::outcome::CacheOutcome;
 use crate::routes::{Resolved, RouteLabel, Target};
 
 /// Server-level settings.
@@ -66,7 +66,7 @@ pub struct ServerSettings {
 
 /// Builds the gateway's HTTP server on `listener` (not yet polled).
 pub fn server(
-    live: Arc<Live>,
+    live: Arc<MetadataGateway>,
     listener: TcpListener,
     settings: ServerSettings,
 ) -> Result<Server, RunError> {
@@ -96,7 +96,7 @@ pub fn server(
 /// The application one worker runs: every route behind the HTTP metrics
 /// middleware. Public so benchmarks can drive the whole stack in-process.
 pub fn app(
-    live: Arc<Live>,
+    live: Arc<MetadataGateway>,
 ) -> App<
     impl ServiceFactory<
         ServiceRequest,
@@ -142,7 +142,7 @@ pub fn app(
 }
 
 /// Registers every route of the gateway.
-pub fn routes(cfg: &mut web::ServiceConfig, live: &Arc<Live>) {
+pub fn routes(cfg: &mut web::ServiceConfig, live: &Arc<MetadataGateway>) {
     ops::routes(cfg, live);
     let live = live.clone();
     cfg.default_service(web::to(move |req: HttpRequest| {
@@ -157,7 +157,7 @@ pub struct RoutedAs(pub Arc<RouteLabel>);
 
 /// Every request that is not for an operations route: look the path up
 /// in the route table and answer (see the module docs).
-async fn dispatch(gw: Arc<Gateway>, req: HttpRequest) -> HttpResponse {
+async fn dispatch(gw: Arc<Generation>, req: HttpRequest) -> HttpResponse {
     let (resolved, label) = gw
         .routes
         .resolve(req.match_info().as_str(), req.uri().path());
@@ -196,7 +196,7 @@ fn document_method(req: &HttpRequest) -> Option<HttpResponse> {
 }
 
 /// GET or HEAD of a document.
-async fn serve(gw: &Gateway, req: &HttpRequest, resolved: Resolved<'_>) -> HttpResponse {
+async fn serve(gw: &Generation, req: &HttpRequest, resolved: Resolved<'_>) -> HttpResponse {
     match resolved {
         Resolved::Exact(Target::Document(i)) => {
             let Some(slot) = gw.slots.get(i) else {

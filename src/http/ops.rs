@@ -8,15 +8,15 @@ use actix_web::http::header::{self, HeaderValue};
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpResponse};
 
-use crate::gateway::Gateway;
-use crate::live::Live;
+use crate::generation::Generation;
+use crate::metadata_gateway::MetadataGateway;
 
 use super::errors::{self, json_error};
 
 /// Registers `/metrics`, `/healthz` and `/readyz` (GET and HEAD; 405 with
 /// `Allow: GET, HEAD` otherwise), each answered from the current
 /// generation. The public and the admin listener both serve them.
-pub fn routes(cfg: &mut web::ServiceConfig, live: &Arc<Live>) {
+pub fn routes(cfg: &mut web::ServiceConfig, live: &Arc<MetadataGateway>) {
     let (m, r) = (live.clone(), live.clone());
     cfg.service(
         web::resource("/metrics")
@@ -48,7 +48,7 @@ pub fn routes(cfg: &mut web::ServiceConfig, live: &Arc<Live>) {
 }
 
 /// `GET /metrics` (and `HEAD`: the same headers, actix-web drops the body).
-pub async fn metrics(gw: Arc<Gateway>) -> HttpResponse {
+pub async fn metrics(gw: Arc<Generation>) -> HttpResponse {
     gw.update_document_gauges().await;
     match gw.metrics.render() {
         Ok(body) => HttpResponse::Ok()
@@ -74,7 +74,7 @@ pub async fn healthz() -> HttpResponse {
 }
 
 /// `GET /readyz` (and `HEAD`).
-pub async fn readyz(gw: Arc<Gateway>) -> HttpResponse {
+pub async fn readyz(gw: Arc<Generation>) -> HttpResponse {
     const SHOWN: usize = 10;
     let r = gw.unready_documents(SHOWN).await;
     let ready = gw.ready_with(&r);

@@ -11,7 +11,7 @@
 //! a status check (200, or 304 to a conditional request), a content-type
 //! check (`application/json`, RFC 8414 §3.2) and a body size limit. It
 //! returns the headers freshness and revalidation need
-//! ([`crate::upstream_freshness::UpstreamHeaders`]). A refresh of a stored
+//! ([`crate::cache_rules::upstream_freshness::UpstreamHeaders`]). A refresh of a stored
 //! document sends its validators (`If-None-Match`, `If-Modified-Since`,
 //! RFC 9111 §4.3.1); a `304` to a request that sent none is an error. Validation of the JSON itself is
 //! the caller's job ([`crate::document`]). [`Fetcher::fetch_raw`] makes the
@@ -23,6 +23,7 @@
 //! clients ([`limiter`]).
 
 pub mod limiter;
+pub mod tls;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -32,9 +33,9 @@ use awc::error::{PayloadError, SendRequestError};
 use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot};
 
+use crate::cache_rules::upstream_freshness::UpstreamHeaders;
 use crate::config::UpstreamConfig;
 use crate::error::{FetchError, RunError};
-use crate::upstream_freshness::UpstreamHeaders;
 
 pub use limiter::{Permit, Priority};
 
@@ -116,7 +117,7 @@ struct Limits {
 impl Fetcher {
     /// Starts the fetcher thread with one pooled awc client.
     pub fn start(config: &UpstreamConfig) -> Result<Self, RunError> {
-        let tls = Arc::new(crate::tls::client_config(&config.extra_roots)?);
+        let tls = Arc::new(crate::upstream::tls::client_config(&config.extra_roots)?);
         let limits = Limits {
             timeout: config.timeout,
             max_body_size: config.max_body_size,

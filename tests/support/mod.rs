@@ -511,7 +511,7 @@ fn last_segment(path: &str) -> &str {
 }
 
 /// A gateway running in-process on an ephemeral port.
-pub struct Gateway {
+pub struct Generation {
     pub addr: SocketAddr,
     pub base_url: String,
     /// The admin listener's base URL, when started with one.
@@ -521,7 +521,7 @@ pub struct Gateway {
     task: Option<tokio::task::JoinHandle<Result<(), oauth_metadata_gateway::RunError>>>,
 }
 
-impl Gateway {
+impl Generation {
     /// Starts a gateway with these command-line arguments (the listener is
     /// the test's own `127.0.0.1:0`).
     pub async fn start(args: &[&str]) -> Self {
@@ -593,7 +593,7 @@ impl Gateway {
         )
     }
 
-    /// Gateway in front of `upstream` with these extra arguments.
+    /// A gateway in front of `upstream` with these extra arguments.
     pub async fn in_front_of(upstream: &Upstream, args: &[&str]) -> Self {
         let mut full = vec!["--upstream", upstream.base_url.as_str()];
         full.extend_from_slice(args);
@@ -613,7 +613,7 @@ impl Gateway {
     }
 }
 
-impl Drop for Gateway {
+impl Drop for Generation {
     fn drop(&mut self) {
         if let Some(s) = self.stop.take() {
             let _ = s.send(());

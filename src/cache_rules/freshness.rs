@@ -4,7 +4,7 @@
 //!
 //! - RFC 9111 §4.2: a stored response is fresh while its age is below its
 //!   freshness lifetime. Each stored document carries its own [`Freshness`]
-//!   whose `ttl` is the freshness [`crate::upstream_freshness`] allowed it
+//!   whose `ttl` is the freshness [`crate::cache_rules::upstream_freshness`] allowed it
 //!   at receipt (already net of the upstream's `Age`), so the age classified
 //!   here is the time the gateway has held it (RFC 9111 §4.2.3, "resident
 //!   time"); the upstream's `Age` is added only to the `Age` sent to clients.

@@ -5,12 +5,12 @@
 //! over the parts that live as long as the process: the upstream fetcher,
 //! the cache of configured documents and the metrics registry.
 //!
-//! A configuration reload ([`Gateway::reload`]) builds the next generation
+//! A configuration reload ([`Generation::next`]) builds the next generation
 //! from the new documents, reusing what did not change: a document whose
 //! issuer, upstream URLs, routes and rules are equal keeps its slot (and so
 //! its cached copy, failure state and place in the refresh schedule); an
 //! unchanged template keeps its cache of tenants. Removed documents lose
-//! their cached copy and their metrics series. [`crate::live`] swaps the
+//! their cached copy and their metrics series. [`crate::metadata_gateway`] swaps the
 //! generation in.
 //!
 //! Metrics groups are decided here (see [`crate::metrics`]): one per
@@ -54,7 +54,7 @@ struct Lasting {
 
 /// One generation: everything a request handler or the refresh scheduler
 /// needs.
-pub struct Gateway {
+pub struct Generation {
     /// The cache of configured documents (shared by all generations).
     pub cache: Arc<MetadataCache>,
     /// The configured upstream documents, indexed like `documents.documents`.
@@ -76,7 +76,7 @@ pub struct Gateway {
     lasting: Lasting,
 }
 
-/// What `/readyz` reports: see [`Gateway::unready_documents`].
+/// What `/readyz` reports: see [`Generation::unready_documents`].
 #[derive(Debug, Default)]
 pub struct Readiness {
     /// Documents with nothing servable.
@@ -153,14 +153,14 @@ impl Groups<'_> {
     }
 }
 
-impl Gateway {
+impl Generation {
     /// Builds the first generation and starts the fetcher thread (no
     /// request is made until the scheduler or a client asks).
     pub fn new(config: &Config) -> Result<Arc<Self>, RunError> {
         Self::with_documents(config, config.documents.clone())
     }
 
-    /// [`Gateway::new`] taking the documents by value (`run` moves them
+    /// [`Generation::new`] taking the documents by value (`run` moves them
     /// out of its `Config`, so 10,000 issuers are not held twice);
     /// `config.documents` is not read.
     pub fn with_documents(config: &Config, documents: Documents) -> Result<Arc<Self>, RunError> {
@@ -201,8 +201,8 @@ impl Gateway {
     /// The next generation for `documents` (already checked), reusing
     /// whatever did not change. Nothing is dropped yet: requests may still
     /// be running on this generation until the swap; call
-    /// [`Gateway::retire`] after it.
-    pub fn next(&self, documents: Documents) -> (Arc<Gateway>, ReloadReport) {
+    /// [`Generation::retire`] after it.
+    pub fn next(&self, documents: Documents) -> (Arc<Generation>, ReloadReport) {
         let (next, report) = Self::assemble(self.lasting.clone(), documents, Some(self));
         (Arc::new(next), report)
     }
@@ -210,7 +210,7 @@ impl Gateway {
     /// After `next` replaced this generation: drops the cached copies of
     /// documents `next` does not keep, and the metrics series of groups and
     /// routes it does not have.
-    pub async fn retire(&self, next: &Gateway) {
+    pub async fn retire(&self, next: &Generation) {
         let kept: HashSet<usize> = next.slots.iter().map(|s| s.id).collect();
         let names: HashSet<&str> = next.slots.iter().map(|s| &*s.name).collect();
         for slot in self.slots.iter().filter(|s| !kept.contains(&s.id)) {
@@ -248,8 +248,8 @@ impl Gateway {
     fn assemble(
         lasting: Lasting,
         mut documents: Documents,
-        previous: Option<&Gateway>,
-    ) -> (Gateway, ReloadReport) {
+        previous: Option<&Generation>,
+    ) -> (Generation, ReloadReport) {
         // Parsing grew these by doubling; a generation lives long.
         documents.documents.shrink_to_fit();
         documents.templates.shrink_to_fit();
@@ -425,7 +425,7 @@ impl Gateway {
             );
         }
         report.removed.sort();
-        let gateway = Gateway {
+        let gateway = Generation {
             cache: lasting.cache.clone(),
             metrics: lasting.metrics.clone(),
             routes: RouteTable::build(docs, per_document),
@@ -461,7 +461,7 @@ impl Gateway {
     /// After a reload: the documents and templates `previous` had under the
     /// same names but configured differently hand their cached copies over
     /// (see [`MetadataCache::carry_over`], [`TemplateCache::restore`]).
-    pub async fn carry_over_from(&self, previous: &Gateway) {
+    pub async fn carry_over_from(&self, previous: &Generation) {
         let documents = self.cache.carry_over(&previous.slots, &self.slots).await;
         let mut tenants = 0;
         for t in &self.templates {
@@ -551,7 +551,7 @@ impl Gateway {
             if let Some((stored, age)) = self.cache.servable(slot).await {
                 let stale = usize::from(!matches!(
                     stored.rules.classify(age),
-                    crate::freshness::FreshnessState::Fresh { .. }
+                    crate::cache_rules::freshness::FreshnessState::Fresh { .. }
                 ));
                 add(&slot.metrics(), 1, stale, age);
             }

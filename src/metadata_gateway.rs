@@ -1,4 +1,4 @@
-//! The live gateway: the current [`Gateway`] generation behind a lock-free
+//! The gateway as a whole: the current [`Generation`] behind a lock-free
 //! swap, and the two operations that change or drive it at run time —
 //! reloading the `--config` file (SIGHUP) and an operator's refresh (the
 //! admin listener's `POST /refresh`).
@@ -17,12 +17,12 @@ use tokio::sync::{mpsc, Mutex};
 
 use crate::cache::tenants::TenantRefresh;
 use crate::config::ConfigFile;
-use crate::gateway::{Gateway, ReloadReport};
+use crate::generation::{Generation, ReloadReport};
 use crate::refresher::Command;
 
 /// The current generation and what reloads and refreshes need.
-pub struct Live {
-    current: ArcSwap<Gateway>,
+pub struct MetadataGateway {
+    current: ArcSwap<Generation>,
     config_file: Option<ConfigFile>,
     scheduler: Option<mpsc::UnboundedSender<Command>>,
     /// One reload at a time.
@@ -51,11 +51,11 @@ pub struct RefreshAnswer {
     pub skipped: Vec<(String, String)>,
 }
 
-impl Live {
+impl MetadataGateway {
     /// The live handle of `first`; `scheduler` receives document changes
     /// and refresh requests (none in tests that drive the cache directly).
     pub fn new(
-        first: Arc<Gateway>,
+        first: Arc<Generation>,
         config_file: Option<ConfigFile>,
         scheduler: Option<mpsc::UnboundedSender<Command>>,
     ) -> Arc<Self> {
@@ -68,12 +68,12 @@ impl Live {
     }
 
     /// A handle that never changes (benchmarks, tests of the HTTP front).
-    pub fn fixed(gateway: Arc<Gateway>) -> Arc<Self> {
+    pub fn fixed(gateway: Arc<Generation>) -> Arc<Self> {
         Self::new(gateway, None, None)
     }
 
     /// The current generation.
-    pub fn current(&self) -> Arc<Gateway> {
+    pub fn current(&self) -> Arc<Generation> {
         self.current.load_full()
     }
 

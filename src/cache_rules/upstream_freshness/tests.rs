@@ -139,20 +139,6 @@ fn ignoring_upstream_freshness_is_the_fixed_ttl() {
 }
 
 #[test]
-fn parser_details() {
-    let d = parse_cache_control("Max-Age=\"60\" , s-maxage=99999999999999999999, max-age=5");
-    assert_eq!(
-        d.max_age,
-        Some(Ok(60)),
-        "first occurrence wins, quoted tolerated"
-    );
-    assert_eq!(d.s_maxage, Some(Ok(MAX_DELTA_SECONDS)), "capped at 2^31");
-    assert_eq!(parse_cache_control(",,"), Directives::default());
-    assert_eq!(delta_seconds("+5"), Err(InvalidDeltaSeconds));
-    assert_eq!(delta_seconds(" 7 "), Ok(7));
-}
-
-#[test]
 fn a_304_updates_what_it_carries() {
     let stored = UpstreamHeaders {
         cache_control: Some("max-age=60".into()),

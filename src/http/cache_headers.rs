@@ -20,7 +20,7 @@ use std::cell::RefCell;
 
 use actix_web::http::header::HeaderValue;
 
-use crate::outcome::{CacheOutcome, StatusDetail};
+use crate::cache_rules::outcome::{CacheOutcome, StatusDetail};
 
 /// Everything the three headers are made from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
