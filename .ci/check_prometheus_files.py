@@ -37,7 +37,7 @@ METRICS = {
                                        {"result": {"hit", "stale", "miss", "error", "not_found"}}),
     "metadata_gateway_upstream_fetches_total": ("counter", {"document", "outcome"},
                                                 {"outcome": {"ok", "not_modified", "timeout", "connect_error", "http_status",
-                                                             "invalid_document", "too_large"}}),
+                                                             "invalid_document", "too_large", "proxy_error"}}),
     "metadata_gateway_upstream_fetch_duration_seconds": ("histogram", set(), {}),
     "metadata_gateway_document_age_seconds": ("gauge", {"document"}, {}),
     "metadata_gateway_document_stale": ("gauge", {"document"}, {}),

@@ -30,6 +30,7 @@ use serde_json::{Map, Value};
 use crate::config::UpstreamConfig;
 use crate::discovery::{self, DocumentKind};
 use crate::document::{ExpectedIssuer, ValidatedDocument};
+use crate::upstream::proxy_rules::{ProxyEnv, ProxyRoutes, ProxyRules};
 use crate::upstream::{Fetcher, RawResponse};
 
 /// Arguments of `check`.
@@ -59,6 +60,15 @@ pub struct CheckArgs {
     /// PEM file with extra CA certificates to trust for https.
     #[arg(long)]
     pub upstream_ca: Option<PathBuf>,
+
+    /// Forward proxy, as the gateway's --upstream-proxy: http://[user:password@]host[:port]
+    /// or `none`. Default: HTTPS_PROXY / HTTP_PROXY / ALL_PROXY as curl reads them.
+    #[arg(long, env = "GATEWAY_UPSTREAM_PROXY", hide_env_values = true, value_name = "URL", value_parser = crate::config::values::sensitive)]
+    pub upstream_proxy: Option<crate::config::values::SensitiveArg>,
+
+    /// Hosts fetched without a proxy (as the gateway's --upstream-no-proxy); replaces NO_PROXY.
+    #[arg(long, env = "GATEWAY_UPSTREAM_NO_PROXY", value_name = "LIST")]
+    pub upstream_no_proxy: Option<String>,
 
     /// Fail (exit status 1) on warnings too.
     #[arg(long)]
@@ -143,8 +153,9 @@ impl fmt::Display for Report {
     }
 }
 
-/// Runs the check (fetches included) and returns the report.
-pub async fn run(args: &CheckArgs) -> Report {
+/// Runs the check (fetches included) and returns the report; `env` is the
+/// proxy environment (`HTTPS_PROXY`, `NO_PROXY`...), read by the caller.
+pub async fn run(args: &CheckArgs, env: &ProxyEnv) -> Report {
     let mut report = Report::default();
     report.info(format!("checking issuer {}", args.issuer));
     let issuer_split = match discovery::split_url(&args.issuer) {
@@ -174,6 +185,18 @@ pub async fn run(args: &CheckArgs) -> Report {
         },
         None => Vec::new(),
     };
+    let rules = match ProxyRules::resolve(
+        args.upstream_proxy.as_ref().map(|a| a.0.as_str()),
+        args.upstream_no_proxy.as_deref(),
+        env,
+    ) {
+        Ok(r) => r,
+        Err(e) => {
+            report.error(e.to_string());
+            return report;
+        }
+    };
+    let proxy = ProxyRoutes::new(rules);
     let fetcher = match Fetcher::start(&UpstreamConfig {
         timeout: args.upstream_timeout,
         max_body_size: args.max_body_size,
@@ -182,6 +205,7 @@ pub async fn run(args: &CheckArgs) -> Report {
         concurrency: crate::config::DEFAULT_UPSTREAM_CONCURRENCY,
         extra_roots,
         freshness: crate::cache_rules::upstream_freshness::Settings::default(),
+        proxy,
     }) {
         Ok(f) => f,
         Err(e) => {
@@ -191,6 +215,12 @@ pub async fn run(args: &CheckArgs) -> Report {
     };
 
     let urls = discovery::upstream_urls(DocumentKind::AuthorizationServer, &upstream);
+    if let Some(first) = urls.first() {
+        match fetcher.proxy_for(first) {
+            Some(p) => report.info(format!("fetching through the proxy {p} (CONNECT tunnel)")),
+            None => report.info("fetching directly (no proxy)"),
+        }
+    }
     let mut found = None;
     for (i, url) in urls.iter().enumerate() {
         match fetcher.fetch_raw(Arc::from(url.as_str())).await {

@@ -63,6 +63,49 @@ pub enum FetchError {
     /// is not fetched now (no upstream request was made).
     #[error("too many tenants are being fetched at once; retry shortly")]
     Busy,
+    /// The forward proxy did not open a tunnel to the upstream. Never a
+    /// sign that the document is "not published here": the upstream was
+    /// not asked.
+    #[error("the proxy {proxy} {failure} (CONNECT {target})")]
+    Proxy {
+        /// The proxy, shown without its password (`http://user:***@host:port`).
+        proxy: String,
+        /// `host:port` the tunnel was asked for.
+        target: String,
+        /// What went wrong.
+        failure: ProxyFailure,
+    },
+}
+
+/// How a forward proxy failed to open a CONNECT tunnel.
+#[derive(Debug, Clone, Error, PartialEq, Eq)]
+pub enum ProxyFailure {
+    /// No TCP connection to the proxy (refused, unreachable, DNS).
+    #[error("cannot be reached: {0}")]
+    Unreachable(String),
+    /// The proxy answered the CONNECT with a status other than 2xx
+    /// (407 credentials missing or wrong, 403 target refused, 502...).
+    #[error("answered {status}{}", reason_suffix(.reason))]
+    Refused {
+        /// The status the proxy sent.
+        status: u16,
+        /// Its reason phrase, sanitised (may be empty).
+        reason: String,
+    },
+    /// No complete answer to the CONNECT within the deadline.
+    #[error("did not answer within {0:?}")]
+    Timeout(std::time::Duration),
+    /// The answer was not an HTTP/1.x response, or the connection broke.
+    #[error("sent an unusable answer: {0}")]
+    Protocol(String),
+}
+
+fn reason_suffix(reason: &str) -> String {
+    if reason.is_empty() {
+        String::new()
+    } else {
+        format!(" {reason}")
+    }
 }
 
 impl FetchError {
@@ -75,21 +118,35 @@ impl FetchError {
             Self::ContentType(_) | Self::Invalid(_) | Self::Body(_) => "invalid_document",
             Self::TooLarge(_) => "too_large",
             Self::Busy => "busy",
+            Self::Proxy { .. } => "proxy_error",
         }
     }
 
     /// Status for a client when this is why no document can be served:
-    /// 504 when the upstream was too slow, 503 when it cannot be reached,
-    /// 502 when it answered with something unusable.
+    /// 504 when the upstream (or the proxy) was too slow, 503 when it
+    /// cannot be reached, 502 when it (or the proxy) answered with
+    /// something unusable.
     pub fn client_status(&self) -> StatusCode {
         match self {
-            Self::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
-            Self::Connect(_) | Self::FetcherStopped | Self::Busy => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Timeout(_)
+            | Self::Proxy {
+                failure: ProxyFailure::Timeout(_),
+                ..
+            } => StatusCode::GATEWAY_TIMEOUT,
+            Self::Connect(_)
+            | Self::FetcherStopped
+            | Self::Busy
+            | Self::Proxy {
+                failure: ProxyFailure::Unreachable(_),
+                ..
+            } => StatusCode::SERVICE_UNAVAILABLE,
             _ => StatusCode::BAD_GATEWAY,
         }
     }
 
-    /// The upstream's HTTP status when it sent one (RFC 9211 `fwd-status`).
+    /// The upstream's HTTP status when it sent one (RFC 9211 `fwd-status`);
+    /// a proxy's answer to CONNECT is not one (the request never reached
+    /// the upstream), so it is only in the error's text.
     pub fn upstream_status(&self) -> Option<u16> {
         match self {
             Self::HttpStatus(s) => Some(*s),

@@ -250,6 +250,12 @@ impl Generation {
         mut documents: Documents,
         previous: Option<&Generation>,
     ) -> (Generation, ReloadReport) {
+        // The config file's per-server proxies, before anything of this
+        // generation is fetched.
+        lasting
+            .shared
+            .fetcher
+            .set_proxy_overrides(std::mem::take(&mut documents.proxies));
         // Parsing grew these by doubling; a generation lives long.
         documents.documents.shrink_to_fit();
         documents.templates.shrink_to_fit();

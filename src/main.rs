@@ -101,7 +101,8 @@ fn check(args: &CheckArgs) -> ExitCode {
     let Some(runtime) = runtime() else {
         return ExitCode::FAILURE;
     };
-    let report = runtime.block_on(oauth_metadata_gateway::check::run(args));
+    let env = oauth_metadata_gateway::cli::process_proxy_env();
+    let report = runtime.block_on(oauth_metadata_gateway::check::run(args, &env));
     println!("{report}");
     if report.passed(args.strict) {
         ExitCode::SUCCESS

@@ -34,7 +34,7 @@ use prometheus::{
 use crate::cache_rules::outcome::{CacheOutcome, RESULT_LABELS};
 
 /// Every value of the `outcome` label of upstream fetches.
-pub const FETCH_OUTCOMES: [&str; 7] = [
+pub const FETCH_OUTCOMES: [&str; 8] = [
     "ok",
     "not_modified",
     "timeout",
@@ -42,6 +42,7 @@ pub const FETCH_OUTCOMES: [&str; 7] = [
     "http_status",
     "invalid_document",
     "too_large",
+    "proxy_error",
 ];
 
 /// Label used for requests that matched no route.

@@ -49,7 +49,7 @@ const AGE: &str = "metadata_gateway_document_age_seconds";
 const STALE: &str = "metadata_gateway_document_stale";
 const CACHED: &str = "metadata_gateway_document_cached";
 const RESULTS: [&str; 5] = ["hit", "stale", "miss", "error", "not_found"];
-const OUTCOMES: [&str; 7] = [
+const OUTCOMES: [&str; 8] = [
     "ok",
     "not_modified",
     "timeout",
@@ -57,6 +57,7 @@ const OUTCOMES: [&str; 7] = [
     "http_status",
     "invalid_document",
     "too_large",
+    "proxy_error",
 ];
 /// Bound on every wait for the gateway.
 const LIMIT: Duration = Duration::from_secs(5);

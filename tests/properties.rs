@@ -284,6 +284,7 @@ fn detail() -> impl Strategy<Value = StatusDetail> {
             "http_status",
             "invalid_document",
             "too_large",
+            "proxy_error",
         ])),
     )
         .prop_map(|(ttl, fwd_status, detail)| StatusDetail {

@@ -12,7 +12,10 @@
 //! the short form, or from a TOML file (`--config`, see
 //! [`crate::config::file`]); the two are exclusive. Either way they end up
 //! as the same [`Documents`], with every route checked to be claimed once.
-//! Nothing below this module knows about clap or the environment.
+//! Nothing below this module knows about clap or the environment: the
+//! proxy variables (`HTTPS_PROXY`, `NO_PROXY`...) are read here into a
+//! [`ProxyEnv`] and handed down ([`Cli::into_config_with`] takes one, so
+//! tests never depend on the machine's environment).
 
 mod listener_args;
 
@@ -46,13 +49,21 @@ impl From<LogFormatArg> for LogFormat {
 }
 
 use crate::config::documents::{self, AuthorizationServerSpec, IssuerDocuments, SpecField};
-use crate::config::values::{load_ca_file, parse_duration, parse_positive_duration, parse_size};
+use crate::config::values::{
+    load_ca_file, parse_duration, parse_positive_duration, parse_size, sensitive, SensitiveArg,
+};
 use crate::config::{
     Config, ConfigFile, Documents, LogFormat, TemplateLimits, UpstreamConfig,
     DEFAULT_METRICS_DOCUMENT_LABELS, DEFAULT_UPSTREAM_CONCURRENCY,
 };
 use crate::discovery::DocumentKind;
 use crate::protected_resource::{ProtectedResourceConfig, ResourceMetadata};
+use crate::upstream::proxy_rules::{Origin, ProxyEnv, ProxyRoutes, ProxyRules};
+
+/// The proxy variables of this process's environment.
+pub fn process_proxy_env() -> ProxyEnv {
+    ProxyEnv::from_lookup(|name| std::env::var(name).ok())
+}
 
 /// Command-line interface, as the user types it.
 #[derive(Debug, Clone, Parser)]
@@ -177,6 +188,17 @@ pub struct Cli {
     #[arg(long, env = "GATEWAY_UPSTREAM_CA")]
     pub upstream_ca: Option<PathBuf>,
 
+    /// Forward proxy for every upstream fetch: http://[user:password@]host[:port]
+    /// (CONNECT tunnels; credentials percent-encoded), or `none` to ignore the
+    /// environment. Default: HTTPS_PROXY / HTTP_PROXY / ALL_PROXY as curl reads them.
+    #[arg(long, env = "GATEWAY_UPSTREAM_PROXY", hide_env_values = true, value_name = "URL", value_parser = sensitive)]
+    pub upstream_proxy: Option<SensitiveArg>,
+
+    /// Hosts fetched without a proxy, comma-separated: domain suffixes (corp, .corp),
+    /// IP addresses, CIDR blocks, or *. Replaces NO_PROXY / no_proxy.
+    #[arg(long, env = "GATEWAY_UPSTREAM_NO_PROXY", value_name = "LIST")]
+    pub upstream_no_proxy: Option<String>,
+
     /// Disable the cache: fetch and validate the document upstream for every
     /// request (the naive design; for benchmarks and debugging, not production).
     #[arg(long, env = "GATEWAY_NO_CACHE")]
@@ -260,8 +282,24 @@ impl Cli {
         Self::try_parse_from(args)?.into_config()
     }
 
-    /// Validates cross-field rules and loads files named by flags.
+    /// Parses an explicit argument list like [`Cli::config_from_args`],
+    /// with `env` as the proxy environment instead of the process's.
+    pub fn config_from_args_env<I, T>(args: I, env: &ProxyEnv) -> Result<Config, clap::Error>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<std::ffi::OsString> + Clone,
+    {
+        Self::try_parse_from(args)?.into_config_with(env)
+    }
+
+    /// Validates cross-field rules and loads files named by flags; the
+    /// proxy variables come from the process environment.
     pub fn into_config(self) -> Result<Config, clap::Error> {
+        self.into_config_with(&process_proxy_env())
+    }
+
+    /// [`Cli::into_config`] with the proxy environment given.
+    pub fn into_config_with(self, env: &ProxyEnv) -> Result<Config, clap::Error> {
         if self.command.is_some() {
             return Err(usage_error(
                 "a subcommand was given: it does not run the gateway".to_string(),
@@ -324,6 +362,7 @@ impl Cli {
                 "'--state-dir' was given with '--no-cache': nothing is stored to save".to_string(),
             ));
         }
+        let proxy = self.proxy_routes(env, &docs)?;
         let listener = self.listener.into_config()?;
         Ok(Config {
             listen: self.listen,
@@ -341,6 +380,7 @@ impl Cli {
                     min_ttl: self.min_ttl,
                     honour_upstream: !self.ignore_upstream_freshness,
                 },
+                proxy,
             },
             metrics_document_labels: self.metrics_document_labels,
             ready_min_percent: self.ready_min_percent,
@@ -356,6 +396,34 @@ impl Cli {
 }
 
 impl Cli {
+    /// The proxy rules from `--upstream-proxy`/`--upstream-no-proxy` or
+    /// `env`; with `--demo`, the demo server's origin is always direct.
+    fn proxy_routes(&self, env: &ProxyEnv, docs: &Documents) -> Result<ProxyRoutes, clap::Error> {
+        let rules = ProxyRules::resolve(
+            self.upstream_proxy.as_ref().map(|a| a.0.as_str()),
+            self.upstream_no_proxy.as_deref(),
+            env,
+        )
+        .map_err(|e| usage_error(e.to_string()))?;
+        let mut routes = ProxyRoutes::new(rules);
+        if self.demo {
+            // The demo server is never fetched through a proxy: neither
+            // where it listens nor the upstream it stands in for.
+            let listen = Origin::of(&format!("http://{}", self.demo_listen));
+            let imitated = docs
+                .documents
+                .iter()
+                .filter(|d| d.kind == DocumentKind::AuthorizationServer)
+                .flat_map(|d| d.upstream_urls.first())
+                .next()
+                .and_then(|u| Origin::of(u));
+            for origin in [listen, imitated].into_iter().flatten() {
+                routes = routes.with_direct(origin);
+            }
+        }
+        Ok(routes)
+    }
+
     /// The short form: one issuer from `--upstream`/`--issuer`, optionally
     /// its OpenID configuration, optionally one protected resource.
     fn documents_from_flags(&self) -> Result<Documents, clap::Error> {
@@ -423,6 +491,7 @@ impl Cli {
             templates,
             protected_resources,
             state_dir: None,
+            proxies: Vec::new(),
         })
     }
 }

@@ -9,6 +9,7 @@
 //! openid_configuration = true                     # optional, default: false
 //! ttl = "10m"                                     # optional, default: --ttl
 //! max_stale = "1h"                                # optional, default: --max-stale
+//! proxy = "http://user:pass@proxy.corp:3128"      # optional: forward proxy for this upstream, or "none"
 //!
 //! [[authorization_server]]                        # an issuer template, one per tenant
 //! issuer = "https://auth.example.com/realms/{tenant}"
@@ -29,6 +30,8 @@
 //! the file, line, column and key it is about, and a snippet of the line:
 //! syntax errors, unknown keys and wrong types (from the `toml` crate's
 //! spans), bad URLs and durations, and two documents claiming one route.
+//! A quoted line never shows a proxy password: userinfo in URLs and the
+//! value of a `proxy` key are masked in snippets.
 
 use std::ops::Range;
 use std::path::Path;
@@ -40,6 +43,7 @@ use toml::Spanned;
 use super::documents::{self, AuthorizationServerSpec, IssuerDocuments, SpecField};
 use super::{DocumentConfig, Documents, TemplateLimits};
 use crate::protected_resource::{ProtectedResourceConfig, ResourceMetadata};
+use crate::upstream::proxy_rules::{Origin, ProxySetting};
 
 /// Lifetimes used where a document does not set its own (the `--ttl` and
 /// `--max-stale` flags).
@@ -109,6 +113,7 @@ struct AuthorizationServerEntry {
     max_tenants: Option<Spanned<u64>>,
     not_found_ttl: Option<Spanned<String>>,
     max_cold_fetches: Option<Spanned<u64>>,
+    proxy: Option<Spanned<String>>,
 }
 
 /// A span in the file and the key path it belongs to.
@@ -246,6 +251,8 @@ pub fn parse(text: &str, path: &str, defaults: Defaults) -> Result<Documents, Co
     // (route, owner, span of the owner's identifying value)
     let mut owners: Vec<(String, String, Range<usize>)> = Vec::new();
     let mut issuers = Vec::new();
+    // (origin, setting, entry index, span of its `proxy` value)
+    let mut proxies: Vec<(Origin, ProxySetting, usize, Range<usize>)> = Vec::new();
     for (i, entry) in file.authorization_server.iter().enumerate() {
         let e = entry.get_ref();
         let key = |k: &str| format!("authorization_server[{i}].{k}");
@@ -280,6 +287,36 @@ pub fn parse(text: &str, path: &str, defaults: Defaults) -> Result<Documents, Co
                 _ => source.error(Some(e.issuer.span()), Some(key("issuer")), m),
             },
         )?;
+        if let Some(p) = &e.proxy {
+            let setting = ProxySetting::parse(p.get_ref())
+                .map_err(|m| source.error(Some(p.span()), Some(key("proxy")), m))?;
+            let urls: Vec<String> = match &issuer_docs {
+                IssuerDocuments::Fixed(docs) => docs
+                    .iter()
+                    .flat_map(|d| d.upstream_urls.iter().map(|u| u.to_string()))
+                    .collect(),
+                IssuerDocuments::Templates(t) => t
+                    .iter()
+                    .flat_map(|t| t.upstream_urls.iter().map(|u| u.render("tenant")))
+                    .collect(),
+            };
+            for origin in urls.iter().filter_map(|u| Origin::of(u)) {
+                match proxies.iter().find(|(o, ..)| *o == origin) {
+                    Some((_, other, j, _)) if *other != setting => {
+                        let line = line_col(text, proxies_span_start(&proxies, *j)).0;
+                        return Err(source.error(
+                            Some(p.span()),
+                            Some(key("proxy")),
+                            format!(
+                                "the upstream {origin} already goes through {other} (authorization_server[{j}].proxy, line {line}); a proxy is chosen per upstream origin, so entries sharing one must agree"
+                            ),
+                        ));
+                    }
+                    Some(_) => {}
+                    None => proxies.push((origin, setting.clone(), i, p.span())),
+                }
+            }
+        }
         match issuer_docs {
             IssuerDocuments::Fixed(docs) => {
                 for d in &docs {
@@ -407,6 +444,7 @@ pub fn parse(text: &str, path: &str, defaults: Defaults) -> Result<Documents, Co
         templates,
         protected_resources,
         state_dir,
+        proxies: proxies.into_iter().map(|(o, s, ..)| (o, s)).collect(),
     };
     // Exact routes were checked above with their spans; what is left is
     // templates that can match the same path.
@@ -427,6 +465,17 @@ pub fn parse(text: &str, path: &str, defaults: Defaults) -> Result<Documents, Co
         ));
     }
     Ok(docs)
+}
+
+/// Where entry `index`'s `proxy` value starts.
+fn proxies_span_start(
+    proxies: &[(Origin, ProxySetting, usize, Range<usize>)],
+    index: usize,
+) -> usize {
+    proxies
+        .iter()
+        .find(|(_, _, i, _)| *i == index)
+        .map_or(0, |(.., span)| span.start)
 }
 
 struct Source<'a> {
@@ -481,7 +530,7 @@ fn snippet(text: &str, span: Range<usize>, line: usize) -> String {
     let start = floor_char_boundary(text, span.start);
     let line_start = text[..start].rfind('\n').map_or(0, |i| i + 1);
     let line_end = text[start..].find('\n').map_or(text.len(), |i| start + i);
-    let line_text = text[line_start..line_end].trim_end_matches('\r');
+    let line_text = mask_secrets(text[line_start..line_end].trim_end_matches('\r'));
     let end = floor_char_boundary(text, span.end.max(start + 1).min(line_end.max(start)));
     let pad = text[line_start..start].chars().count();
     let width = text[start..end.max(start)].chars().count().max(1);
@@ -492,6 +541,49 @@ fn snippet(text: &str, span: Range<usize>, line: usize) -> String {
         " ".repeat(pad),
         "^".repeat(width)
     )
+}
+
+/// `line` with proxy passwords masked, column for column: the value of a
+/// `proxy` key entirely, and the userinfo of any `scheme://user:pass@`
+/// URL. Error messages quote lines; credentials must never be in them.
+fn mask_secrets(line: &str) -> String {
+    let mut chars: Vec<char> = line.chars().collect();
+    let star = |c: &mut char| {
+        if !matches!(*c, '"' | '\'' | ' ') {
+            *c = '*';
+        }
+    };
+    // `proxy = ...`, also inside an inline table.
+    let text: String = chars.iter().collect();
+    let mut from = 0;
+    while let Some(found) = text[from..].find("proxy") {
+        let at = from + found;
+        let after = text[at + 5..].trim_start();
+        if let Some(value) = after.strip_prefix('=') {
+            let start_byte = text.len() - value.len();
+            let start = text[..start_byte].chars().count();
+            let end = value
+                .find([',', '}'])
+                .map_or(chars.len(), |i| text[..start_byte + i].chars().count());
+            chars[start..end].iter_mut().for_each(star);
+        }
+        from = at + 5;
+    }
+    // Any `://userinfo@`.
+    let text: String = chars.iter().collect();
+    let mut from = 0;
+    while let Some(found) = text[from..].find("://") {
+        let start_byte = from + found + 3;
+        let rest = &text[start_byte..];
+        let stop = rest.find(['"', '\'', ' ', '/']).unwrap_or(rest.len());
+        if let Some(at) = rest[..stop].rfind('@') {
+            let start = text[..start_byte].chars().count();
+            let end = text[..start_byte + at].chars().count();
+            chars[start..end].iter_mut().for_each(star);
+        }
+        from = start_byte;
+    }
+    chars.into_iter().collect()
 }
 
 /// The key path around byte `offset`, found from the text: the nearest

@@ -28,6 +28,7 @@ use crate::document::ExpectedIssuer;
 use crate::listener::ListenerConfig;
 use crate::protected_resource::ProtectedResourceConfig;
 use crate::tenant::Pattern;
+use crate::upstream::proxy_rules::{Origin, ProxyRoutes, ProxySetting};
 
 /// RFC 8414 §3: the well-known suffix for authorization-server metadata.
 pub const AS_METADATA_PATH: &str = "/.well-known/oauth-authorization-server";
@@ -132,6 +133,9 @@ pub struct Documents {
     /// start-up only, when `--state-dir` is not given; a reload does not
     /// move the state directory).
     pub state_dir: Option<PathBuf>,
+    /// Per-server forward proxies (`proxy = ...` in the config file), by
+    /// upstream origin; applied again on every reload.
+    pub proxies: Vec<(Origin, ProxySetting)>,
 }
 
 impl Documents {
@@ -262,4 +266,9 @@ pub struct UpstreamConfig {
     /// `--min-ttl` and `--ignore-upstream-freshness`: how the upstream's
     /// own freshness (RFC 9111 §4.2) is bounded.
     pub freshness: crate::cache_rules::upstream_freshness::Settings,
+    /// Forward proxies: `--upstream-proxy`/`--upstream-no-proxy` or the
+    /// environment's `HTTPS_PROXY`, `NO_PROXY`..., and the origins always
+    /// fetched directly (the `--demo` server). The config file's
+    /// per-server choices are in [`Documents::proxies`].
+    pub proxy: ProxyRoutes,
 }

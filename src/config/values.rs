@@ -1,5 +1,6 @@
 //! Values as an operator types them: durations (`30s`, `5m`), sizes
-//! (`256KiB`) and PEM certificate files. Shared by the command line, the
+//! (`256KiB`), PEM certificate files, and values that may hold a password
+//! (a proxy URL). Shared by the command line, the
 //! config file and the `check` subcommand, so each is parsed one way.
 
 use rustls_pki_types::pem::PemObject;
@@ -69,6 +70,27 @@ pub fn load_ca_file(path: &std::path::Path) -> Result<Vec<CertificateDer<'static
         return Err(format!("{} holds no PEM certificate", path.display()));
     }
     Ok(certs)
+}
+
+/// A flag value that may hold a password (`--upstream-proxy`): `Debug`
+/// never shows it, and clap is given no parser that could fail and echo
+/// it; it is checked in the command line's `into_config` with redacted errors.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SensitiveArg(pub String);
+
+impl std::fmt::Debug for SensitiveArg {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "SensitiveArg({:?})",
+            crate::upstream::proxy_rules::redact(&self.0)
+        )
+    }
+}
+
+/// clap's parser for [`SensitiveArg`]: accepts anything.
+pub fn sensitive(value: &str) -> Result<SensitiveArg, std::convert::Infallible> {
+    Ok(SensitiveArg(value.to_string()))
 }
 
 #[cfg(test)]

@@ -21,17 +21,33 @@
 //! Every request holds a [`limiter::Permit`] of its host while it is in
 //! flight: the bound on upstream load per host, with a share kept for
 //! clients ([`limiter`]).
+//!
+//! Forward proxies are chosen here, per URL, for every fetch (metadata,
+//! key sets, `check`): the handle looks the URL up in its
+//! [`proxy_rules::ProxyRoutes`] (the flags or the environment, per-server
+//! choices from the config file, `NO_PROXY`), and the thread keeps one awc
+//! client per distinct choice (direct, or each proxy with its
+//! credentials), so connections made through different proxies, or none,
+//! are never pooled together. A proxied client connects through a CONNECT
+//! tunnel ([`proxy_connector`]).
 
 pub mod limiter;
+pub mod proxy_connector;
+pub mod proxy_rules;
 pub mod tls;
+
+use std::collections::HashMap;
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use actix_web::http::header;
+use arc_swap::ArcSwap;
 use awc::error::{PayloadError, SendRequestError};
 use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot};
+
+use proxy_rules::{Origin, ProxyRoutes, ProxySetting, ProxyUrl};
 
 use crate::cache_rules::upstream_freshness::UpstreamHeaders;
 use crate::config::UpstreamConfig;
@@ -44,11 +60,18 @@ pub use limiter::{Permit, Priority};
 pub struct Fetcher {
     jobs: mpsc::UnboundedSender<Job>,
     limiter: Arc<limiter::Limiter>,
+    /// Which proxy each URL goes through; swapped on a config reload.
+    routes: Arc<ArcSwap<ProxyRoutes>>,
 }
 
 #[derive(Debug)]
 struct Job {
     url: Arc<str>,
+    /// The proxy to tunnel through, `None` for a direct connection.
+    proxy: Option<Arc<ProxyUrl>>,
+    /// The routes `proxy` was chosen by: clients of proxies they no
+    /// longer name are dropped when a job brings newer routes.
+    routes: Arc<ProxyRoutes>,
     /// Held until the answer is read: the request counts as in flight.
     permit: Permit,
     /// Require 200 + JSON before reading the body (the gateway's fetch).
@@ -115,7 +138,8 @@ struct Limits {
 }
 
 impl Fetcher {
-    /// Starts the fetcher thread with one pooled awc client.
+    /// Starts the fetcher thread (its awc clients, one per proxy choice,
+    /// are made on first use).
     pub fn start(config: &UpstreamConfig) -> Result<Self, RunError> {
         let tls = Arc::new(crate::upstream::tls::client_config(&config.extra_roots)?);
         let limits = Limits {
@@ -127,10 +151,29 @@ impl Fetcher {
             .name("upstream-fetcher".into())
             .spawn(move || fetcher_thread(rx, tls, limits))
             .map_err(RunError::io("cannot start the upstream fetcher thread"))?;
+        if config.proxy.rules().any() {
+            tracing::info!("upstream proxies: {}", config.proxy.rules().describe());
+        }
         Ok(Self {
             jobs,
             limiter: Arc::new(limiter::Limiter::new(config.concurrency)),
+            routes: Arc::new(ArcSwap::from_pointee(config.proxy.clone())),
         })
+    }
+
+    /// Replaces the per-server proxy choices (the config file's `proxy`
+    /// keys, per upstream origin), keeping the process-wide rules.
+    pub fn set_proxy_overrides(&self, overrides: Vec<(Origin, ProxySetting)>) {
+        let current = self.routes.load();
+        let next = current.with_overrides(overrides);
+        if next != **current {
+            self.routes.store(Arc::new(next));
+        }
+    }
+
+    /// The proxy `url` is fetched through (`None`: directly).
+    pub fn proxy_for(&self, url: &str) -> Option<Arc<ProxyUrl>> {
+        self.routes.load().proxy_for(url)
     }
 
     /// Waits until a request to `url`'s host may be sent.
@@ -174,9 +217,13 @@ impl Fetcher {
         conditional: Option<Validators>,
     ) -> Result<RawResponse, FetchError> {
         let (reply, answer) = oneshot::channel();
+        let routes = self.routes.load_full();
+        let proxy = routes.proxy_for(&url);
         self.jobs
             .send(Job {
                 url,
+                proxy,
+                routes,
                 permit,
                 strict,
                 conditional,
@@ -187,28 +234,28 @@ impl Fetcher {
     }
 }
 
+/// The pool key of a client: direct, or one proxy with its credentials.
+type Route = Option<Arc<ProxyUrl>>;
+
 fn fetcher_thread(
     mut rx: mpsc::UnboundedReceiver<Job>,
     tls: Arc<rustls::ClientConfig>,
     limits: Limits,
 ) {
     actix_web::rt::System::new().block_on(async move {
-        let connector = awc::Connector::new()
-            .rustls_0_23(tls)
-            .timeout(limits.timeout)
-            .handshake_timeout(limits.timeout)
-            .conn_keep_alive(Duration::from_secs(30));
-        let client = awc::Client::builder()
-            .connector(connector)
-            .timeout(limits.timeout)
-            .no_default_headers()
-            .add_default_header((
-                header::USER_AGENT,
-                concat!("oauth-metadata-gateway/", env!("CARGO_PKG_VERSION")),
-            ))
-            .finish();
+        let mut clients: HashMap<Route, awc::Client> = HashMap::new();
+        let mut routes: Option<Arc<ProxyRoutes>> = None;
         while let Some(job) = rx.recv().await {
-            let client = client.clone();
+            if !routes.as_ref().is_some_and(|r| Arc::ptr_eq(r, &job.routes)) {
+                // A reload may have retired a proxy: drop its client (and pool).
+                let named = job.routes.proxies();
+                clients.retain(|route, _| route.as_ref().is_none_or(|p| named.contains(p)));
+                routes = Some(job.routes.clone());
+            }
+            let client = clients
+                .entry(job.proxy.clone())
+                .or_insert_with(|| client_for(job.proxy.as_ref(), &tls, limits))
+                .clone();
             actix_web::rt::spawn(async move {
                 let result = fetch_once(
                     &client,
@@ -217,13 +264,67 @@ fn fetcher_thread(
                     job.strict,
                     job.conditional.as_ref(),
                 )
-                .await;
+                .await
+                .map_err(|e| through_proxy(e, job.proxy.as_deref()));
                 drop(job.permit);
                 // The requester may have given up; nothing to do then.
                 let _ = job.reply.send(result);
             });
         }
     });
+}
+
+/// The part of `--upstream-timeout` a proxy gets to open a tunnel: a
+/// little less than the whole fetch's deadline, so a silent proxy is
+/// reported as the proxy's failure (naming it) rather than as a plain
+/// timeout, still within `--upstream-timeout`.
+pub fn tunnel_deadline(timeout: Duration) -> Duration {
+    timeout.saturating_sub((timeout / 10).min(Duration::from_millis(500)))
+}
+
+/// An awc client connecting directly, or through `proxy`, with its own
+/// connection pool.
+fn client_for(
+    proxy: Option<&Arc<ProxyUrl>>,
+    tls: &Arc<rustls::ClientConfig>,
+    limits: Limits,
+) -> awc::Client {
+    let connector = awc::Connector::new()
+        .rustls_0_23(tls.clone())
+        .timeout(limits.timeout)
+        .handshake_timeout(limits.timeout)
+        .conn_keep_alive(Duration::from_secs(30));
+    macro_rules! finish {
+        ($connector:expr) => {
+            awc::Client::builder()
+                .connector($connector)
+                .timeout(limits.timeout)
+                .no_default_headers()
+                .add_default_header((
+                    header::USER_AGENT,
+                    concat!("oauth-metadata-gateway/", env!("CARGO_PKG_VERSION")),
+                ))
+                .finish()
+        };
+    }
+    match proxy {
+        None => finish!(connector),
+        Some(proxy) => finish!(connector.connector(proxy_connector::ProxyConnector::new(
+            proxy.clone(),
+            tunnel_deadline(limits.timeout),
+        ))),
+    }
+}
+
+/// Names the proxy in a connection failure behind it (a TLS handshake
+/// with the upstream through the tunnel, say).
+fn through_proxy(error: FetchError, proxy: Option<&ProxyUrl>) -> FetchError {
+    match (error, proxy) {
+        (FetchError::Connect(message), Some(p)) => {
+            FetchError::Connect(format!("{message} (through the proxy {p})"))
+        }
+        (other, _) => other,
+    }
 }
 
 async fn fetch_once(
@@ -329,6 +430,8 @@ fn send_error(e: SendRequestError, timeout: Duration) -> FetchError {
         SendRequestError::Connect(awc::error::ConnectError::Timeout) => {
             FetchError::Timeout(timeout)
         }
+        SendRequestError::Connect(c) => proxy_connector::proxy_error_of(&c)
+            .unwrap_or_else(|| FetchError::Connect(c.to_string())),
         other => FetchError::Connect(other.to_string()),
     }
 }
