@@ -7,13 +7,13 @@ mod support;
 use std::time::Duration;
 
 use oauth_metadata_gateway::cache_rules::outcome::CacheOutcome;
-use oauth_metadata_gateway::{Cli, Generation};
+use oauth_metadata_gateway::Generation;
 use support::*;
 
 fn gateway_for(upstream: &str, extra: &[&str]) -> std::sync::Arc<Generation> {
     let mut args = vec!["oauth-metadata-gateway", "--upstream", upstream];
     args.extend_from_slice(extra);
-    Generation::new(&Cli::config_from_args(args).unwrap()).unwrap()
+    Generation::new(&support::config_from_args(args).unwrap()).unwrap()
 }
 
 #[actix_web::test]

@@ -11,15 +11,17 @@ use support::*;
 /// Runs `oauth-metadata-gateway check <args>` (bounded to 30 s) without
 /// blocking the test's runtime, which serves the upstreams meanwhile.
 async fn check(args: &[&str]) -> (i32, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_oauth-metadata-gateway"))
-        .arg("check")
-        .args(args)
-        .args(["--upstream-timeout", "2s"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start the binary");
+    let mut child = without_proxy_env(&mut Command::new(env!(
+        "CARGO_BIN_EXE_oauth-metadata-gateway"
+    )))
+    .arg("check")
+    .args(args)
+    .args(["--upstream-timeout", "2s"])
+    .stdin(Stdio::null())
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped())
+    .spawn()
+    .expect("start the binary");
     let started = Instant::now();
     let status = loop {
         if let Some(status) = child.try_wait().expect("wait") {

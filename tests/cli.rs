@@ -8,7 +8,20 @@ fn gateway(args: &[&str], env: &[(&str, &str)]) -> Output {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_oauth-metadata-gateway"));
     cmd.args(args);
     for (k, _) in std::env::vars() {
-        if k.starts_with("GATEWAY_") {
+        // The proxy variables too: a machine behind a proxy still passes.
+        if k.starts_with("GATEWAY_")
+            || [
+                "https_proxy",
+                "HTTPS_PROXY",
+                "http_proxy",
+                "HTTP_PROXY",
+                "all_proxy",
+                "ALL_PROXY",
+                "no_proxy",
+                "NO_PROXY",
+            ]
+            .contains(&k.as_str())
+        {
             cmd.env_remove(k);
         }
     }

@@ -475,12 +475,8 @@ async fn config_errors_stop_the_start_with_line_and_key() {
         "bad",
         "[[authorization_server]]\nissuer = \"https://a.example/t\"\n\n[[authorization_server]]\nissuer = \"https://b.example/t\"\n",
     );
-    let err = oauth_metadata_gateway::Cli::config_from_args([
-        "oauth-metadata-gateway",
-        "--config",
-        path.as_str(),
-    ])
-    .expect_err("conflicting routes");
+    let err = support::config_from_args(["oauth-metadata-gateway", "--config", path.as_str()])
+        .expect_err("conflicting routes");
     assert_eq!(err.exit_code(), 2);
     let text = err.to_string();
     assert!(text.contains("line 5, column 10"), "{text}");

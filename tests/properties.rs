@@ -27,7 +27,7 @@ use oauth_metadata_gateway::cache_rules::freshness::{
 use oauth_metadata_gateway::cache_rules::outcome::{CacheOutcome, StatusDetail, CACHE_NAME};
 use oauth_metadata_gateway::document::{etag_for, ExpectedIssuer, ValidatedDocument};
 use oauth_metadata_gateway::http::conditional::none_match;
-use oauth_metadata_gateway::{Cli, Generation};
+use oauth_metadata_gateway::Generation;
 use proptest::prelude::*;
 use proptest::test_runner::{Config as PtConfig, TestRunner};
 use serde_json::Value;
@@ -480,7 +480,7 @@ fn request_path() -> impl Strategy<Value = String> {
 fn arbitrary_paths_never_panic_and_only_configured_paths_match() {
     let (_reserved, port) = support::refusing_port();
     let dead = format!("http://127.0.0.1:{port}");
-    let config = Cli::config_from_args([
+    let config = support::config_from_args([
         "oauth-metadata-gateway",
         "--upstream",
         dead.as_str(),
@@ -653,7 +653,7 @@ proptest! {
         rest in tenant_candidate(),
         suffix in prop_oneof![Just(String::new()), Just("/".to_string()), "/[a-z.]{1,4}"],
     ) {
-        let config = Cli::config_from_args([
+        let config = support::config_from_args([
             "oauth-metadata-gateway",
             "--issuer",
             "https://auth.example.com/realms/{tenant}",

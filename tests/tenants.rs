@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use futures_util::{stream, StreamExt};
 use oauth_metadata_gateway::cache_rules::outcome::CacheOutcome;
-use oauth_metadata_gateway::{Cli, Generation as Assembled};
+use oauth_metadata_gateway::Generation as Assembled;
 use support::*;
 
 const TEMPLATE: &str = "oauth-authorization-server/realms/{tenant}";
@@ -215,7 +215,7 @@ async fn tenants_are_evicted_at_max_tenants_and_fetched_again() {
     let upstream = Upstream::start(Behaviour::status(500)).await;
     upstream.set(Behaviour::tenants(&upstream.base_url, Duration::ZERO));
     let template = format!("{}/realms/{{tenant}}", upstream.base_url);
-    let config = Cli::config_from_args([
+    let config = support::config_from_args([
         "oauth-metadata-gateway",
         "--issuer",
         &template,

@@ -9,7 +9,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use awc::http::Version;
-use oauth_metadata_gateway::Cli;
 use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
 use support::*;
 
@@ -197,7 +196,7 @@ async fn a_client_that_does_not_trust_the_certificate_is_refused() {
 fn config_error(args: &[&str]) -> clap::Error {
     let mut full = vec!["oauth-metadata-gateway"];
     full.extend_from_slice(args);
-    Cli::config_from_args(full).expect_err("must be refused")
+    support::config_from_args(full).expect_err("must be refused")
 }
 
 fn p(path: &Path) -> &str {
@@ -255,18 +254,20 @@ fn bad_tls_files_are_usage_errors_naming_the_flag() {
 fn the_binary_exits_2_on_a_mismatched_key() {
     let pki = Pki::new();
     let other = Pki::new();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_oauth-metadata-gateway"))
-        .args([
-            "--listen",
-            "127.0.0.1:0",
-            "--tls-cert",
-            p(&pki.cert),
-            "--tls-key",
-            p(&other.key),
-        ])
-        .env_remove("GATEWAY_LISTEN")
-        .output()
-        .expect("run the binary");
+    let out = support::without_proxy_env(&mut std::process::Command::new(env!(
+        "CARGO_BIN_EXE_oauth-metadata-gateway"
+    )))
+    .args([
+        "--listen",
+        "127.0.0.1:0",
+        "--tls-cert",
+        p(&pki.cert),
+        "--tls-key",
+        p(&other.key),
+    ])
+    .env_remove("GATEWAY_LISTEN")
+    .output()
+    .expect("run the binary");
     assert_eq!(out.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("--tls-key"), "{stderr}");

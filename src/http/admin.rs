@@ -208,6 +208,10 @@ pub struct DocumentView {
     pub routes: Vec<String>,
     /// Upstream URLs, in the order they are tried.
     pub upstream_urls: Vec<String>,
+    /// The forward proxy they are fetched through, password hidden
+    /// (`http://user:***@host:port`); absent when fetched directly.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub proxy: Option<String>,
     /// Where it stands.
     pub state: DocumentState,
     /// Age of the served copy, whole seconds.
@@ -314,6 +318,7 @@ fn slot_view(
         tenant: slot.tenant.as_deref().map(str::to_string),
         routes,
         upstream_urls: slot.upstream_urls().iter().map(|u| u.to_string()).collect(),
+        proxy: None,
         state,
         age_seconds: age,
         expires_in_seconds: expires,
@@ -330,6 +335,12 @@ fn slot_view(
     }
 }
 
+/// The proxy (redacted) `slot`'s first upstream URL goes through.
+fn proxy_of(gw: &Generation, slot: &DocumentSlot) -> Option<String> {
+    let url = slot.upstream_urls().first()?;
+    gw.cache.fetcher().proxy_for(url).map(|p| p.to_string())
+}
+
 /// Every document of `gw` matching `q`.
 pub async fn collect(gw: &Generation, q: &DocumentsQuery) -> Vec<DocumentView> {
     let wanted = |name: &str| q.document.as_deref().is_none_or(|d| d == name);
@@ -342,13 +353,14 @@ pub async fn collect(gw: &Generation, q: &DocumentsQuery) -> Vec<DocumentView> {
             continue;
         }
         let stored = gw.cache.servable(slot).await;
-        let v = slot_view(
+        let mut v = slot_view(
             slot,
             stored.as_ref().map(|(s, age)| (&**s, *age)),
             gw.cache.mode(),
             doc.routes.iter().map(|r| r.to_string()).collect(),
             now,
         );
+        v.proxy = proxy_of(gw, slot);
         if keep(&v) {
             out.push(v);
         }
@@ -371,6 +383,7 @@ pub async fn collect(gw: &Generation, q: &DocumentsQuery) -> Vec<DocumentView> {
                     slot_view(&entry.slot, None, CacheMode::Store, routes, now)
                 }
             };
+            v.proxy = proxy_of(gw, &entry.slot);
             if matches!(entry.state, TenantState::NotFound { .. }) {
                 v.state = DocumentState::NotFound;
             }
@@ -390,6 +403,7 @@ pub async fn collect(gw: &Generation, q: &DocumentsQuery) -> Vec<DocumentView> {
             tenant: None,
             routes: d.routes.clone(),
             upstream_urls: Vec::new(),
+            proxy: None,
             state: DocumentState::Local,
             age_seconds: None,
             expires_in_seconds: None,

@@ -16,6 +16,44 @@ use tokio::sync::{oneshot, watch};
 
 pub mod process;
 
+/// Environment variables that send a process's fetches through a forward
+/// proxy: cleared for every gateway and `check` a test starts, so a
+/// machine (or CI runner) behind a corporate proxy still passes.
+pub const PROXY_VARS: [&str; 11] = [
+    "https_proxy",
+    "HTTPS_PROXY",
+    "http_proxy",
+    "HTTP_PROXY",
+    "all_proxy",
+    "ALL_PROXY",
+    "no_proxy",
+    "NO_PROXY",
+    "REQUEST_METHOD",
+    "GATEWAY_UPSTREAM_PROXY",
+    "GATEWAY_UPSTREAM_NO_PROXY",
+];
+
+/// Removes [`PROXY_VARS`] from `cmd`'s environment.
+pub fn without_proxy_env(cmd: &mut std::process::Command) -> &mut std::process::Command {
+    for var in PROXY_VARS {
+        cmd.env_remove(var);
+    }
+    cmd
+}
+
+/// The in-process configuration for `args` (the program name first), as
+/// the binary would build it in an environment without proxy variables.
+pub fn config_from_args<I, T>(args: I) -> Result<oauth_metadata_gateway::Config, clap::Error>
+where
+    I: IntoIterator<Item = T>,
+    T: Into<std::ffi::OsString> + Clone,
+{
+    Cli::config_from_args_env(
+        args,
+        &oauth_metadata_gateway::upstream::proxy_rules::ProxyEnv::default(),
+    )
+}
+
 /// A realistic document, exactly as the reference server sends it (for an
 /// issuer the test fills in).
 pub fn document(issuer: &str) -> String {
@@ -158,18 +196,30 @@ pub struct Upstream {
 impl Upstream {
     /// Plain-HTTP upstream serving `behaviour`.
     pub async fn start(behaviour: Behaviour) -> Self {
-        Self::start_inner(behaviour, None).await
+        Self::start_inner("127.0.0.1", behaviour, None).await
+    }
+
+    /// Plain-HTTP upstream on another loopback address (`127.0.0.2`...).
+    pub async fn start_at(ip: &str, behaviour: Behaviour) -> Self {
+        Self::start_inner(ip, behaviour, None).await
     }
 
     /// HTTPS upstream with the given rustls server config.
     pub async fn start_tls(behaviour: Behaviour, tls: Arc<rustls::ServerConfig>) -> Self {
-        Self::start_inner(behaviour, Some(tokio_rustls::TlsAcceptor::from(tls))).await
+        Self::start_inner(
+            "127.0.0.1",
+            behaviour,
+            Some(tokio_rustls::TlsAcceptor::from(tls)),
+        )
+        .await
     }
 
-    async fn start_inner(behaviour: Behaviour, tls: Option<tokio_rustls::TlsAcceptor>) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind upstream");
+    async fn start_inner(
+        ip: &str,
+        behaviour: Behaviour,
+        tls: Option<tokio_rustls::TlsAcceptor>,
+    ) -> Self {
+        let listener = TcpListener::bind((ip, 0)).await.expect("bind upstream");
         let addr = listener.local_addr().unwrap();
         let (held, _) = watch::channel(false);
         let state = Arc::new(UpstreamState {
@@ -549,10 +599,35 @@ impl Generation {
         .await
     }
 
+    /// Starts a gateway (with an admin listener) whose proxy environment
+    /// (`HTTPS_PROXY`, `NO_PROXY`...) is `env` rather than none.
+    pub async fn start_with_proxy_env(
+        args: &[&str],
+        env: &oauth_metadata_gateway::upstream::proxy_rules::ProxyEnv,
+    ) -> Self {
+        let public = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let admin = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let listeners = oauth_metadata_gateway::Listeners {
+            public,
+            admin: Some(admin),
+        };
+        let mut full = vec!["oauth-metadata-gateway", "--workers", "2"];
+        full.extend_from_slice(args);
+        let config = Cli::config_from_args_env(full, env).expect("valid test arguments");
+        Self::run_config(listeners, config)
+    }
+
     async fn start_listeners(listeners: oauth_metadata_gateway::Listeners, args: &[&str]) -> Self {
         let mut full = vec!["oauth-metadata-gateway", "--workers", "2"];
         full.extend_from_slice(args);
-        let config = Cli::config_from_args(full).expect("valid test arguments");
+        let config = config_from_args(full).expect("valid test arguments");
+        Self::run_config(listeners, config)
+    }
+
+    fn run_config(
+        listeners: oauth_metadata_gateway::Listeners,
+        config: oauth_metadata_gateway::Config,
+    ) -> Self {
         let addr = listeners.public.local_addr().unwrap();
         let admin_url = listeners
             .admin

@@ -8,13 +8,14 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use super::{client, free_port};
+use super::{client, free_port, without_proxy_env};
 
 /// The binary under test.
 pub const BIN: &str = env!("CARGO_BIN_EXE_oauth-metadata-gateway");
 
 /// Variables of the test's own environment that would change what the
-/// binary does; removed unless a test sets them.
+/// binary does; removed unless a test sets them (and the proxy variables,
+/// [`super::PROXY_VARS`]).
 const CLEARED: [&str; 3] = ["GATEWAY_LISTEN", "GATEWAY_STATE_DIR", "GATEWAY_MIN_TTL"];
 
 /// A running gateway binary.
@@ -52,6 +53,7 @@ impl Process {
         for var in CLEARED {
             cmd.env_remove(var);
         }
+        without_proxy_env(&mut cmd);
         for (k, v) in envs {
             cmd.env(k, v);
         }
