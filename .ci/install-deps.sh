@@ -2,6 +2,8 @@
 # Installs the system tools the test suite drives, when they are missing:
 #   promtool + prometheus (Debian package `prometheus`): alert-rule tests,
 #     `promtool check metrics` and the end-to-end Prometheus test.
+#   tinyproxy (Debian package `tinyproxy`): the real forward proxy that
+#     tests/proxy.rs starts on 127.0.0.1 (CONNECT tunnels, BasicAuth).
 #   python3 venv support: .ci/validate-manifests.sh builds a virtualenv.
 #   node + npm (Debian packages `nodejs`, `npm`) and, with `npm ci`:
 #     in tests/interop, the official MCP TypeScript SDK that tests/interop.rs
@@ -15,6 +17,7 @@ set -euo pipefail
 need=()
 command -v promtool >/dev/null 2>&1 || need+=(prometheus)
 command -v prometheus >/dev/null 2>&1 || need+=(prometheus)
+command -v tinyproxy >/dev/null 2>&1 || need+=(tinyproxy)
 python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || need+=(python3-venv)
 python3 -c 'import yaml' >/dev/null 2>&1 || need+=(python3-yaml)
 command -v node >/dev/null 2>&1 || need+=(nodejs)
@@ -68,15 +71,17 @@ fi
 export DEBIAN_FRONTEND=noninteractive
 $sudo apt-get update -qq
 $sudo apt-get install -y -qq --no-install-recommends "${pkgs[@]}" >/dev/null
-for tool in promtool prometheus; do
+for tool in promtool prometheus tinyproxy; do
     if ! command -v "$tool" >/dev/null 2>&1; then
         echo "error: $tool is still not on PATH after installing ${pkgs[*]}" >&2
         exit 1
     fi
 done
-# Debian's package may start a prometheus service; the tests start their own
-# on an ephemeral port, so it is only stopped to save resources.
+# Debian's packages may start prometheus and tinyproxy services; the tests
+# start their own on ephemeral ports, so those are only stopped to save
+# resources.
 if command -v systemctl >/dev/null 2>&1; then
     $sudo systemctl stop prometheus >/dev/null 2>&1 || true
+    $sudo systemctl stop tinyproxy >/dev/null 2>&1 || true
 fi
 install_node_packages

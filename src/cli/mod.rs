@@ -549,6 +549,7 @@ fn parse_issuer(value: &str) -> Result<String, String> {
 mod tests {
     use super::*;
     use crate::config::AS_METADATA_PATH;
+    use crate::upstream::proxy_rules::ProxyEnv;
 
     /// Strings to compare with literals.
     fn strs<S: AsRef<str>>(v: &[S]) -> Vec<&str> {
@@ -799,5 +800,136 @@ mod tests {
             assert_eq!(err.exit_code(), 2, "{args:?}");
             assert!(err.to_string().contains(flag), "{args:?}: {err}");
         }
+    }
+
+    fn proxy_env(pairs: &[(&str, &str)]) -> ProxyEnv {
+        ProxyEnv::from_lookup(|k| {
+            pairs
+                .iter()
+                .find(|(n, _)| *n == k)
+                .map(|(_, v)| v.to_string())
+        })
+    }
+
+    fn parse_env(args: &[&str], env: &ProxyEnv) -> Result<Config, clap::Error> {
+        let mut full = vec!["oauth-metadata-gateway"];
+        full.extend_from_slice(args);
+        Cli::config_from_args_env(full, env)
+    }
+
+    #[test]
+    fn proxy_flags_and_environment() {
+        let env = proxy_env(&[("HTTPS_PROXY", "http://u:s3cretpw@proxy.corp:3128")]);
+        let c = parse_env(&["--upstream", "https://as.example.com"], &env).unwrap();
+        let p = c
+            .upstream
+            .proxy
+            .proxy_for(&c.documents.documents[0].upstream_urls[0]);
+        assert_eq!(p.unwrap().to_string(), "http://u:***@proxy.corp:3128");
+        assert!(!format!("{c:?}").contains("s3cretpw"));
+        let c = parse_env(
+            &[
+                "--upstream",
+                "https://as.example.com",
+                "--upstream-no-proxy",
+                "example.com",
+            ],
+            &env,
+        )
+        .unwrap();
+        assert!(c
+            .upstream
+            .proxy
+            .proxy_for("https://as.example.com/x")
+            .is_none());
+        let c = parse_env(
+            &[
+                "--upstream",
+                "https://as.example.com",
+                "--upstream-proxy",
+                "none",
+            ],
+            &env,
+        )
+        .unwrap();
+        assert!(c
+            .upstream
+            .proxy
+            .proxy_for("https://as.example.com/x")
+            .is_none());
+        // The process environment is not read by config_from_args_env.
+        let c = parse_env(
+            &["--upstream", "https://as.example.com"],
+            &ProxyEnv::default(),
+        )
+        .unwrap();
+        assert!(!c.upstream.proxy.rules().any());
+    }
+
+    #[test]
+    fn the_demo_server_is_never_proxied() {
+        let env = proxy_env(&[("http_proxy", "http://proxy.corp:3128")]);
+        let c = parse_env(&["--demo"], &env).unwrap();
+        let demo_url = &c.documents.documents[0].upstream_urls[0];
+        assert!(demo_url.starts_with("http://localhost:7788/"), "{demo_url}");
+        assert!(c.upstream.proxy.proxy_for(demo_url).is_none());
+        assert!(c
+            .upstream
+            .proxy
+            .proxy_for("http://127.0.0.1:7788/x")
+            .is_none());
+        // Loopback is not special otherwise (as in curl).
+        assert!(c
+            .upstream
+            .proxy
+            .proxy_for("http://localhost:7789/x")
+            .is_some());
+        let c = parse_env(&[], &env).unwrap();
+        assert!(c.upstream.proxy.proxy_for(demo_url).is_some());
+    }
+
+    #[test]
+    fn bad_proxy_values_name_the_source_without_the_password() {
+        for (args, env, source) in [
+            (
+                vec!["--upstream-proxy", "socks5://u:s3cretpw@p:1080"],
+                vec![],
+                "--upstream-proxy",
+            ),
+            (
+                vec!["--upstream-proxy", "https://u:s3cretpw@p"],
+                vec![],
+                "--upstream-proxy",
+            ),
+            (
+                vec!["--upstream-proxy", "http://u:s3cretpw@p:http"],
+                vec![],
+                "--upstream-proxy",
+            ),
+            (
+                vec![],
+                vec![("ALL_PROXY", "socks5h://u:s3cretpw@p")],
+                "ALL_PROXY",
+            ),
+            (
+                vec!["--upstream-no-proxy", "a..b"],
+                vec![],
+                "--upstream-no-proxy",
+            ),
+            (vec![], vec![("no_proxy", "10.0.0.0/40")], "no_proxy"),
+        ] {
+            let err = parse_env(&args, &proxy_env(&env)).expect_err("must be rejected");
+            assert_eq!(err.exit_code(), 2, "{args:?}");
+            let text = err.to_string();
+            assert!(text.contains(source), "{args:?}: {text}");
+            assert!(!text.contains("s3cretpw"), "{args:?}: {text}");
+        }
+        let cli = Cli::try_parse_from([
+            "oauth-metadata-gateway",
+            "--upstream-proxy",
+            "http://u:s3cretpw@p",
+        ])
+        .unwrap();
+        assert!(!format!("{cli:?}").contains("s3cretpw"));
     }
 }

@@ -927,4 +927,89 @@ resource = "https://mcp.example.com/mcp"
         assert_eq!(line_col("ab\ncé=x", 6), (2, 3));
         assert_eq!(line_col("", 0), (1, 1));
     }
+
+    #[test]
+    fn a_proxy_per_server_by_upstream_origin() {
+        let d = ok(r#"
+[[authorization_server]]
+issuer = "https://a.example/t1"
+proxy = "http://u:s3cretpw@proxy.corp:3128"
+
+[[authorization_server]]
+issuer = "https://a.example/t2"
+proxy = "http://u:s3cretpw@proxy.corp:3128"
+
+[[authorization_server]]
+issuer = "https://b.example/realms/{tenant}"
+proxy = "none"
+
+[[authorization_server]]
+issuer = "https://c.example"
+"#);
+        let shown: Vec<String> = d.proxies.iter().map(|(o, s)| format!("{o} {s}")).collect();
+        assert_eq!(
+            shown,
+            [
+                "https://a.example:443 http://u:***@proxy.corp:3128",
+                "https://b.example:443 none"
+            ]
+        );
+    }
+
+    #[test]
+    fn proxy_errors_never_quote_the_password() {
+        for (text, key, wanted) in [
+            (
+                "[[authorization_server]]\nissuer = \"https://a.example\"\nproxy = \"socks5://u:s3cretpw@p:1080\"\n",
+                Some("authorization_server[0].proxy"),
+                "SOCKS",
+            ),
+            (
+                "[[authorization_server]]\nissuer = \"https://a.example\"\nproxy = \"http://u:s3cretpw@p:1080\n",
+                None,
+                "line 3",
+            ),
+            (
+                "[[authorization_server]]\nissuer = \"https://a.example/1\"\nproxy = \"http://u:s3cretpw@p:1\"\n\n[[authorization_server]]\nissuer = \"https://a.example/2\"\nproxy = \"http://u:other@p:1\"\n",
+                Some("authorization_server[1].proxy"),
+                "already goes through http://u:***@p:1 (authorization_server[0].proxy, line 3)",
+            ),
+            (
+                "[[authorization_server]]\nissuer = \"https://a.example\"\nproxy = { url = \"http://u:s3cretpw@p:1\" }\n",
+                Some("authorization_server[0].proxy"),
+                "string",
+            ),
+        ] {
+            let e = err(text);
+            let shown = e.to_string();
+            assert!(shown.contains(wanted), "{shown}");
+            if let Some(key) = key {
+                assert_eq!(e.key.as_deref(), Some(key), "{shown}");
+            }
+            assert!(!shown.contains("s3cretpw"), "{shown}");
+            assert!(!shown.contains("other@"), "{shown}");
+        }
+    }
+
+    #[test]
+    fn quoted_lines_mask_proxy_credentials_column_for_column() {
+        assert_eq!(
+            mask_secrets(r#"proxy = "http://u:pw@h:1""#),
+            format!("proxy = \"{}\"", "*".repeat("http://u:pw@h:1".len()))
+        );
+        assert_eq!(
+            mask_secrets(r#"upstream = "https://u:pw@h/x""#),
+            r#"upstream = "https://****@h/x""#
+        );
+        assert_eq!(
+            mask_secrets("issuer = \"https://a/\""),
+            "issuer = \"https://a/\""
+        );
+        let line = r#"{ issuer = "https://a", proxy = "h:1" }"#;
+        assert_eq!(
+            mask_secrets(line),
+            r#"{ issuer = "https://a", proxy = "***" }"#
+        );
+        assert_eq!(mask_secrets(line).chars().count(), line.chars().count());
+    }
 }
