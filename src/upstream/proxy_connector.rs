@@ -133,7 +133,7 @@ async fn tunnel(proxy: &ProxyUrl, target: &str) -> Result<TcpStream, ProxyFailur
         }
         head.extend_from_slice(&chunk[..n]);
         if let Some(end) = find(&head, b"\r\n\r\n") {
-            let (status, reason) = parse_status(&head[..end])
+            let (status, reason) = parse_status(&head[..end + 2])
                 .unwrap_or_else(|| Err("no status line".to_string()))
                 .map_err(ProxyFailure::Protocol)?;
             if !(200..300).contains(&status) {
@@ -225,5 +225,136 @@ mod tests {
             parse_status(b"HTTP/1.1 403 \x1b[31mno\x07\r\n"),
             Some(Ok((403, "[31mno".into())))
         );
+    }
+
+    /// A one-shot fake proxy on 127.0.0.1 that reads the CONNECT head and
+    /// answers `answer` (or nothing, with `None`); returns its URL and the
+    /// head it received.
+    async fn fake_proxy(
+        answer: Option<&'static [u8]>,
+    ) -> (ProxyUrl, tokio::task::JoinHandle<String>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let task = tokio::spawn(async move {
+            let (mut s, _) = listener.accept().await.unwrap();
+            let mut head = Vec::new();
+            let mut b = [0u8; 256];
+            while find(&head, b"\r\n\r\n").is_none() {
+                let n = s.read(&mut b).await.unwrap();
+                if n == 0 {
+                    break;
+                }
+                head.extend_from_slice(&b[..n]);
+            }
+            match answer {
+                Some(a) => {
+                    s.write_all(a).await.unwrap();
+                    // Keep the connection open a moment, as a proxy would.
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                None => tokio::time::sleep(Duration::from_secs(5)).await,
+            }
+            String::from_utf8_lossy(&head).into_owned()
+        });
+        let url = ProxyUrl::parse(&format!("http://bob:pa%20ss@127.0.0.1:{port}")).unwrap();
+        (url, task)
+    }
+
+    #[tokio::test]
+    async fn a_tunnel_opens_on_2xx_with_credentials() {
+        let (proxy, task) = fake_proxy(Some(b"HTTP/1.1 200 OK\r\nX: y\r\n\r\n")).await;
+        assert!(tunnel(&proxy, "as.example:443").await.is_ok());
+        let head = task.await.unwrap();
+        assert!(
+            head.starts_with("CONNECT as.example:443 HTTP/1.1\r\nHost: as.example:443\r\n"),
+            "{head}"
+        );
+        // RFC 7617: base64("bob:pa ss").
+        assert!(
+            head.contains("Proxy-Authorization: Basic Ym9iOnBhIHNz\r\n"),
+            "{head}"
+        );
+    }
+
+    #[tokio::test]
+    async fn proxy_failures_say_what_it_answered() {
+        for (answer, wanted) in [
+            (
+                &b"HTTP/1.1 407 Proxy Authentication Required\r\nProxy-Authenticate: Basic\r\n\r\n"
+                    [..],
+                "answered 407 Proxy Authentication Required",
+            ),
+            (
+                &b"HTTP/1.0 403 Forbidden\r\n\r\n"[..],
+                "answered 403 Forbidden",
+            ),
+            (
+                &b"HTTP/1.1 502 Bad Gateway\r\n"[..],
+                "answered 502 Bad Gateway",
+            ),
+            (
+                &b"SSH-2.0-OpenSSH\r\n\r\n"[..],
+                "unusable answer: not an HTTP/1.x answer",
+            ),
+            (
+                &b"HTTP/1.1 200 OK\r\n\r\nearly"[..],
+                "data followed its 2xx answer",
+            ),
+            (&b"HTTP/1.1 20"[..], "without a complete answer"),
+        ] {
+            let (proxy, _task) = fake_proxy(Some(answer)).await;
+            let failure = tunnel(&proxy, "as.example:443").await.expect_err(wanted);
+            assert!(failure.to_string().contains(wanted), "{failure}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_silent_or_absent_proxy_fails_within_the_deadline_naming_it() {
+        let (proxy, _task) = fake_proxy(None).await;
+        let connector = ProxyConnector::new(Arc::new(proxy), Duration::from_millis(200));
+        let uri: Uri = "https://as.example/x".parse().unwrap();
+        let started = std::time::Instant::now();
+        let err = connector
+            .call(ConnectInfo::new(uri.clone()))
+            .await
+            .expect_err("times out");
+        assert!(started.elapsed() < Duration::from_secs(2));
+        let awc_err = awc::error::ConnectError::from(err);
+        let e = proxy_error_of(&awc_err).expect("a proxy error");
+        assert_eq!(e.outcome_label(), "proxy_error");
+        assert_eq!(
+            e.client_status(),
+            actix_web::http::StatusCode::GATEWAY_TIMEOUT
+        );
+        let shown = e.to_string();
+        assert!(
+            shown.contains("the proxy http://bob:***@127.0.0.1:"),
+            "{shown}"
+        );
+        assert!(
+            shown.contains("did not answer within 200ms (CONNECT as.example:443)"),
+            "{shown}"
+        );
+        assert!(
+            !shown.contains("pa ss") && !shown.contains("Ym9i"),
+            "{shown}"
+        );
+
+        // Nothing listening: unreachable, 503.
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let port = socket.local_addr().unwrap().port();
+        let proxy = ProxyUrl::parse(&format!("http://127.0.0.1:{port}")).unwrap();
+        let connector = ProxyConnector::new(Arc::new(proxy), Duration::from_secs(2));
+        let err = connector
+            .call(ConnectInfo::new(uri))
+            .await
+            .expect_err("refused");
+        let e = proxy_error_of(&awc::error::ConnectError::from(err)).unwrap();
+        assert_eq!(
+            e.client_status(),
+            actix_web::http::StatusCode::SERVICE_UNAVAILABLE
+        );
+        assert!(e.to_string().contains("cannot be reached"), "{e}");
     }
 }
