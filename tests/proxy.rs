@@ -628,7 +628,9 @@ async fn the_password_never_leaks() {
     let socks = format!("socks5://{USER}:{PASSWORD}@127.0.0.1:1080");
     let bad_port = format!("http://{USER}:{PASSWORD}@127.0.0.1:99999");
     let https = format!("https://{USER}:{PASSWORD}@127.0.0.1:3128");
-    let cases: Vec<(Vec<&str>, Vec<(&str, &str)>, &str)> = vec![
+    /// Arguments, environment, and what the message must name.
+    type Case<'a> = (Vec<&'a str>, Vec<(&'a str, &'a str)>, &'a str);
+    let cases: Vec<Case> = vec![
         (vec!["--upstream-proxy", &socks], vec![], "--upstream-proxy"),
         (
             vec![],
