@@ -406,6 +406,63 @@ async fn a_per_server_proxy_in_the_config_file() {
 }
 
 #[actix_web::test]
+async fn a_reload_changes_a_servers_proxy() {
+    let mut proxy = Tinyproxy::start();
+    let upstream = Upstream::start(Behaviour::status(500)).await;
+    let issuer = format!("{}/t1", upstream.base_url);
+    upstream.set(Behaviour::json(document(&issuer)));
+    let target = format!("127.0.0.1:{}", upstream.addr.port());
+    let write = |proxy_line: &str| {
+        format!("[[authorization_server]]\nissuer = \"{issuer}\"\n{proxy_line}\n")
+    };
+    let (dir, file) = config_file_in_temp_dir(&write(&format!(
+        "proxy = \"{}\"",
+        proxy.url_with(USER, PASSWORD)
+    )));
+    let gw = Generation::start_with_admin(&["--config", &file]).await;
+    let url = gw.url(&format!("{AS_PATH}/t1"));
+    let r = poll_until(&url, Duration::from_secs(10), |r| r.status == 200).await;
+    assert_eq!(r.status, 200, "{}", text(&r));
+    let documents = text(&get(&gw.admin("/documents")).await);
+    assert!(
+        documents.contains(&format!("\"proxy\":\"{}\"", proxy.shown())),
+        "{documents}"
+    );
+    let through_proxy = proxy.connects_to(&target);
+    assert!(through_proxy >= 1, "{}", proxy.log());
+
+    // The proxy goes away and the file says `none`: after the reload the
+    // refresh goes direct (a stale client of the old proxy would fail).
+    proxy.stop();
+    std::fs::write(dir.path().join("gateway.toml"), write("proxy = \"none\"")).unwrap();
+    gw.reload();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let documents = text(&get(&gw.admin("/documents")).await);
+        if !documents.contains("\"proxy\"") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "not reloaded: {documents}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let before = upstream.requests();
+    let r = send("POST", &gw.admin("/refresh"), &[]).await;
+    assert!(r.status < 300, "{}", text(&r));
+    // The proxy is down: a request reaching the upstream came direct.
+    upstream
+        .wait_for_requests(before + 1, Duration::from_secs(10))
+        .await;
+    let metrics = gw.admin("/metrics");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while fetches(&metrics, "ok").await < 2.0 && fetches(&metrics, "proxy_error").await < 1.0 {
+        assert!(Instant::now() < deadline, "the refresh did not finish");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(fetches(&metrics, "proxy_error").await, 0.0);
+    assert_eq!(fetches(&metrics, "ok").await, 2.0);
+}
+
+#[actix_web::test]
 async fn a_407_on_a_cold_fetch_is_a_json_5xx_naming_the_proxy_without_fall_through() {
     let proxy = Tinyproxy::start();
     let upstream = Upstream::start(Behaviour::status(500)).await;

@@ -662,6 +662,9 @@ impl ProxyRoutes {
     /// The proxy `url` is fetched through, or `None` for a direct fetch.
     /// `NO_PROXY` applies to every proxy, per-server ones included.
     pub fn proxy_for(&self, url: &str) -> Option<Arc<ProxyUrl>> {
+        if self.overrides.is_empty() && !self.rules.any() {
+            return None; // no proxy anywhere: no URL to parse
+        }
         let origin = Origin::of(url)?;
         if self.direct.contains(&origin) {
             return None;
