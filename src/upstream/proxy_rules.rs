@@ -200,13 +200,27 @@ impl fmt::Debug for ProxyUrl {
 
 /// `raw` with everything between the scheme and the last `@` hidden, for
 /// error messages about a value that may hold a password:
-/// `http://u:secret@p:3128` → `http://***@p:3128`.
+/// `http://u:secret@p:3128` → `http://***@p:3128`. Without an `@`, a
+/// "port" that is not a number may be a password typed without its host
+/// (`http://alice:secret`), so it is hidden too: `http://alice:***`.
 pub fn redact(raw: &str) -> String {
+    let start = raw.find("://").map_or(0, |i| i + 3);
     match raw.rfind('@') {
-        None => raw.to_string(),
-        Some(at) => {
-            let start = raw.find("://").map_or(0, |i| i + 3).min(at);
-            format!("{}***{}", &raw[..start], &raw[at..])
+        Some(at) => format!("{}***{}", &raw[..start.min(at)], &raw[at..]),
+        None => {
+            let end = raw[start..]
+                .find(['/', '?', '#'])
+                .map_or(raw.len(), |i| start + i);
+            match raw[start..end].rfind(':') {
+                Some(colon)
+                    if !raw[start + colon + 1..end]
+                        .bytes()
+                        .all(|b| b.is_ascii_digit()) =>
+                {
+                    format!("{}***{}", &raw[..start + colon + 1], &raw[end..])
+                }
+                _ => raw.to_string(),
+            }
         }
     }
 }
@@ -267,7 +281,7 @@ fn split_host_port(authority: &str) -> Result<(String, u16), String> {
             .parse::<u16>()
             .ok()
             .filter(|p| *p != 0)
-            .ok_or_else(|| format!("the proxy port {p:?} is not a port number (1-65535)"))?,
+            .ok_or_else(|| "the proxy port is not a port number (1-65535)".to_string())?,
     };
     Ok((host, port))
 }
@@ -782,6 +796,8 @@ mod tests {
             ("http://u:hunter2@p:99999", "port"),
             ("http://u:hunter2@p:0", "port"),
             ("http://u:hunter2@p:x", "port"),
+            ("http://alice:hunter2", "port"),
+            ("https://alice:hunter2", "https:// proxies"),
             ("http://u:hunter2@:3128", "no host"),
             ("http://u:hunter2@p:3128/path", "no path"),
             ("http://u:hunter2@p:3128?q", "no path"),
@@ -808,6 +824,11 @@ mod tests {
         assert_eq!(redact("u:p@w@p:1"), "***@p:1");
         assert_eq!(redact("http://p:1"), "http://p:1");
         assert_eq!(redact("socks5://a@b:c@h"), "socks5://***@h");
+        // No `@`: a non-numeric "port" may be a password without its host.
+        assert_eq!(redact("http://alice:hunter2"), "http://alice:***");
+        assert_eq!(redact("alice:hunter2/x"), "alice:***/x");
+        assert_eq!(redact("http://p:3128/"), "http://p:3128/");
+        assert_eq!(redact("[::1]:3128"), "[::1]:3128");
     }
 
     #[test]
