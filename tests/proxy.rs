@@ -9,9 +9,11 @@
 //! end to end); an http upstream through CONNECT (from `http_proxy`);
 //! `NO_PROXY` sending a second upstream on 127.0.0.2 direct; a per-server
 //! `proxy` in the config file; a 407 on a cold fetch (JSON 5xx naming the
-//! proxy, no fall-through, no negative caching of a tenant); the proxy
-//! down while warm (the last good document); and the password never in
-//! logs, `GET /documents`, error bodies, `check` output or start-up errors.
+//! proxy, no fall-through, no negative caching of a tenant); a silent
+//! proxy (504 naming it, within `--upstream-timeout`); a reload changing a
+//! server's proxy; the proxy down while warm (the last good document); and
+//! the password never in logs, `GET /documents`, error bodies, `check`
+//! output or start-up errors.
 
 mod support;
 
@@ -563,6 +565,49 @@ async fn a_407_on_a_cold_fetch_is_a_json_5xx_naming_the_proxy_without_fall_throu
         );
     }
     assert_eq!(upstream.requests(), 0);
+}
+
+#[actix_web::test]
+async fn a_silent_proxy_is_a_504_naming_it_within_the_upstream_timeout() {
+    // A proxy that accepts and never answers (no tinyproxy setting does that).
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = silent.local_addr().unwrap().port();
+    let hold = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((s, _)) = silent.accept().await {
+            held.push(s);
+        }
+    });
+    let upstream = Upstream::start(Behaviour::json(document("http://unused"))).await;
+    let gw = Generation::start(&[
+        "--upstream",
+        &upstream.base_url,
+        "--upstream-proxy",
+        &format!("http://127.0.0.1:{port}"),
+        "--upstream-timeout",
+        "1s",
+        "--retry-backoff-min",
+        "10s",
+    ])
+    .await;
+    // The tunnel's own deadline (a tenth under --upstream-timeout) names
+    // the proxy; the whole fetch's would only say "timeout".
+    let r = get(&gw.url(AS_PATH)).await;
+    assert_eq!(r.status, 504, "{}", text(&r));
+    assert!(
+        r.cache_status().contains("detail=proxy_error"),
+        "{}",
+        r.cache_status()
+    );
+    assert!(
+        text(&r).contains(&format!(
+            "the proxy http://127.0.0.1:{port} did not answer within 900ms"
+        )),
+        "{}",
+        text(&r)
+    );
+    assert_eq!(upstream.requests(), 0);
+    hold.abort();
 }
 
 #[actix_web::test]
