@@ -37,7 +37,6 @@ pub mod proxy_rules;
 pub mod tls;
 
 use std::collections::HashMap;
-
 use std::sync::Arc;
 use std::time::Duration;
 
