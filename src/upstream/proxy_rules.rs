@@ -291,10 +291,11 @@ fn split_host_port(authority: &str) -> Result<(String, u16), String> {
 enum NoProxyEntry {
     /// `*`: every host.
     All,
-    /// A domain: the host itself and its subdomains.
-    Domain(String),
-    /// An exact IP address.
-    Ip(IpAddr),
+    /// A domain: the host itself and its subdomains (on that port only,
+    /// when one is given).
+    Domain(String, Option<u16>),
+    /// An exact IP address (on that port only, when one is given).
+    Ip(IpAddr, Option<u16>),
     /// A CIDR block: literal IP hosts within it.
     Cidr(IpAddr, u8),
 }
@@ -333,7 +334,23 @@ impl NoProxy {
             return Ok(NoProxyEntry::Cidr(ip, bits));
         }
         if let Ok(ip) = strip_brackets(raw).parse::<IpAddr>() {
-            return Ok(NoProxyEntry::Ip(ip));
+            return Ok(NoProxyEntry::Ip(ip, None));
+        }
+        // `host:port` and `[v6]:port` (as Go and many tools write them):
+        // that port only.
+        let (raw, port) = match raw.rsplit_once(':') {
+            Some((h, p)) if !h.contains(':') || (h.starts_with('[') && h.ends_with(']')) => {
+                let port = p
+                    .parse::<u16>()
+                    .ok()
+                    .filter(|p| *p != 0)
+                    .ok_or_else(|| format!("{raw:?}: the port must be 1-65535"))?;
+                (h, Some(port))
+            }
+            _ => (raw, None),
+        };
+        if let Ok(ip) = strip_brackets(raw).parse::<IpAddr>() {
+            return Ok(NoProxyEntry::Ip(ip, port));
         }
         // `.corp` and `*.corp` mean the same as `corp` (curl strips the dot).
         let domain = raw
@@ -353,19 +370,22 @@ impl NoProxy {
                 "{raw:?} is not a host name, domain suffix, IP address, CIDR block or *"
             ));
         }
-        Ok(NoProxyEntry::Domain(domain))
+        Ok(NoProxyEntry::Domain(domain, port))
     }
 
-    /// True when `host` (as in a URL: IPv6 in brackets) is fetched directly.
-    pub fn matches(&self, host: &str) -> bool {
+    /// True when `host` (as in a URL: IPv6 in brackets) on `port` is
+    /// fetched directly.
+    pub fn matches(&self, host: &str, port: u16) -> bool {
         let host = host.trim_end_matches('.').to_ascii_lowercase();
         let ip = strip_brackets(&host).parse::<IpAddr>().ok();
+        let port_ok = |p: &Option<u16>| p.is_none_or(|p| p == port);
         self.entries.iter().any(|e| match e {
             NoProxyEntry::All => true,
-            NoProxyEntry::Ip(a) => ip == Some(*a),
+            NoProxyEntry::Ip(a, p) => ip == Some(*a) && port_ok(p),
             NoProxyEntry::Cidr(net, bits) => ip.is_some_and(|ip| in_cidr(ip, *net, *bits)),
-            NoProxyEntry::Domain(d) => {
+            NoProxyEntry::Domain(d, p) => {
                 ip.is_none()
+                    && port_ok(p)
                     && (host == *d
                         || host
                             .strip_suffix(d.as_str())
@@ -687,7 +707,7 @@ impl ProxyRoutes {
             Some((_, setting)) => setting.proxy(),
             None => self.rules.by_scheme(&origin.scheme),
         }?;
-        if self.rules.no_proxy.matches(&origin.host) {
+        if self.rules.no_proxy.matches(&origin.host, origin.port) {
             return None;
         }
         Some(chosen.clone())
@@ -849,7 +869,7 @@ mod tests {
             "[::1]",
             "[fd00::1]",
         ] {
-            assert!(n.matches(host), "{host}");
+            assert!(n.matches(host, 443), "{host}");
         }
         for host in [
             "notcorp",
@@ -863,16 +883,29 @@ mod tests {
             "localhost",
             "127.0.0.1",
         ] {
-            assert!(!n.matches(host), "{host}");
+            assert!(!n.matches(host, 443), "{host}");
         }
         // CIDRs and IPs match literal IPs only: a name is never resolved.
         let n = NoProxy::parse("127.0.0.0/8").unwrap();
-        assert!(n.matches("127.0.0.2"));
-        assert!(!n.matches("localhost"));
-        assert!(NoProxy::parse("*").unwrap().matches("anything.example"));
-        assert!(NoProxy::parse("0.0.0.0/0").unwrap().matches("8.8.8.8"));
+        assert!(n.matches("127.0.0.2", 80));
+        assert!(!n.matches("localhost", 80));
+        assert!(NoProxy::parse("*").unwrap().matches("anything.example", 1));
+        assert!(NoProxy::parse("0.0.0.0/0").unwrap().matches("8.8.8.8", 1));
         assert!(NoProxy::parse("").unwrap().is_empty());
-        for bad in ["10.0.0.0/33", "x/8", "a..b", "a b/", "foo:bar"] {
+        // `host:port` entries (Go's form) match that port only.
+        let n = NoProxy::parse("registry.corp:5000,10.0.0.1:8443,[::1]:9000").unwrap();
+        assert!(n.matches("registry.corp", 5000) && n.matches("a.registry.corp", 5000));
+        assert!(!n.matches("registry.corp", 443));
+        assert!(n.matches("10.0.0.1", 8443) && !n.matches("10.0.0.1", 443));
+        assert!(n.matches("[::1]", 9000) && !n.matches("[::1]", 443));
+        for bad in [
+            "10.0.0.0/33",
+            "x/8",
+            "a..b",
+            "foo:bar",
+            "foo:0",
+            "foo:70000",
+        ] {
             assert!(NoProxy::parse(bad).is_err(), "{bad}");
         }
     }
