@@ -5,12 +5,18 @@
 //! of documents after a reload, or an operator's "refresh now".
 //!
 //! Its cost does not grow per document beyond a heap entry and a map entry:
-//! there is no task or timer per document, only a binary heap of due times
-//! and a bounded number of refreshes in flight ([`MAX_IN_FLIGHT`]; each also
-//! waits for a background permit of its upstream host, see
-//! [`crate::upstream::limiter`]). At start-up every document is due at once,
-//! so warm-up is a queue drained at the per-host concurrency bound, not a
-//! burst; refresh times are then spread by
+//! there is no task or timer per document, only a binary heap of due times.
+//! A document whose time has come moves from the heap to the queue of its
+//! upstream host (the origin the per-host limiter counts,
+//! [`crate::upstream::limiter`]), and refreshes are started from the hosts
+//! in turn (round robin), each host at most its background share of
+//! `--upstream-concurrency` at once, and [`MAX_IN_FLIGHT`] in all. So a
+//! hung or slow host holds at most its own share: the refreshes of every
+//! other host never wait behind its queue, and its own documents wait in
+//! its queue, not in a refresh that holds a place while waiting for a
+//! permit. At start-up every document is due at once, so warm-up is one
+//! queue per host drained at the per-host bound, not a burst; refresh
+//! times are then spread by
 //! [`crate::cache_rules::freshness::Freshness::jittered_refresh_age`].
 //!
 //! It is the only background fetcher of configured documents, so client
@@ -19,7 +25,7 @@
 //! while one runs is run once more after it).
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap, HashSet};
+use std::collections::{BinaryHeap, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -29,8 +35,12 @@ use tokio::time::Instant as TokioInstant;
 
 use crate::cache::{DocumentSlot, MetadataCache};
 
-/// Most refreshes in flight (or waiting for a host permit) at once.
-pub const MAX_IN_FLIGHT: usize = 64;
+/// Most refreshes in flight at once, all hosts together. Each host is
+/// also held to its background share of `--upstream-concurrency`, so this
+/// is reached only with many hosts busy at once; a place that frees goes
+/// to the next host in turn, so even then no host waits behind another's
+/// queue.
+pub const MAX_IN_FLIGHT: usize = 256;
 
 /// What the scheduler can be told.
 #[derive(Debug)]
@@ -42,12 +52,119 @@ pub enum Command {
     RefreshNow(Vec<usize>),
 }
 
+/// One upstream host's due refreshes.
+#[derive(Debug, Default)]
+struct HostQueue {
+    /// Slots due, oldest first (ids of slots removed meanwhile are
+    /// skipped when reached).
+    due: VecDeque<usize>,
+    /// Refreshes of this host running.
+    running: usize,
+    /// Whether the host is in `Hosts::turns`.
+    in_turn: bool,
+}
+
+/// Due refreshes per upstream host, and the order the hosts take turns.
+#[derive(Debug)]
+struct Hosts {
+    queues: HashMap<Arc<str>, HostQueue>,
+    /// Hosts with a due refresh and room for one more, in turn order.
+    turns: VecDeque<Arc<str>>,
+    /// Most refreshes running per host (its background share).
+    per_host: usize,
+}
+
+impl Hosts {
+    fn new(per_host: usize) -> Self {
+        Self {
+            queues: HashMap::new(),
+            turns: VecDeque::new(),
+            per_host: per_host.max(1),
+        }
+    }
+
+    /// Queues `id` behind `host`'s due refreshes.
+    fn push(&mut self, host: &str, id: usize) {
+        let key = match self.queues.get_key_value(host) {
+            Some((k, _)) => k.clone(),
+            None => {
+                let k: Arc<str> = Arc::from(host);
+                self.queues.insert(k.clone(), HostQueue::default());
+                k
+            }
+        };
+        if let Some(q) = self.queues.get_mut(&key) {
+            q.due.push_back(id);
+            if !q.in_turn && q.running < self.per_host {
+                q.in_turn = true;
+                self.turns.push_back(key);
+            }
+        }
+    }
+
+    /// The next refresh to start: the first live slot of the next host in
+    /// turn that has room. `live` says whether an id is still scheduled.
+    fn next(&mut self, mut live: impl FnMut(usize) -> bool) -> Option<(usize, Arc<str>)> {
+        while let Some(host) = self.turns.pop_front() {
+            let Some(q) = self.queues.get_mut(&host) else {
+                continue;
+            };
+            q.in_turn = false;
+            if q.running >= self.per_host {
+                continue;
+            }
+            let mut started = None;
+            while let Some(id) = q.due.pop_front() {
+                if live(id) {
+                    started = Some(id);
+                    break;
+                }
+            }
+            match started {
+                Some(id) => {
+                    q.running += 1;
+                    if !q.due.is_empty() && q.running < self.per_host {
+                        q.in_turn = true;
+                        self.turns.push_back(host.clone());
+                    }
+                    return Some((id, host));
+                }
+                None => {
+                    if q.running == 0 {
+                        self.queues.remove(&host);
+                    }
+                }
+            }
+        }
+        None
+    }
+
+    /// A refresh of `host` ended: the host has room again.
+    fn finished(&mut self, host: &Arc<str>) {
+        let Some(q) = self.queues.get_mut(host) else {
+            return;
+        };
+        q.running = q.running.saturating_sub(1);
+        if q.due.is_empty() {
+            if q.running == 0 {
+                self.queues.remove(host);
+            }
+        } else if !q.in_turn {
+            q.in_turn = true;
+            self.turns.push_back(host.clone());
+        }
+    }
+}
+
 /// The scheduler's state: which slots exist, when each is due, which run.
 struct Schedule {
     slots: HashMap<usize, Arc<DocumentSlot>>,
     /// Due times; an entry whose time differs from `due_at` is stale.
     heap: BinaryHeap<Reverse<(TokioInstant, usize)>>,
     due_at: HashMap<usize, TokioInstant>,
+    /// Slots due and waiting in their host's queue.
+    queued: HashSet<usize>,
+    hosts: Hosts,
     /// Slots to fetch even when fresh (operator's refresh).
     forced: HashSet<usize>,
     /// Slots with a refresh running, and those asked for again meanwhile.
@@ -56,6 +173,19 @@ struct Schedule {
 }
 
 impl Schedule {
+    fn new(per_host: usize) -> Self {
+        Self {
+            slots: HashMap::new(),
+            heap: BinaryHeap::new(),
+            due_at: HashMap::new(),
+            queued: HashSet::new(),
+            hosts: Hosts::new(per_host),
+            forced: HashSet::new(),
+            running: HashSet::new(),
+            again: HashSet::new(),
+        }
+    }
+
     fn due(&mut self, id: usize, at: TokioInstant) {
         self.due_at.insert(id, at);
         self.heap.push(Reverse((at, id)));
@@ -68,22 +198,35 @@ impl Schedule {
         }
     }
 
-    /// The next slot due by `now`, skipping stale heap entries.
-    fn pop_due(&mut self, now: TokioInstant) -> Option<Arc<DocumentSlot>> {
+    /// Moves every slot due by `now` from the heap to its host's queue,
+    /// skipping stale heap entries and slots already queued.
+    fn queue_due(&mut self, cache: &MetadataCache, now: TokioInstant) {
         while let Some(Reverse((at, id))) = self.heap.peek().copied() {
             if at > now {
-                return None;
+                return;
             }
             self.heap.pop();
             if self.due_at.get(&id) != Some(&at) {
                 continue;
             }
             self.due_at.remove(&id);
-            if let Some(slot) = self.slots.get(&id) {
-                return Some(slot.clone());
+            let Some(slot) = self.slots.get(&id) else {
+                continue;
+            };
+            if self.queued.insert(id) {
+                self.hosts.push(cache.refresh_host(slot), id);
             }
         }
-        None
+    }
+
+    /// The next refresh to start (hosts in turn), with its host.
+    fn next_start(&mut self) -> Option<(Arc<DocumentSlot>, Arc<str>)> {
+        let (slots, queued) = (&self.slots, &mut self.queued);
+        let (id, host) = self
+            .hosts
+            .next(|id| queued.remove(&id) && slots.contains_key(&id))?;
+        let slot = self.slots.get(&id)?.clone();
+        Some((slot, host))
     }
 
     fn next_due(&self) -> Option<TokioInstant> {
@@ -100,25 +243,19 @@ pub async fn run(
 ) {
     let started = Instant::now();
     let now = TokioInstant::now();
-    let mut s = Schedule {
-        slots: HashMap::new(),
-        heap: BinaryHeap::new(),
-        due_at: HashMap::new(),
-        forced: HashSet::new(),
-        running: HashSet::new(),
-        again: HashSet::new(),
-    };
+    let mut s = Schedule::new(cache.background_limit());
     for slot in slots {
         s.add(slot, now);
     }
     let mut warming: HashSet<usize> = s.slots.keys().copied().collect();
     let total = warming.len();
     let mut tasks: JoinSet<()> = JoinSet::new();
-    let mut task_slot: HashMap<tokio::task::Id, usize> = HashMap::new();
+    let mut task_slot: HashMap<tokio::task::Id, (usize, Arc<str>)> = HashMap::new();
     let mut commands_open = true;
     loop {
+        s.queue_due(&cache, TokioInstant::now());
         while tasks.len() < MAX_IN_FLIGHT {
-            let Some(slot) = s.pop_due(TokioInstant::now()) else {
+            let Some((slot, host)) = s.next_start() else {
                 break;
             };
             let id = slot.id;
@@ -126,10 +263,9 @@ pub async fn run(
             s.running.insert(id);
             let cache = cache.clone();
             let handle = tasks.spawn(async move { cache.refresh(&slot, force).await });
-            task_slot.insert(handle.id(), id);
+            task_slot.insert(handle.id(), (id, host));
         }
         let next = s.next_due();
-        let room = tasks.len() < MAX_IN_FLIGHT;
         tokio::select! {
             done = tasks.join_next_with_id(), if !tasks.is_empty() => {
                 let task = match done {
@@ -137,7 +273,8 @@ pub async fn run(
                     Some(Err(e)) => e.id(),
                     None => continue,
                 };
-                let Some(id) = task_slot.remove(&task) else { continue };
+                let Some((id, host)) = task_slot.remove(&task) else { continue };
+                s.hosts.finished(&host);
                 s.running.remove(&id);
                 let Some(slot) = s.slots.get(&id).cloned() else { continue };
                 if s.again.remove(&id) {
@@ -161,6 +298,9 @@ pub async fn run(
                     let keep: HashSet<usize> = slots.iter().map(|s| s.id).collect();
                     s.slots.retain(|id, _| keep.contains(id));
                     s.due_at.retain(|id, _| keep.contains(id));
+                    // Removed slots still in a host's queue are skipped
+                    // when reached.
+                    s.queued.retain(|id| keep.contains(id));
                     // A removed slot's pending operator refresh goes with
                     // it (ids are never reused: kept, they would pile up
                     // over reloads).
@@ -180,6 +320,9 @@ pub async fn run(
                         }
                         if s.running.contains(&id) {
                             s.again.insert(id);
+                        } else if s.queued.contains(&id) {
+                            // Already due: it runs at its host's turn.
+                            s.forced.insert(id);
                         } else {
                             s.forced.insert(id);
                             s.due(id, now);
@@ -188,7 +331,7 @@ pub async fn run(
                 }
                 None => commands_open = false,
             },
-            () = sleep_until(next), if room => {}
+            () = sleep_until(next) => {}
             _ = stop.changed() => break,
         }
     }
@@ -200,5 +343,42 @@ async fn sleep_until(at: Option<TokioInstant>) {
     match at {
         Some(at) => tokio::time::sleep_until(at).await,
         None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hosts_take_turns_and_each_keeps_to_its_share() {
+        let mut h = Hosts::new(2);
+        for id in 0..10 {
+            h.push("http://hung", id);
+        }
+        for id in 100..103 {
+            h.push("http://ok", id);
+        }
+        let mut started = Vec::new();
+        while let Some((id, host)) = h.next(|_| true) {
+            started.push((id, host));
+        }
+        let ids: Vec<usize> = started.iter().map(|(id, _)| *id).collect();
+        // Two each, alternating; the hung host's other eight wait in its
+        // own queue, not in front of the other host's.
+        assert_eq!(ids, vec![0, 100, 1, 101]);
+        // A refresh of the healthy host ends: its next one starts, while
+        // the hung host (still at its share) gets nothing.
+        let ok = started[1].1.clone();
+        h.finished(&ok);
+        assert_eq!(h.next(|_| true).map(|(id, _)| id), Some(102));
+        assert_eq!(h.next(|_| true), None);
+        // Removed slots are skipped; an idle empty host is forgotten.
+        let hung = started[0].1.clone();
+        h.finished(&hung);
+        assert_eq!(h.next(|id| id != 2).map(|(id, _)| id), Some(3));
+        h.finished(&ok);
+        h.finished(&ok);
+        assert!(!h.queues.contains_key(&ok));
     }
 }

@@ -229,8 +229,10 @@ pub struct Lookup {
     pub stored: Option<Arc<StoredDocument>>,
     /// Freshness of `stored` at lookup time.
     pub age: Duration,
-    /// Why the upstream is failing, if it is (stale and error outcomes).
-    pub error: Option<FetchError>,
+    /// Why the upstream is failing, if it is (stale and error outcomes):
+    /// the slot's own shared copy, so a stale answer allocates no more
+    /// than a hit.
+    pub error: Option<Arc<FetchError>>,
     /// For errors: when a retry is due.
     pub retry_after: Duration,
 }
@@ -283,12 +285,12 @@ impl Lookup {
             },
             stored: None,
             age: Duration::ZERO,
-            error: Some(FetchError::HttpStatus(status)),
+            error: Some(Arc::new(FetchError::HttpStatus(status))),
             retry_after: Duration::ZERO,
         }
     }
 
-    fn error(error: FetchError, retry_after: Duration) -> Self {
+    fn error(error: Arc<FetchError>, retry_after: Duration) -> Self {
         Self {
             outcome: CacheOutcome::Error,
             stored: None,
@@ -300,7 +302,7 @@ impl Lookup {
 
     /// The error answer for `slot` after `error`, with the time until the
     /// next attempt.
-    fn failed(error: FetchError, slot: &DocumentSlot) -> Self {
+    fn failed(error: Arc<FetchError>, slot: &DocumentSlot) -> Self {
         let retry_after = slot
             .backing_off(Instant::now())
             .map_or(slot.backoff_min(), |(_, d)| d);
@@ -518,7 +520,7 @@ impl MetadataCache {
                 };
                 Lookup::fetched(outcome, entry.into_value())
             }
-            Err(error) => Lookup::failed((*error).clone(), slot),
+            Err(error) => Lookup::failed(error, slot),
         }
     }
 
@@ -530,34 +532,38 @@ impl MetadataCache {
             .await
         {
             Ok(stored) => Lookup::fetched(CacheOutcome::Bypass, stored),
-            Err(error) => Lookup::error(error, slot.backoff_min()),
+            Err(error) => Lookup::error(Arc::new(error), slot.backoff_min()),
         }
     }
 
     /// Background work for `slot` (warm-up, refresh-ahead, retry, or an
-    /// operator's refresh when `force`): waits for a background permit of
-    /// its upstream host first, then fetches unless the document became
-    /// fresh enough meanwhile (a client's cold fetch may have stored it;
-    /// `force` fetches anyway). A failure leaves the stored document in
-    /// place.
+    /// operator's refresh when `force`): nothing when the document is still
+    /// fresh enough (a client's cold fetch may have stored it; `force`
+    /// fetches anyway); else waits for a background permit of its upstream
+    /// host and fetches. The check comes first, so a refresh with nothing
+    /// to do never queues for (or holds) a permit of a busy or hung host.
+    /// A failure leaves the stored document in place.
     pub async fn refresh(&self, slot: &DocumentSlot, force: bool) {
         let Some(first) = slot.upstream_urls().first() else {
             return;
         };
+        let servable = self.servable(slot).await;
+        if let Some((stored, _)) = &servable {
+            // Not `refresh_age`: the scheduler woke this document at its
+            // jittered time (up to a tenth of the TTL earlier; the first
+            // time after warm-up, from a tenth of the refresh age on),
+            // and skipping that would put every refresh back in lockstep.
+            if !force
+                && !stored.restored
+                && stored.fetched_at + stored.rules.earliest_refresh_age() > Instant::now()
+                && slot.retry_at().is_none()
+            {
+                return;
+            }
+        }
         let permit = self.fetcher.permit(first, Priority::Background).await;
-        match self.servable(slot).await {
+        match servable {
             Some((stored, _)) => {
-                // Not `refresh_age`: the scheduler woke this document at its
-                // jittered time (up to a tenth of the TTL earlier; the first
-                // time after warm-up, from a tenth of the refresh age on),
-                // and skipping that would put every refresh back in lockstep.
-                if !force
-                    && !stored.restored
-                    && stored.fetched_at + stored.rules.earliest_refresh_age() > Instant::now()
-                    && slot.retry_at().is_none()
-                {
-                    return;
-                }
                 if let Ok(next) = self
                     .context(slot)
                     .fetch(slot, Priority::Background, Some(permit), Some(&stored))
@@ -585,6 +591,21 @@ impl MetadataCache {
                 self.drop_if_retired(slot).await;
             }
         }
+    }
+
+    /// The upstream host `slot`'s background work queues for: the origin
+    /// of its first URL, as the per-host limiter counts it
+    /// ([`crate::upstream::limiter::origin`]).
+    pub fn refresh_host<'a>(&self, slot: &'a DocumentSlot) -> &'a str {
+        slot.upstream_urls()
+            .first()
+            .map_or("", |url| crate::upstream::limiter::origin(url))
+    }
+
+    /// The most background requests in flight per upstream host (the
+    /// share of `--upstream-concurrency` not kept for clients).
+    pub fn background_limit(&self) -> usize {
+        self.fetcher.background_limit()
     }
 
     /// When background work should next fetch for `slot`: at the retry

@@ -46,8 +46,10 @@ impl Backoff {
 #[derive(Debug, Default)]
 struct FailureState {
     consecutive: u32,
-    /// Boxed: most slots never hold one, and every slot pays for the field.
-    last_error: Option<Box<FetchError>>,
+    /// Shared, not cloned: every stale answer and every answer in
+    /// back-off hands out this one copy (a reference count, never a
+    /// `String` allocated per request); one pointer per slot.
+    last_error: Option<Arc<FetchError>>,
     retry_at: Option<Instant>,
     last_fetch: Option<LastFetch>,
 }
@@ -304,7 +306,7 @@ impl DocumentSlot {
         });
         state.consecutive = state.consecutive.saturating_add(1);
         let delay = self.rules.backoff.delay(state.consecutive);
-        state.last_error = Some(Box::new(error.clone()));
+        state.last_error = Some(Arc::new(error.clone()));
         state.retry_at = Some(now + delay);
         delay
     }
@@ -319,9 +321,10 @@ impl DocumentSlot {
         &self.issuer
     }
 
-    /// The last fetch error, while the upstream is failing.
-    pub fn last_error(&self) -> Option<FetchError> {
-        self.failures().last_error.as_deref().cloned()
+    /// The last fetch error, while the upstream is failing (shared: no
+    /// allocation per call).
+    pub fn last_error(&self) -> Option<Arc<FetchError>> {
+        self.failures().last_error.clone()
     }
 
     /// Consecutive failed fetches (0 once one succeeds).
@@ -345,10 +348,10 @@ impl DocumentSlot {
     }
 
     /// While in back-off: the last error and the time left until a retry.
-    pub fn backing_off(&self, now: Instant) -> Option<(FetchError, Duration)> {
+    pub fn backing_off(&self, now: Instant) -> Option<(Arc<FetchError>, Duration)> {
         let state = self.failures();
         match (&state.last_error, state.retry_at) {
-            (Some(e), Some(at)) if at > now => Some((FetchError::clone(e), at - now)),
+            (Some(e), Some(at)) if at > now => Some((e.clone(), at - now)),
             _ => None,
         }
     }

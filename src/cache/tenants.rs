@@ -152,6 +152,13 @@ pub struct TemplateCache {
     retirement: Retirement,
 }
 
+/// The one shared [`FetchError::Busy`]: refusing a cold fetch under a
+/// flood of new tenants allocates nothing per request.
+fn busy() -> Arc<FetchError> {
+    static BUSY: std::sync::OnceLock<Arc<FetchError>> = std::sync::OnceLock::new();
+    BUSY.get_or_init(|| Arc::new(FetchError::Busy)).clone()
+}
+
 /// How long a failed tenant's entry (and its back-off state) is kept.
 fn failed_ttl(backoff: Backoff) -> Duration {
     backoff.max.saturating_mul(2)
@@ -294,7 +301,7 @@ impl TemplateCache {
             }
             Ok(CompResult::Unchanged(e)) => Self::fetched_answer(e.value(), false),
             Ok(CompResult::StillNone(_) | CompResult::Removed(_)) => {
-                Lookup::error(FetchError::Busy, Duration::from_secs(1))
+                Lookup::error(busy(), Duration::from_secs(1))
             }
             Err(error) => {
                 tracing::debug!(
@@ -302,7 +309,7 @@ impl TemplateCache {
                     tenant,
                     "cold fetch refused: too many in flight"
                 );
-                Lookup::error(error, Duration::from_secs(1))
+                Lookup::error(Arc::new(error), Duration::from_secs(1))
             }
         }
     }
@@ -320,7 +327,7 @@ impl TemplateCache {
             }
             TenantState::NotFound { status } => Lookup::not_found(*status, led),
             TenantState::Failed => Lookup::failed(
-                entry.slot.last_error().unwrap_or(FetchError::Busy),
+                entry.slot.last_error().unwrap_or_else(busy),
                 &entry.slot,
             ),
         }

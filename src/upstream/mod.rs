@@ -175,6 +175,12 @@ impl Fetcher {
         self.routes.load().proxy_for(url)
     }
 
+    /// The most background requests in flight per host (see
+    /// [`limiter::Limiter::background_limit`]).
+    pub fn background_limit(&self) -> usize {
+        self.limiter.background_limit()
+    }
+
     /// Waits until a request to `url`'s host may be sent.
     pub async fn permit(&self, url: &str, priority: Priority) -> Permit {
         self.limiter.acquire(url, priority).await
