@@ -495,7 +495,7 @@ impl MetadataCache {
     }
 
     /// Answers one request for `slot`'s document.
-    pub async fn lookup(&self, slot: &DocumentSlot) -> Lookup {
+    pub async fn lookup(self: &Arc<Self>, slot: &Arc<DocumentSlot>) -> Lookup {
         if self.mode == CacheMode::Bypass {
             return self.lookup_uncached(slot).await;
         }
@@ -505,22 +505,33 @@ impl MetadataCache {
         if let Some((error, retry_after)) = slot.backing_off(Instant::now()) {
             return Lookup::error(error, retry_after);
         }
-        let fetched = self
-            .entries
-            .entry(slot.id)
-            .or_try_insert_with(self.context(slot).fetch(slot, Priority::Client, None, None))
-            .await;
-        self.drop_if_retired(slot).await;
-        match fetched {
-            Ok(entry) => {
-                let outcome = if entry.is_fresh() {
+        // The coalesced fetch runs in a task of its own: a client that
+        // hangs up (actix drops its request's future) never cancels it, so
+        // the fetch runs to completion and is stored for the next request
+        // (and the requests that joined it are not left to start over).
+        let (cache, owned) = (self.clone(), slot.clone());
+        let task = tokio::spawn(async move {
+            let slot = &owned;
+            let fetched = cache
+                .entries
+                .entry(slot.id)
+                .or_try_insert_with(cache.context(slot).fetch(slot, Priority::Client, None, None))
+                .await;
+            cache.drop_if_retired(slot).await;
+            fetched.map(|entry| (entry.is_fresh(), entry.into_value()))
+        });
+        match task.await {
+            Ok(Ok((led, stored))) => {
+                let outcome = if led {
                     CacheOutcome::Miss
                 } else {
                     CacheOutcome::Collapsed
                 };
-                Lookup::fetched(outcome, entry.into_value())
+                Lookup::fetched(outcome, stored)
             }
-            Err(error) => Lookup::failed(error, slot),
+            Ok(Err(error)) => Lookup::failed(error, slot),
+            // Only when the runtime shuts down (or the task panicked).
+            Err(_) => Lookup::failed(Arc::new(FetchError::FetcherStopped), slot),
         }
     }
 

@@ -256,12 +256,48 @@ impl TemplateCache {
         }
     }
 
-    /// Nothing servable: one coalesced client-priority fetch.
+    /// Nothing servable: one coalesced client-priority fetch. It runs in
+    /// a task of its own, so a client that hangs up (actix drops its
+    /// request's future) never cancels it: the fetch runs to completion
+    /// and its answer is stored for the next request.
     async fn fetch_cold(self: &Arc<Self>, tenant: &str) -> Lookup {
+        let task = tokio::spawn(self.clone().compute_cold(tenant.to_string()));
+        let Ok(result) = task.await else {
+            // Only when the runtime shuts down (or the task panicked).
+            return Lookup::error(
+                Arc::new(FetchError::FetcherStopped),
+                Duration::from_secs(1),
+            );
+        };
+        match result {
+            Ok(CompResult::Inserted(e) | CompResult::ReplacedWith(e)) => {
+                Self::fetched_answer(e.value(), true)
+            }
+            Ok(CompResult::Unchanged(e)) => Self::fetched_answer(e.value(), false),
+            Ok(CompResult::StillNone(_) | CompResult::Removed(_)) => {
+                Lookup::error(busy(), Duration::from_secs(1))
+            }
+            Err(error) => {
+                tracing::debug!(
+                    document = &*self.name,
+                    tenant,
+                    "cold fetch refused: too many in flight"
+                );
+                Lookup::error(Arc::new(error), Duration::from_secs(1))
+            }
+        }
+    }
+
+    /// The cold fetch of `tenant`, on moka's per-key compute lock (the
+    /// first request fetches, the others find its result).
+    async fn compute_cold(
+        self: Arc<Self>,
+        tenant: String,
+    ) -> Result<CompResult<String, Arc<TenantEntry>>, FetchError> {
         let this = self.clone();
-        let result = self
-            .entries
-            .entry(tenant.to_string())
+        let key = tenant.clone();
+        self.entries
+            .entry(key)
             .and_try_compute_with(|existing| async move {
                 let now = Instant::now();
                 // Another request may have fetched while this one waited.
@@ -275,7 +311,7 @@ impl TemplateCache {
                 };
                 let slot = match existing {
                     Some(e) => e.into_value().slot.clone(),
-                    None => Arc::new(this.new_slot(tenant)),
+                    None => Arc::new(this.new_slot(&tenant)),
                 };
                 let state = match this
                     .context()
@@ -294,24 +330,7 @@ impl TemplateCache {
                 };
                 Ok::<_, FetchError>(Op::Put(Arc::new(TenantEntry { slot, state })))
             })
-            .await;
-        match result {
-            Ok(CompResult::Inserted(e) | CompResult::ReplacedWith(e)) => {
-                Self::fetched_answer(e.value(), true)
-            }
-            Ok(CompResult::Unchanged(e)) => Self::fetched_answer(e.value(), false),
-            Ok(CompResult::StillNone(_) | CompResult::Removed(_)) => {
-                Lookup::error(busy(), Duration::from_secs(1))
-            }
-            Err(error) => {
-                tracing::debug!(
-                    document = &*self.name,
-                    tenant,
-                    "cold fetch refused: too many in flight"
-                );
-                Lookup::error(Arc::new(error), Duration::from_secs(1))
-            }
-        }
+            .await
     }
 
     /// The answer after a cold fetch: `led` when this request made it.
