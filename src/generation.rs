@@ -77,15 +77,7 @@ pub struct Generation {
 }
 
 /// What `/readyz` reports: see [`Generation::unready_documents`].
-#[derive(Debug, Default)]
-pub struct Readiness {
-    /// Documents with nothing servable.
-    pub unready: usize,
-    /// The first few of them, with the reason.
-    pub shown: Vec<String>,
-    /// Documents added by a reload, not servable yet, not counted.
-    pub pending: usize,
-}
+pub use crate::cache::Readiness;
 
 /// What a reload changed, for its log line.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -195,6 +187,7 @@ impl Generation {
             ready_min_percent: config.ready_min_percent,
         };
         let (gateway, _) = Self::assemble(lasting, documents, None);
+        gateway.cache.start_readiness(&gateway.slots);
         Ok(Arc::new(gateway))
     }
 
@@ -579,7 +572,7 @@ impl Generation {
     /// them is servable, pending ones left out of both counts. With no
     /// configured document, ready.
     pub fn ready_with(&self, r: &Readiness) -> bool {
-        let total = self.slots.len().saturating_sub(r.pending);
+        let total = r.total;
         let servable = total - r.unready.min(total);
         // servable / total >= percent / 100, in integers.
         servable * 100 >= total * usize::from(self.lasting.ready_min_percent)
@@ -594,25 +587,13 @@ impl Generation {
     /// one unreachable new issuer must not take every replica, and every
     /// document they serve, out of the load balancer. Their state shows in
     /// `GET /documents` and the fetch metrics.
-    pub async fn unready_documents(&self, show: usize) -> Readiness {
-        let mut r = Readiness::default();
-        for slot in &self.slots {
-            let servable = match self.cache.mode() {
-                CacheMode::Store => self.cache.servable(slot).await.is_some(),
-                CacheMode::Bypass => slot.last_error().is_none(),
-            };
-            if slot.pending(servable) {
-                r.pending += 1;
-            } else if !servable {
-                r.unready += 1;
-                if r.shown.len() < show {
-                    r.shown.push(match slot.last_error() {
-                        Some(e) => format!("{}: {e}", slot.name),
-                        None => format!("{}: not fetched yet", slot.name),
-                    });
-                }
-            }
-        }
-        r
+    ///
+    /// O(`show`), not O(documents): the counts are kept as documents are
+    /// stored, dropped and reach their deadlines
+    /// ([`crate::cache::readiness`]), for the documents of the current
+    /// generation ([`crate::metadata_gateway::MetadataGateway::reload`]
+    /// switches them at the swap).
+    pub fn unready_documents(&self, show: usize) -> Readiness {
+        self.cache.readiness(show)
     }
 }

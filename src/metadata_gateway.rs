@@ -108,6 +108,8 @@ impl MetadataGateway {
         // served at once.
         next.carry_over_from(&current).await;
         next.restore_saved().await;
+        // Readiness counts the next generation's documents from the swap on.
+        next.cache.track_readiness(&next.slots).await;
         self.current.store(next.clone());
         if let Some(s) = &self.scheduler {
             let _ = s.send(Command::Replace(next.slots.clone()));

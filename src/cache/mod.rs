@@ -30,6 +30,7 @@
 
 pub(crate) mod fetch;
 pub mod persist;
+pub mod readiness;
 pub mod slot;
 pub mod tenants;
 
@@ -47,6 +48,7 @@ use crate::error::FetchError;
 use crate::upstream::{Fetcher, Priority, Validators};
 
 pub use persist::{RestoreReport, StateWriter};
+pub use readiness::{ReadyIndex, Readiness};
 pub use slot::{Backoff, DocumentSlot};
 
 use fetch::FetchContext;
@@ -353,6 +355,8 @@ pub struct MetadataCache {
     fetcher: Fetcher,
     mode: CacheMode,
     state: Option<StateWriter>,
+    /// Which tracked documents are servable, kept as they change.
+    ready: ReadyIndex,
 }
 
 impl MetadataCache {
@@ -369,6 +373,7 @@ impl MetadataCache {
             fetcher,
             mode,
             state,
+            ready: ReadyIndex::new(mode == CacheMode::Bypass),
         }
     }
 
@@ -392,7 +397,7 @@ impl MetadataCache {
             report.restored += r.restored;
             report.ignored += r.ignored;
             for (slot, stored) in loaded {
-                self.entries.insert(slot.id, Arc::new(stored)).await;
+                self.store(&slot, Arc::new(stored)).await;
             }
         }
         report
@@ -423,7 +428,7 @@ impl MetadataCache {
             match persist::restore::restore(slot, persist::writer::saved_copy(before, &stored), now)
             {
                 Ok(copy) => {
-                    self.entries.insert(slot.id, Arc::new(copy)).await;
+                    self.store(slot, Arc::new(copy)).await;
                     carried += 1;
                 }
                 Err(reason) => {
@@ -452,6 +457,39 @@ impl MetadataCache {
     /// Drops `slot`'s stored document (its document was removed).
     pub async fn invalidate(&self, slot: &DocumentSlot) {
         self.entries.invalidate(&slot.id).await;
+        self.ready.dropped(slot);
+    }
+
+    /// Stores `document` as `slot`'s, and notes until when it is servable.
+    async fn store(&self, slot: &DocumentSlot, document: Arc<StoredDocument>) {
+        let deadline = document.hard_deadline();
+        self.entries.insert(slot.id, document).await;
+        self.ready.stored(slot, deadline);
+    }
+
+    /// Starts tracking the readiness of `slots` in a cache with nothing
+    /// stored yet (the first generation).
+    pub fn start_readiness(&self, slots: &[Arc<DocumentSlot>]) {
+        let with_state: Vec<_> = slots.iter().map(|s| (s.clone(), None)).collect();
+        self.ready.track(&with_state);
+    }
+
+    /// Tracks the readiness of exactly `slots` (the current generation's
+    /// configured documents) from now on: those already tracked keep their
+    /// state, the others start from what is stored for them.
+    pub async fn track_readiness(&self, slots: &[Arc<DocumentSlot>]) {
+        let mut with_state = Vec::with_capacity(slots.len());
+        for slot in slots {
+            let stored = self.entries.get(&slot.id).await;
+            with_state.push((slot.clone(), stored.map(|d| d.hard_deadline())));
+        }
+        self.ready.track(&with_state);
+    }
+
+    /// The tracked documents' readiness now, naming the first `show`
+    /// unready ones: O(show), whatever the number of documents.
+    pub fn readiness(&self, show: usize) -> Readiness {
+        self.ready.readiness(show)
     }
 
     /// Whether documents are stored at all.
@@ -477,7 +515,7 @@ impl MetadataCache {
     /// until its hard deadline).
     async fn drop_if_retired(&self, slot: &DocumentSlot) {
         if slot.retirement.is_retired() {
-            self.entries.invalidate(&slot.id).await;
+            self.invalidate(slot).await;
         }
     }
 
@@ -517,6 +555,9 @@ impl MetadataCache {
                 .entry(slot.id)
                 .or_try_insert_with(cache.context(slot).fetch(slot, Priority::Client, None, None))
                 .await;
+            if let Ok(entry) = &fetched {
+                cache.ready.stored(slot, entry.value().hard_deadline());
+            }
             cache.drop_if_retired(slot).await;
             fetched.map(|entry| (entry.is_fresh(), entry.into_value()))
         });
@@ -537,11 +578,12 @@ impl MetadataCache {
 
     /// `--no-cache`: this request's own fetch, nothing stored.
     async fn lookup_uncached(&self, slot: &DocumentSlot) -> Lookup {
-        match self
+        let fetched = self
             .context(slot)
             .fetch(slot, Priority::Client, None, None)
-            .await
-        {
+            .await;
+        self.ready.fetched_uncached(slot, fetched.is_ok());
+        match fetched {
             Ok(stored) => Lookup::fetched(CacheOutcome::Bypass, stored),
             Err(error) => Lookup::error(Arc::new(error), slot.backoff_min()),
         }
@@ -580,7 +622,7 @@ impl MetadataCache {
                     .fetch(slot, Priority::Background, Some(permit), Some(&stored))
                     .await
                 {
-                    self.entries.insert(slot.id, next).await;
+                    self.store(slot, next).await;
                     self.drop_if_retired(slot).await;
                 }
             }
@@ -589,7 +631,7 @@ impl MetadataCache {
                 // that requests use, so a cold start costs one fetch. The
                 // permit is already held, so a client that joins waits on
                 // a request in flight, never on the background queue.
-                let _ = self
+                let fetched = self
                     .entries
                     .entry(slot.id)
                     .or_try_insert_with(self.context(slot).fetch(
@@ -599,6 +641,9 @@ impl MetadataCache {
                         None,
                     ))
                     .await;
+                if let Ok(entry) = &fetched {
+                    self.ready.stored(slot, entry.value().hard_deadline());
+                }
                 self.drop_if_retired(slot).await;
             }
         }

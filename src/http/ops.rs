@@ -76,7 +76,7 @@ pub async fn healthz() -> HttpResponse {
 /// `GET /readyz` (and `HEAD`).
 pub async fn readyz(gw: Arc<Generation>) -> HttpResponse {
     const SHOWN: usize = 10;
-    let r = gw.unready_documents(SHOWN).await;
+    let r = gw.unready_documents(SHOWN);
     let ready = gw.ready_with(&r);
     let (count, missing) = (r.unready, &r.shown);
     let mut body = if count == 0 {
