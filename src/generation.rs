@@ -19,8 +19,8 @@
 //! per template document.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 use crate::cache::slot::SlotRules;
 use crate::cache::tenants::{Shared, TemplateCache};
@@ -73,7 +73,21 @@ pub struct Generation {
     pub generation: u64,
     /// This generation's metrics groups.
     groups: Vec<Arc<GroupMetrics>>,
+    /// When the document gauges were last computed (see
+    /// [`Generation::update_document_gauges`]).
+    gauges: Mutex<GaugeClock>,
     lasting: Lasting,
+}
+
+/// The document gauges are computed from every document at most this often.
+pub const GAUGE_PERIOD: Duration = Duration::from_secs(1);
+
+/// When the document gauges were last computed, and the receipt time of
+/// each group's oldest servable document then (for its age gauge).
+#[derive(Debug, Default)]
+struct GaugeClock {
+    at: Option<Instant>,
+    oldest: Vec<Option<Instant>>,
 }
 
 /// What `/readyz` reports: see [`Generation::unready_documents`].
@@ -430,6 +444,7 @@ impl Generation {
             routes: RouteTable::build(docs, per_document),
             generation: previous.map_or(0, |p| p.generation + 1),
             groups: groups.order,
+            gauges: Mutex::default(),
             slots,
             templates,
             local,
@@ -530,8 +545,29 @@ impl Generation {
             || d.protected_resources.iter().any(|x| x.name == name)
     }
 
-    /// Refreshes the document gauges from the caches (at scrape time).
+    /// Refreshes the document gauges (at scrape time). The counts come
+    /// from a pass over every document and tenant, made at most once per
+    /// [`GAUGE_PERIOD`]: scrapes in between reuse them (so a flood of
+    /// scrapes costs a render each, not a pass over 10,000 documents
+    /// each). The age gauge stays exact between passes: it is computed at
+    /// each scrape from the receipt time of each group's oldest document.
+    /// Counters are never cached.
     pub async fn update_document_gauges(&self) {
+        let now = Instant::now();
+        {
+            let mut clock = self.gauges.lock().unwrap_or_else(PoisonError::into_inner);
+            if clock
+                .at
+                .is_some_and(|at| now.saturating_duration_since(at) < GAUGE_PERIOD)
+            {
+                for (group, oldest) in self.groups.iter().zip(&clock.oldest) {
+                    group.set_age(oldest.map_or(Duration::ZERO, |t| now.saturating_duration_since(t)));
+                }
+                return;
+            }
+            // Claimed: scrapes meanwhile reuse the last figures.
+            clock.at = Some(now);
+        }
         let index: HashMap<&str, usize> = self
             .groups
             .iter()
@@ -539,11 +575,18 @@ impl Generation {
             .map(|(i, g)| (g.name(), i))
             .collect();
         let mut states = vec![GroupState::default(); self.groups.len()];
-        let mut add = |group: &GroupMetrics, cached: usize, stale: usize, age: Duration| {
-            if let Some(s) = index.get(group.name()).and_then(|&i| states.get_mut(i)) {
-                s.cached += cached;
-                s.stale += stale;
-                s.oldest = s.oldest.max(age);
+        let mut oldest: Vec<Option<Instant>> = vec![None; self.groups.len()];
+        let mut add = |group: &GroupMetrics, cached: usize, stale: usize, age: Option<Duration>| {
+            if let Some(i) = index.get(group.name()).copied() {
+                if let Some(s) = states.get_mut(i) {
+                    s.cached += cached;
+                    s.stale += stale;
+                    s.oldest = s.oldest.max(age.unwrap_or_default());
+                }
+                if let (Some(o), Some(age)) = (oldest.get_mut(i), age) {
+                    let received = now.checked_sub(age).unwrap_or(now);
+                    *o = Some(o.map_or(received, |t| t.min(received)));
+                }
             }
         };
         for slot in &self.slots {
@@ -552,19 +595,21 @@ impl Generation {
                     stored.rules.classify(age),
                     crate::cache_rules::freshness::FreshnessState::Fresh { .. }
                 ));
-                add(&slot.metrics(), 1, stale, age);
+                add(&slot.metrics(), 1, stale, Some(age));
             }
         }
         for t in &self.templates {
-            let (cached, stale, oldest) = t.census();
-            add(&t.group, cached, stale, oldest);
+            let (cached, stale, age) = t.census();
+            add(&t.group, cached, stale, (cached > 0).then_some(age));
         }
         for doc in &self.local {
-            add(&doc.group, 1, 0, Duration::ZERO);
+            add(&doc.group, 1, 0, None);
         }
         for (group, state) in self.groups.iter().zip(states) {
             group.set_state(state);
         }
+        let mut clock = self.gauges.lock().unwrap_or_else(PoisonError::into_inner);
+        clock.oldest = oldest;
     }
 
     /// Whether `r.unready` of the configured documents (none servable) is

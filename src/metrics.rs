@@ -85,6 +85,11 @@ impl GroupMetrics {
         self.fetch_duration.observe(elapsed.as_secs_f64());
     }
 
+    /// Sets the age gauge alone (between passes over the documents).
+    pub fn set_age(&self, oldest: Duration) {
+        self.age.set(oldest.as_secs_f64());
+    }
+
     /// Sets the document gauges (called at scrape time).
     pub fn set_state(&self, state: GroupState) {
         self.age.set(state.oldest.as_secs_f64());

@@ -229,7 +229,8 @@ async fn an_outage_shows_up_as_stale_and_recovery_as_hits() {
 
     upstream.set(Behaviour::status(503));
     poll_until(&url, LIMIT, |r| r.cache_status().contains("fwd=stale")).await;
-    let before = scrape(&gw).await;
+    // The document gauges are recomputed at most once per second.
+    let before = scrape_until(&gw, "the stale gauge follows", |s| gauge(s, STALE) == 1.0).await;
     for _ in 0..N {
         let r = get(&url).await;
         assert_eq!(r.status, 200);
@@ -271,7 +272,7 @@ async fn an_outage_shows_up_as_stale_and_recovery_as_hits() {
     // Recovery: hits again, and the gauges follow.
     upstream.set(Behaviour::json(good));
     poll_until(&url, LIMIT, |r| r.cache_status().contains("; hit")).await;
-    let recovered = scrape(&gw).await;
+    let recovered = scrape_until(&gw, "the stale gauge follows", |s| gauge(s, STALE) == 0.0).await;
     assert_eq!(gauge(&recovered, STALE), 0.0);
     assert_eq!(gauge(&recovered, CACHED), 1.0);
     assert!(gauge(&recovered, AGE) < TTL, "{}", gauge(&recovered, AGE));
