@@ -53,7 +53,6 @@ if [ -n "$PIN" ]; then
     taskset -a -p -c 1 "$GW_PID" >/dev/null
     taskset -a -p -c 1 "$UP_PID" >/dev/null
 fi
-wait_ready "http://127.0.0.1:$P_GW/healthz" gateway
 log "waiting for the $N documents (/readyz 200)"
 for _ in $(seq 600); do
     [ "$(http_code "http://127.0.0.1:$P_GW/readyz")" = 200 ] && break
