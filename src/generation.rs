@@ -561,7 +561,9 @@ impl Generation {
                 .is_some_and(|at| now.saturating_duration_since(at) < GAUGE_PERIOD)
             {
                 for (group, oldest) in self.groups.iter().zip(&clock.oldest) {
-                    group.set_age(oldest.map_or(Duration::ZERO, |t| now.saturating_duration_since(t)));
+                    group.set_age(
+                        oldest.map_or(Duration::ZERO, |t| now.saturating_duration_since(t)),
+                    );
                 }
                 return;
             }

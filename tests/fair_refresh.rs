@@ -86,7 +86,10 @@ async fn a_hung_host_never_delays_the_refreshes_of_another() {
             let age = r.age();
             oldest = oldest.max(age);
             if age >= TTL_SECS || r.cache_status().contains("stale") {
-                stale.push(format!("round {round}: {url} Age {age} {}", r.cache_status()));
+                stale.push(format!(
+                    "round {round}: {url} Age {age} {}",
+                    r.cache_status()
+                ));
             }
         }
         tokio::time::sleep(Duration::from_millis(200)).await;

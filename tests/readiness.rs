@@ -27,7 +27,10 @@ async fn expiry_alone_makes_the_gateway_unready_and_a_fetch_ready_again() {
         ],
     )
     .await;
-    let ready = poll_until(&gw.url("/readyz"), Duration::from_secs(5), |r| r.status == 200).await;
+    let ready = poll_until(&gw.url("/readyz"), Duration::from_secs(5), |r| {
+        r.status == 200
+    })
+    .await;
     assert_eq!(ready.json()["status"], "ready");
 
     // From now on the upstream answers nothing: the refresh that is due
@@ -35,7 +38,10 @@ async fn expiry_alone_makes_the_gateway_unready_and_a_fetch_ready_again() {
     // asks for the document. Only its deadline passes.
     upstream.hold();
     let requests = upstream.requests();
-    let unready = poll_until(&gw.url("/readyz"), Duration::from_secs(6), |r| r.status == 503).await;
+    let unready = poll_until(&gw.url("/readyz"), Duration::from_secs(6), |r| {
+        r.status == 503
+    })
+    .await;
     assert_eq!(unready.json()["unready_documents"], 1, "{}", unready.json());
     let reason = unready.json()["reason"].as_str().unwrap().to_string();
     assert!(reason.contains("oauth-authorization-server"), "{reason}");
@@ -47,7 +53,10 @@ async fn expiry_alone_makes_the_gateway_unready_and_a_fetch_ready_again() {
 
     // The hanging refresh completes: stored, ready again.
     upstream.release();
-    let again = poll_until(&gw.url("/readyz"), Duration::from_secs(10), |r| r.status == 200).await;
+    let again = poll_until(&gw.url("/readyz"), Duration::from_secs(10), |r| {
+        r.status == 200
+    })
+    .await;
     assert_eq!(again.json()["status"], "ready");
     gw.stop().await.unwrap();
 }

@@ -89,7 +89,10 @@ async fn a_stale_answer_allocates_no_more_than_a_hit() {
 
     // The upstream now fails with an error that carries text (a content
     // type): the refresh keeps the stored copy, which goes stale.
-    upstream.set(Behaviour::with_content_type("text/html", "<html>down</html>"));
+    upstream.set(Behaviour::with_content_type(
+        "text/html",
+        "<html>down</html>",
+    ));
     tokio::time::sleep(Duration::from_millis(1100)).await;
     gw.cache.refresh(slot, true).await;
     let error = slot.last_error().expect("the refresh failed");

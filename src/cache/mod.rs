@@ -48,7 +48,7 @@ use crate::error::FetchError;
 use crate::upstream::{Fetcher, Priority, Validators};
 
 pub use persist::{RestoreReport, StateWriter};
-pub use readiness::{ReadyIndex, Readiness};
+pub use readiness::{Readiness, ReadyIndex};
 pub use slot::{Backoff, DocumentSlot};
 
 use fetch::FetchContext;
@@ -553,7 +553,11 @@ impl MetadataCache {
             let fetched = cache
                 .entries
                 .entry(slot.id)
-                .or_try_insert_with(cache.context(slot).fetch(slot, Priority::Client, None, None))
+                .or_try_insert_with(
+                    cache
+                        .context(slot)
+                        .fetch(slot, Priority::Client, None, None),
+                )
                 .await;
             if let Ok(entry) = &fetched {
                 cache.ready.stored(slot, entry.value().hard_deadline());

@@ -332,7 +332,11 @@ mod tests {
         // servable once), doc0 and doc1 keep their state.
         let new = slots(1).remove(0);
         new.mark_pending();
-        let next = [(s[0].clone(), None), (s[1].clone(), None), (new.clone(), None)];
+        let next = [
+            (s[0].clone(), None),
+            (s[1].clone(), None),
+            (new.clone(), None),
+        ];
         index.track(&next);
         assert_eq!(counts(&index), (2, 2, 1));
         index.stored(&new, Instant::now() + Duration::from_secs(60));

@@ -264,10 +264,7 @@ impl TemplateCache {
         let task = tokio::spawn(self.clone().compute_cold(tenant.to_string()));
         let Ok(result) = task.await else {
             // Only when the runtime shuts down (or the task panicked).
-            return Lookup::error(
-                Arc::new(FetchError::FetcherStopped),
-                Duration::from_secs(1),
-            );
+            return Lookup::error(Arc::new(FetchError::FetcherStopped), Duration::from_secs(1));
         };
         match result {
             Ok(CompResult::Inserted(e) | CompResult::ReplacedWith(e)) => {
@@ -345,10 +342,9 @@ impl TemplateCache {
                 Lookup::fetched(outcome, stored.clone())
             }
             TenantState::NotFound { status } => Lookup::not_found(*status, led),
-            TenantState::Failed => Lookup::failed(
-                entry.slot.last_error().unwrap_or_else(busy),
-                &entry.slot,
-            ),
+            TenantState::Failed => {
+                Lookup::failed(entry.slot.last_error().unwrap_or_else(busy), &entry.slot)
+            }
         }
     }
 
