@@ -229,8 +229,13 @@ impl ReadyIndex {
 
     /// The counts now, naming the first `show` unready documents.
     pub fn readiness(&self, show: usize) -> Readiness {
+        self.readiness_at(show, Instant::now())
+    }
+
+    /// The counts at `now` (not earlier than any time asked before).
+    fn readiness_at(&self, show: usize, now: Instant) -> Readiness {
         let mut index = self.index();
-        index.advance(Instant::now());
+        index.advance(now);
         let shown = index
             .unready
             .iter()
@@ -295,9 +300,13 @@ mod tests {
             .collect()
     }
 
-    fn counts(i: &ReadyIndex) -> (usize, usize, usize) {
-        let r = i.readiness(10);
+    fn counts_at(i: &ReadyIndex, at: Instant) -> (usize, usize, usize) {
+        let r = i.readiness_at(10, at);
         (r.total, r.unready, r.pending)
+    }
+
+    fn counts(i: &ReadyIndex) -> (usize, usize, usize) {
+        counts_at(i, Instant::now())
     }
 
     #[test]
@@ -309,24 +318,33 @@ mod tests {
         let r = index.readiness(2);
         assert_eq!(r.shown, ["doc0: not fetched yet", "doc1: not fetched yet"]);
 
-        let now = Instant::now();
-        index.stored(&s[0], now + Duration::from_secs(3600));
-        index.stored(&s[1], now + Duration::from_millis(30));
-        assert_eq!(counts(&index), (3, 1, 0));
+        // Times an hour ahead, read at chosen instants: no sleeping.
+        let t0 = Instant::now() + Duration::from_secs(3600);
+        let ms = |n: u64| t0 + Duration::from_millis(n);
+        index.stored(&s[0], ms(10_000));
+        index.stored(&s[1], ms(30));
+        assert_eq!(counts_at(&index, t0), (3, 1, 0));
         // A later copy moves the deadline on (one heap entry kept)...
-        index.stored(&s[1], now + Duration::from_millis(60));
-        std::thread::sleep(Duration::from_millis(40));
-        assert_eq!(counts(&index), (3, 1, 0), "the later deadline holds");
-        // ...and time alone ends it.
-        std::thread::sleep(Duration::from_millis(40));
-        assert_eq!(counts(&index), (3, 2, 0), "past its deadline");
-        assert_eq!(index.readiness(1).shown, ["doc1: not fetched yet"]);
+        index.stored(&s[1], ms(60));
+        assert_eq!(
+            counts_at(&index, ms(40)),
+            (3, 1, 0),
+            "the later deadline holds"
+        );
+        // ...and time alone ends it, exactly at the deadline.
+        assert_eq!(counts_at(&index, ms(59)), (3, 1, 0));
+        assert_eq!(counts_at(&index, ms(60)), (3, 2, 0), "at its deadline");
+        assert_eq!(
+            index.readiness_at(1, ms(61)).shown,
+            ["doc1: not fetched yet"]
+        );
         // An earlier deadline than the one queued is honoured too.
-        index.stored(&s[2], now + Duration::from_secs(3600));
-        index.stored(&s[2], Instant::now());
-        assert_eq!(counts(&index), (3, 2, 0));
+        index.stored(&s[2], ms(10_000));
+        index.stored(&s[2], ms(70));
+        assert_eq!(counts_at(&index, ms(69)), (3, 1, 0));
+        assert_eq!(counts_at(&index, ms(70)), (3, 2, 0));
         index.dropped(&s[0]);
-        assert_eq!(counts(&index), (3, 3, 0));
+        assert_eq!(counts_at(&index, ms(80)), (3, 3, 0));
 
         // A reload: doc2 goes, a new pending one comes (not counted until
         // servable once), doc0 and doc1 keep their state.
@@ -338,15 +356,19 @@ mod tests {
             (new.clone(), None),
         ];
         index.track(&next);
-        assert_eq!(counts(&index), (2, 2, 1));
-        index.stored(&new, Instant::now() + Duration::from_secs(60));
-        assert_eq!(counts(&index), (3, 2, 0));
+        assert_eq!(counts_at(&index, ms(90)), (2, 2, 1));
+        index.stored(&new, ms(5_000));
+        assert_eq!(counts_at(&index, ms(100)), (3, 2, 0));
         assert!(!new.pending(false), "servable once: pending no more");
         index.dropped(&new);
-        assert_eq!(counts(&index), (3, 3, 0), "then counted like any other");
+        assert_eq!(
+            counts_at(&index, ms(110)),
+            (3, 3, 0),
+            "then counted like any other"
+        );
         // Untracked slots are ignored.
-        index.stored(&s[2], Instant::now() + Duration::from_secs(60));
-        assert_eq!(counts(&index), (3, 3, 0));
+        index.stored(&s[2], ms(10_000));
+        assert_eq!(counts_at(&index, ms(120)), (3, 3, 0));
     }
 
     #[test]
