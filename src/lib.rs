@@ -23,7 +23,8 @@
 //!   as a whole, the current generation behind a lock-free swap, reloads;
 //! - [`http`]: the HTTP front; [`demo`]: the built-in demo authorization server;
 //! - [`check`]: the `check` subcommand; [`cli`]: the command line, top of
-//!   the stack (only `main` uses it).
+//!   the stack (only `main` uses it); [`logging`]: the log's stream and
+//!   colours (only `main` uses it).
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
@@ -40,6 +41,7 @@ pub mod error;
 pub mod generation;
 pub mod http;
 pub mod listener;
+pub mod logging;
 pub mod metadata_gateway;
 pub mod metrics;
 pub mod protected_resource;
@@ -67,6 +69,9 @@ pub struct Listeners {
     pub public: TcpListener,
     /// `/documents`, `/refresh`, `/metrics`, `/healthz`, `/readyz`.
     pub admin: Option<TcpListener>,
+    /// The demo authorization server's socket, when the caller bound it
+    /// (`--demo`); without it, [`run`] binds `config.demo` itself.
+    pub demo: Option<TcpListener>,
 }
 
 impl From<TcpListener> for Listeners {
@@ -74,6 +79,7 @@ impl From<TcpListener> for Listeners {
         Self {
             public,
             admin: None,
+            demo: None,
         }
     }
 }
@@ -96,7 +102,9 @@ pub async fn run(
 ) -> Result<(), RunError> {
     let listeners = listeners.into();
     let demo = match (config.demo, config.demo_document()) {
-        (Some(addr), Some((issuer, path))) => demo::start(addr, issuer, &path)?,
+        (Some(addr), Some((issuer, path))) => {
+            demo::start(addr, listeners.demo, issuer, &path).await?
+        }
         _ => None,
     };
     log_documents(&config);

@@ -1,6 +1,6 @@
 //! Binary entry point: parse the command line; `check` runs the metadata
 //! check and exits 0/1; otherwise validate the configuration, set up
-//! logging, bind the listener and hand over to
+//! logging (on stderr, see [`logging`]), bind the listener and hand over to
 //! [`oauth_metadata_gateway::run`] until SIGINT or SIGTERM; SIGHUP reloads
 //! the `--config` file.
 
@@ -11,9 +11,8 @@ use std::process::ExitCode;
 use clap::Parser;
 use oauth_metadata_gateway::check::CheckArgs;
 use oauth_metadata_gateway::cli::Command;
-use oauth_metadata_gateway::config::LogFormat;
+use oauth_metadata_gateway::logging;
 use oauth_metadata_gateway::{run, Cli, Listeners};
-use tracing_subscriber::EnvFilter;
 
 /// mimalloc instead of the system allocator. With glibc's malloc the
 /// resident memory of a gateway holding 10,000 documents depended on
@@ -41,11 +40,14 @@ fn main() -> ExitCode {
         let _in_runtime = runtime.enter();
         reload_signals()
     };
+    // The demo's socket first: with `--demo-listen 127.0.0.1:0` the port it
+    // gets is the upstream the configuration is built with.
+    let demo = bind_demo(&mut cli);
     let config = match cli.into_config() {
         Ok(config) => config,
         Err(err) => err.exit(),
     };
-    init_logging(config.log_format);
+    logging::init(config.log_format);
     let reloads = reloads.unwrap_or_else(|e| {
         tracing::warn!("cannot listen for SIGHUP, reload is off: {e}");
         tokio::sync::mpsc::unbounded_channel().1
@@ -72,7 +74,11 @@ fn main() -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
-        let listeners = Listeners { public, admin };
+        let listeners = Listeners {
+            public,
+            admin,
+            demo,
+        };
         match run(config, listeners, shutdown_signal(), reloads).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
@@ -111,15 +117,18 @@ fn check(args: &CheckArgs) -> ExitCode {
     }
 }
 
-fn init_logging(format: LogFormat) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_target(false);
-    match format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().init(),
+/// With `--demo`, binds the demo server's address and records the address
+/// it got in `cli.demo_listen`; `None` when it cannot (the address is in
+/// use: [`run`] then says so and names what answers there).
+fn bind_demo(cli: &mut Cli) -> Option<std::net::TcpListener> {
+    if !cli.demo {
+        return None;
     }
+    let listener = std::net::TcpListener::bind(cli.demo_listen).ok()?;
+    if let Ok(addr) = listener.local_addr() {
+        cli.demo_listen = addr;
+    }
+    Some(listener)
 }
 
 /// Resolves on SIGINT (Ctrl-C) or SIGTERM.

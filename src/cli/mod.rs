@@ -92,8 +92,9 @@ pub struct Cli {
     /// `/.well-known/oauth-authorization-server<path>` there (RFC 8414 §3.1),
     /// falling back to the openid-configuration locations on a 4xx.
     /// With an `--issuer` template, it carries `{tenant}` too.
-    #[arg(long, env = "GATEWAY_UPSTREAM", default_value = "http://localhost:7788", value_parser = parse_upstream, conflicts_with = "config")]
-    pub upstream: String,
+    /// [default: http://localhost:7788; with --demo, the demo server's address]
+    #[arg(long, env = "GATEWAY_UPSTREAM", value_parser = parse_upstream, conflicts_with = "config")]
+    pub upstream: Option<String>,
 
     /// Issuer the document must declare (RFC 8414 §3.3); defaults to the upstream URL.
     /// Its path gives the served route: /.well-known/oauth-authorization-server<path>.
@@ -208,7 +209,8 @@ pub struct Cli {
     #[arg(long, env = "GATEWAY_DEMO")]
     pub demo: bool,
 
-    /// Where the demo authorization server listens.
+    /// Where the demo authorization server listens. Without --upstream, the
+    /// gateway fetches from here (`localhost` for a loopback address).
     #[arg(long, env = "GATEWAY_DEMO_LISTEN", default_value = "127.0.0.1:7788")]
     pub demo_listen: SocketAddr,
 
@@ -427,16 +429,17 @@ impl Cli {
     /// The short form: one issuer from `--upstream`/`--issuer`, optionally
     /// its OpenID configuration, optionally one protected resource.
     fn documents_from_flags(&self) -> Result<Documents, clap::Error> {
+        let upstream = self.upstream_url();
         let issuer = match &self.issuer {
             Some(issuer) => issuer.clone(),
             // As typed minus trailing slashes: `https://as.example.com/`
             // names the issuer `https://as.example.com`.
-            None => self.upstream.trim_end_matches('/').to_string(),
+            None => upstream.trim_end_matches('/').to_string(),
         };
         let templated = documents::is_template(&issuer);
         let issuer_docs = documents::authorization_server(&AuthorizationServerSpec {
             issuer: &issuer,
-            upstream: Some(self.upstream.as_str()),
+            upstream: Some(upstream.as_str()),
             openid_configuration: self.openid_configuration,
             ttl: self.ttl,
             max_stale: self.max_stale,
@@ -493,6 +496,34 @@ impl Cli {
             state_dir: None,
             proxies: Vec::new(),
         })
+    }
+}
+
+impl Cli {
+    /// `--upstream` as given; otherwise, with `--demo`, the demo server's
+    /// address, so `--demo --demo-listen ADDR` serves what the demo
+    /// publishes; otherwise [`DEFAULT_UPSTREAM`].
+    fn upstream_url(&self) -> String {
+        match &self.upstream {
+            Some(upstream) => upstream.clone(),
+            None if self.demo => demo_url(self.demo_listen),
+            None => DEFAULT_UPSTREAM.to_string(),
+        }
+    }
+}
+
+/// The upstream when neither `--upstream` nor `--demo` says otherwise.
+pub const DEFAULT_UPSTREAM: &str = "http://localhost:7788";
+
+/// The URL the gateway reaches a demo server listening on `addr` at:
+/// `localhost` for a loopback or unspecified address (as a browser or curl
+/// user would type it), the address itself otherwise.
+pub fn demo_url(addr: SocketAddr) -> String {
+    let ip = addr.ip();
+    if ip.is_loopback() || ip.is_unspecified() {
+        format!("http://localhost:{}", addr.port())
+    } else {
+        format!("http://{addr}")
     }
 }
 

@@ -593,6 +593,7 @@ impl Generation {
             oauth_metadata_gateway::Listeners {
                 public,
                 admin: Some(admin),
+                demo: None,
             },
             args,
         )

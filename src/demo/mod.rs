@@ -2,14 +2,21 @@
 //! publishes a realistic RFC 8414 document, so a new user sees the gateway
 //! work with one command and no real authorization server. If its address
 //! is already taken (a real server may be running there), the gateway says
-//! so and uses whatever answers there.
+//! so, names what answers there ([`probe`]) and uses it.
 
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use actix_web::dev::ServerHandle;
 use actix_web::{web, App, HttpResponse, HttpServer};
 
 use crate::error::RunError;
+
+mod probe;
+
+/// How long the start-up log waits to learn what answers at a taken
+/// demo address.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// The demo document for `issuer`, compact JSON like real servers send.
 pub fn document(issuer: &str) -> Vec<u8> {
@@ -30,14 +37,31 @@ pub fn document(issuer: &str) -> Vec<u8> {
     serde_json::to_vec(&doc).unwrap_or_default()
 }
 
-/// Starts the demo server on `addr`, publishing the document for `issuer`
-/// at `path` (where the gateway fetches it first); `Ok(None)` when the
-/// address is in use.
-pub fn start(addr: SocketAddr, issuer: &str, path: &str) -> Result<Option<ServerHandle>, RunError> {
-    let listener = match std::net::TcpListener::bind(addr) {
+/// Starts the demo server on `listener` (bound by the caller, so a
+/// `--demo-listen` port 0 is known before the configuration is built) or,
+/// without one, on `addr`, publishing the document for `issuer` at `path`
+/// (where the gateway fetches it first). `Ok(None)` when `addr` is in use:
+/// the gateway then uses whatever answers there, and the log says what
+/// that is.
+pub async fn start(
+    addr: SocketAddr,
+    listener: Option<std::net::TcpListener>,
+    issuer: &str,
+    path: &str,
+) -> Result<Option<ServerHandle>, RunError> {
+    let listener = match listener.map_or_else(|| std::net::TcpListener::bind(addr), Ok) {
         Ok(l) => l,
         Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {
-            tracing::warn!(%addr, "demo authorization server not started: the address is in use; using whatever serves there as the upstream");
+            let probe_path = path.to_string();
+            let answer = tokio::task::spawn_blocking(move || {
+                probe::describe(addr, &probe_path, PROBE_TIMEOUT)
+            })
+            .await
+            .unwrap_or_else(|e| format!("could not be asked ({e})"));
+            tracing::warn!(
+                %addr,
+                "demo authorization server not started: {addr} is in use; the gateway uses what listens there as its upstream, and it {answer}"
+            );
             return Ok(None);
         }
         Err(e) => {
@@ -46,6 +70,9 @@ pub fn start(addr: SocketAddr, issuer: &str, path: &str) -> Result<Option<Server
             ))(e))
         }
     };
+    let addr = listener
+        .local_addr()
+        .map_err(RunError::io("demo listener has no address"))?;
     let body = web::Bytes::from(document(issuer));
     let route = path.to_string();
     let server = HttpServer::new(move || {
