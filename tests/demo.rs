@@ -1,10 +1,14 @@
 //! `--demo`: one command shows the whole thing working, with the built-in
-//! authorization server as the upstream.
+//! authorization server as the upstream. The real binary: `--demo-listen`
+//! (flag, variable, port 0) is where the gateway fetches from unless
+//! `--upstream` says otherwise, and a taken demo address is reported with
+//! what answers there.
 
 mod support;
 
 use std::time::Duration;
 
+use support::process::Process;
 use support::*;
 
 #[actix_web::test]
@@ -55,4 +59,122 @@ async fn demo_yields_to_a_server_already_on_its_address() {
         body.as_bytes(),
         "the real server's document, not the demo's"
     );
+}
+
+// The real binary, as a new user runs it.
+
+#[actix_web::test]
+async fn the_binary_fetches_from_the_demo_listen_address() {
+    let port = free_port();
+    let demo = format!("127.0.0.1:{port}");
+    let gw = Process::start(&["--demo", "--demo-listen", &demo], &[]).await;
+    let r = poll_until(&gw.url(AS_PATH), Duration::from_secs(10), |r| {
+        r.status == 200
+    })
+    .await;
+    assert_eq!(r.json()["issuer"], format!("http://localhost:{port}"));
+    // The same through the environment variable.
+    let port = free_port();
+    let demo = format!("127.0.0.1:{port}");
+    let gw = Process::start(&["--demo"], &[("GATEWAY_DEMO_LISTEN", &demo)]).await;
+    let r = poll_until(&gw.url(AS_PATH), Duration::from_secs(10), |r| {
+        r.status == 200
+    })
+    .await;
+    assert_eq!(r.json()["issuer"], format!("http://localhost:{port}"));
+}
+
+#[actix_web::test]
+async fn demo_on_port_zero_serves_from_the_port_it_got() {
+    let gw = Process::start(&["--demo", "--demo-listen", "127.0.0.1:0"], &[]).await;
+    let r = poll_until(&gw.url(AS_PATH), Duration::from_secs(10), |r| {
+        r.status == 200
+    })
+    .await;
+    let issuer = r.json()["issuer"].as_str().unwrap().to_string();
+    let port: u16 = issuer
+        .strip_prefix("http://localhost:")
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("issuer {issuer}"));
+    assert_ne!(port, 0);
+    let log = gw.text();
+    assert!(
+        log.contains(&format!("http://127.0.0.1:{port}{AS_PATH}")),
+        "the log names the demo's address:\n{log}"
+    );
+}
+
+#[actix_web::test]
+async fn an_explicit_upstream_or_issuer_is_kept_with_demo() {
+    // --upstream (flag or variable) wins over the demo's address: here the
+    // demo listens elsewhere and the gateway never reaches it.
+    let (_closed, refusing) = refusing_port();
+    let upstream = format!("http://127.0.0.1:{refusing}");
+    let demo = format!("127.0.0.1:{}", free_port());
+    for (args, envs) in [
+        (
+            vec!["--demo", "--demo-listen", &demo, "--upstream", &upstream],
+            vec![],
+        ),
+        (
+            vec!["--demo", "--demo-listen", &demo],
+            vec![("GATEWAY_UPSTREAM", upstream.as_str())],
+        ),
+    ] {
+        let gw = Process::start(&args, &envs).await;
+        let r = poll_until(&gw.url(AS_PATH), Duration::from_secs(10), |r| {
+            r.status == 503
+        })
+        .await;
+        assert!(r.cache_status().contains("connect_error"), "{args:?}");
+    }
+    // --issuer alone: the demo publishes that issuer and the gateway
+    // fetches it from the demo.
+    let port = free_port();
+    let demo = format!("127.0.0.1:{port}");
+    let gw = Process::start(
+        &["--demo", "--demo-listen", &demo],
+        &[("GATEWAY_ISSUER", "http://localhost:9/tenant1")],
+    )
+    .await;
+    let path = format!("{AS_PATH}/tenant1");
+    let r = poll_until(&gw.url(&path), Duration::from_secs(10), |r| {
+        r.status == 200
+    })
+    .await;
+    assert_eq!(r.json()["issuer"], "http://localhost:9/tenant1");
+}
+
+#[actix_web::test]
+async fn a_taken_demo_address_is_named_in_the_log_with_what_answers() {
+    // A real authorization server on the demo's address: the log names
+    // its issuer, and the gateway serves its document.
+    let upstream = Upstream::start(Behaviour::status(500)).await;
+    let issuer = format!("http://localhost:{}", upstream.addr.port());
+    let body = document(&issuer);
+    upstream.set(Behaviour::json(body.clone()));
+    let addr = upstream.addr.to_string();
+    let gw = Process::start(&["--demo", "--demo-listen", &addr], &[]).await;
+    let log = gw
+        .wait_for_log("demo authorization server not started", Duration::from_secs(5))
+        .await;
+    assert!(
+        log.contains(&format!("{addr} is in use"))
+            && log.contains(&format!("answers with issuer \"{issuer}\"")),
+        "{log}"
+    );
+    let r = poll_until(&gw.url(AS_PATH), Duration::from_secs(10), |r| {
+        r.status == 200
+    })
+    .await;
+    assert_eq!(r.body, body.as_bytes());
+
+    // Something that answers 404 there: the log gives the status.
+    let other = Upstream::start(Behaviour::status(404)).await;
+    let addr = other.addr.to_string();
+    let gw = Process::start(&["--demo", "--demo-listen", &addr], &[]).await;
+    let log = gw
+        .wait_for_log("demo authorization server not started", Duration::from_secs(5))
+        .await;
+    assert!(log.contains("answers HTTP 404"), "{log}");
 }
