@@ -18,22 +18,39 @@ mod probe;
 /// demo address.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// The demo document: members in the order real servers write them,
+/// `issuer` first (a `serde_json::Value` would sort them).
+#[derive(serde::Serialize)]
+struct DemoDocument<'a> {
+    issuer: &'a str,
+    authorization_endpoint: String,
+    token_endpoint: String,
+    registration_endpoint: String,
+    revocation_endpoint: String,
+    scopes_supported: [&'a str; 4],
+    response_types_supported: [&'a str; 1],
+    response_modes_supported: [&'a str; 1],
+    grant_types_supported: [&'a str; 2],
+    token_endpoint_auth_methods_supported: [&'a str; 3],
+    code_challenge_methods_supported: [&'a str; 1],
+}
+
 /// The demo document for `issuer`, compact JSON like real servers send.
 pub fn document(issuer: &str) -> Vec<u8> {
     let base = issuer.trim_end_matches('/');
-    let doc = serde_json::json!({
-        "issuer": issuer,
-        "authorization_endpoint": format!("{base}/oauth/authorize"),
-        "token_endpoint": format!("{base}/oauth/token"),
-        "registration_endpoint": format!("{base}/oauth/register"),
-        "revocation_endpoint": format!("{base}/oauth/revoke"),
-        "scopes_supported": ["openid", "profile", "mcp:tools", "mcp:resources"],
-        "response_types_supported": ["code"],
-        "response_modes_supported": ["query"],
-        "grant_types_supported": ["authorization_code", "refresh_token"],
-        "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "none"],
-        "code_challenge_methods_supported": ["S256"],
-    });
+    let doc = DemoDocument {
+        issuer,
+        authorization_endpoint: format!("{base}/oauth/authorize"),
+        token_endpoint: format!("{base}/oauth/token"),
+        registration_endpoint: format!("{base}/oauth/register"),
+        revocation_endpoint: format!("{base}/oauth/revoke"),
+        scopes_supported: ["openid", "profile", "mcp:tools", "mcp:resources"],
+        response_types_supported: ["code"],
+        response_modes_supported: ["query"],
+        grant_types_supported: ["authorization_code", "refresh_token"],
+        token_endpoint_auth_methods_supported: ["client_secret_basic", "client_secret_post", "none"],
+        code_challenge_methods_supported: ["S256"],
+    };
     serde_json::to_vec(&doc).unwrap_or_default()
 }
 
