@@ -138,10 +138,7 @@ async fn an_explicit_upstream_or_issuer_is_kept_with_demo() {
     )
     .await;
     let path = format!("{AS_PATH}/tenant1");
-    let r = poll_until(&gw.url(&path), Duration::from_secs(10), |r| {
-        r.status == 200
-    })
-    .await;
+    let r = poll_until(&gw.url(&path), Duration::from_secs(10), |r| r.status == 200).await;
     assert_eq!(r.json()["issuer"], "http://localhost:9/tenant1");
 }
 
@@ -156,7 +153,10 @@ async fn a_taken_demo_address_is_named_in_the_log_with_what_answers() {
     let addr = upstream.addr.to_string();
     let gw = Process::start(&["--demo", "--demo-listen", &addr], &[]).await;
     let log = gw
-        .wait_for_log("demo authorization server not started", Duration::from_secs(5))
+        .wait_for_log(
+            "demo authorization server not started",
+            Duration::from_secs(5),
+        )
         .await;
     assert!(
         log.contains(&format!("{addr} is in use"))
@@ -174,7 +174,10 @@ async fn a_taken_demo_address_is_named_in_the_log_with_what_answers() {
     let addr = other.addr.to_string();
     let gw = Process::start(&["--demo", "--demo-listen", &addr], &[]).await;
     let log = gw
-        .wait_for_log("demo authorization server not started", Duration::from_secs(5))
+        .wait_for_log(
+            "demo authorization server not started",
+            Duration::from_secs(5),
+        )
         .await;
     assert!(log.contains("answers HTTP 404"), "{log}");
 }

@@ -18,12 +18,20 @@ fn run_briefly(envs: &[(&str, &str)]) -> (String, String) {
     let listen = format!("127.0.0.1:{}", free_port());
     let demo = format!("127.0.0.1:{}", free_port());
     let mut cmd = Command::new(BIN);
-    cmd.args(["--demo", "--demo-listen", &demo, "--listen", &listen, "--workers", "1"])
-        .env_remove("NO_COLOR")
-        .env("RUST_LOG", "info")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+    cmd.args([
+        "--demo",
+        "--demo-listen",
+        &demo,
+        "--listen",
+        &listen,
+        "--workers",
+        "1",
+    ])
+    .env_remove("NO_COLOR")
+    .env("RUST_LOG", "info")
+    .stdin(Stdio::null())
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped());
     for (k, v) in envs {
         cmd.env(k, v);
     }
@@ -45,7 +53,10 @@ fn run_briefly(envs: &[(&str, &str)]) -> (String, String) {
 fn wait_listening(addr: &str) {
     let deadline = Instant::now() + Duration::from_secs(20);
     while std::net::TcpStream::connect(addr).is_err() {
-        assert!(Instant::now() < deadline, "the gateway never listened on {addr}");
+        assert!(
+            Instant::now() < deadline,
+            "the gateway never listened on {addr}"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
 }
@@ -53,9 +64,18 @@ fn wait_listening(addr: &str) {
 #[test]
 fn logs_go_to_stderr_without_colour_when_piped() {
     let (stdout, stderr) = run_briefly(&[]);
-    assert_eq!(stdout, "", "nothing but logs was printed, and not on stdout");
-    assert!(stderr.contains("gateway listening") && stderr.contains("gateway stopped"), "{stderr}");
-    assert!(!stderr.contains('\u{1b}'), "escape codes in a pipe:\n{stderr:?}");
+    assert_eq!(
+        stdout, "",
+        "nothing but logs was printed, and not on stdout"
+    );
+    assert!(
+        stderr.contains("gateway listening") && stderr.contains("gateway stopped"),
+        "{stderr}"
+    );
+    assert!(
+        !stderr.contains('\u{1b}'),
+        "escape codes in a pipe:\n{stderr:?}"
+    );
 }
 
 /// The binary's log on a pseudo-terminal (`script`), with `envs`.
@@ -89,5 +109,8 @@ fn colour_on_a_terminal_unless_no_color() {
         "a terminal gets colours"
     );
     let plain = on_a_terminal(&[("NO_COLOR", "1")]);
-    assert!(!plain.contains("\u{1b}["), "NO_COLOR is honoured:\n{plain:?}");
+    assert!(
+        !plain.contains("\u{1b}["),
+        "NO_COLOR is honoured:\n{plain:?}"
+    );
 }

@@ -48,7 +48,11 @@ pub fn document(issuer: &str) -> Vec<u8> {
         response_types_supported: ["code"],
         response_modes_supported: ["query"],
         grant_types_supported: ["authorization_code", "refresh_token"],
-        token_endpoint_auth_methods_supported: ["client_secret_basic", "client_secret_post", "none"],
+        token_endpoint_auth_methods_supported: [
+            "client_secret_basic",
+            "client_secret_post",
+            "none",
+        ],
         code_challenge_methods_supported: ["S256"],
     };
     serde_json::to_vec(&doc).unwrap_or_default()

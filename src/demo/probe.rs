@@ -80,7 +80,10 @@ mod tests {
             describe_response(b"HTTP/1.1 200 OK\r\n\r\n<html>"),
             "answers HTTP 200 without an issuer"
         );
-        assert_eq!(describe_response(b"SSH-2.0-OpenSSH_9.6\r\n"), "does not answer HTTP");
+        assert_eq!(
+            describe_response(b"SSH-2.0-OpenSSH_9.6\r\n"),
+            "does not answer HTTP"
+        );
         assert_eq!(describe_response(b""), "does not answer HTTP");
     }
 }

@@ -68,16 +68,16 @@ impl Block {
     }
 }
 
-/// The examples of `text` (the file `file`), or the errors in its markings
-/// as `file:line: message`.
-pub fn examples(file: &str, text: &str) -> Result<Vec<Block>, Vec<String>> {
+/// The examples of `text` (the file `file`), and the errors in its
+/// markings as `file:line: message`.
+pub fn examples(file: &str, text: &str) -> (Vec<Block>, Vec<String>) {
     let lines: Vec<&str> = text.lines().collect();
     let mut blocks = Vec::new();
     let mut errors = Vec::new();
     let mut i = 0;
     while i < lines.len() {
         let Some((fence, tag)) = opening_fence(lines[i]) else {
-            if lines[i].contains("<!-- example:") && !next_is_fence(&lines, i) {
+            if lines[i].trim_start().starts_with("<!-- example:") && !next_is_fence(&lines, i) {
                 errors.push(format!(
                     "{file}:{}: a marking must be on the line just above the opening fence of its block",
                     i + 1
@@ -127,11 +127,7 @@ pub fn examples(file: &str, text: &str) -> Result<Vec<Block>, Vec<String>> {
             directives,
         });
     }
-    if errors.is_empty() {
-        Ok(blocks)
-    } else {
-        Err(errors)
-    }
+    (blocks, errors)
 }
 
 /// The fence (```` ``` ```` or `~~~`, as long as written) and the tag of
@@ -162,7 +158,11 @@ fn parse_marking(line: &str) -> Result<Directives, String> {
     let directives: Vec<&str> = if inner.trim_start().starts_with("skip") {
         vec![inner.trim()]
     } else {
-        inner.split(';').map(str::trim).filter(|s| !s.is_empty()).collect()
+        inner
+            .split(';')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .collect()
     };
     for directive in directives {
         let (word, rest) = directive.split_once(' ').unwrap_or((directive, ""));
@@ -197,4 +197,3 @@ fn parse_marking(line: &str) -> Result<Directives, String> {
     }
     Ok(d)
 }
-

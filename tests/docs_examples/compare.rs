@@ -76,8 +76,14 @@ fn http(expected: &[String], actual: &[String]) -> Result<(), String> {
         n
     };
     if names(&exp) != names(&act) {
-        let missing: Vec<_> = names(&exp).into_iter().filter(|n| !names(&act).contains(n)).collect();
-        let extra: Vec<_> = names(&act).into_iter().filter(|n| !names(&exp).contains(n)).collect();
+        let missing: Vec<_> = names(&exp)
+            .into_iter()
+            .filter(|n| !names(&act).contains(n))
+            .collect();
+        let extra: Vec<_> = names(&act)
+            .into_iter()
+            .filter(|n| !names(&exp).contains(n))
+            .collect();
         return Err(format!(
             "header names differ: not sent {missing:?}, sent but not in the doc {extra:?}"
         ));
@@ -86,7 +92,11 @@ fn http(expected: &[String], actual: &[String]) -> Result<(), String> {
         if VOLATILE.contains(&name.as_str()) {
             continue;
         }
-        let got = act.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str()).unwrap_or("");
+        let got = act
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+            .unwrap_or("");
         let ok = if COUNTDOWN.contains(&name.as_str()) {
             glob(&digits_out(want), &digits_out(got))
         } else {
@@ -148,7 +158,11 @@ fn text(expected: &[String], actual: &[String]) -> Result<(), String> {
 }
 
 fn indent(lines: &[String]) -> String {
-    lines.iter().map(|l| format!("    | {l}")).collect::<Vec<_>>().join("\n")
+    lines
+        .iter()
+        .map(|l| format!("    | {l}"))
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 fn lines_match(exp: &[String], act: &[String]) -> bool {
@@ -157,9 +171,9 @@ fn lines_match(exp: &[String], act: &[String]) -> bool {
         Some((first, rest)) if first.trim() == "..." => {
             (0..=act.len()).any(|skip| lines_match(rest, &act[skip..]))
         }
-        Some((first, rest)) => {
-            act.split_first().is_some_and(|(a, act_rest)| glob(first, a) && lines_match(rest, act_rest))
-        }
+        Some((first, rest)) => act
+            .split_first()
+            .is_some_and(|(a, act_rest)| glob(first, a) && lines_match(rest, act_rest)),
     }
 }
 
@@ -220,7 +234,7 @@ fn json(exp: &serde_json::Value, act: &serde_json::Value, at: &str) -> Result<()
 /// (`2026-12-02T18:13:09Z`, fractions allowed).
 fn is_timestamp(s: &str) -> bool {
     let shape = "dddd-dd-ddTdd:dd:dd";
-    s.len() >= shape.len() + 1
+    s.len() > shape.len()
         && s.ends_with('Z')
         && s.bytes().zip(shape.bytes()).all(|(c, p)| match p {
             b'd' => c.is_ascii_digit(),
@@ -228,7 +242,9 @@ fn is_timestamp(s: &str) -> bool {
         })
         && s[shape.len()..s.len() - 1]
             .strip_prefix('.')
-            .map_or(s.len() == shape.len() + 1, |f| f.bytes().all(|c| c.is_ascii_digit()))
+            .map_or(s.len() == shape.len() + 1, |f| {
+                f.bytes().all(|c| c.is_ascii_digit())
+            })
 }
 
 /// The comparer's own checks, run before the examples: a comparer that
@@ -254,7 +270,9 @@ pub fn self_check() -> Result<(), String> {
     ];
     for (i, (exp, act, want)) in cases.iter().enumerate() {
         if matches(&l(exp), act).is_ok() != *want {
-            return Err(format!("comparer self-check {i} failed: {exp:?} vs {act:?} should be {want}"));
+            return Err(format!(
+                "comparer self-check {i} failed: {exp:?} vs {act:?} should be {want}"
+            ));
         }
     }
     Ok(())

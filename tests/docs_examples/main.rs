@@ -58,10 +58,9 @@ fn main() {
     let mut all = Vec::new();
     for file in files(&root) {
         let text = std::fs::read_to_string(root.join(&file)).expect("read a Markdown file");
-        match blocks::examples(&file, &text) {
-            Ok(b) => all.extend(b),
-            Err(e) => failures.extend(e),
-        }
+        let (examples, errors) = blocks::examples(&file, &text);
+        all.extend(examples);
+        failures.extend(errors);
     }
     let skipped: Vec<&Block> = all.iter().filter(|b| b.directives.skip.is_some()).collect();
     let mut configs: HashMap<String, (tempfile::TempDir, PathBuf)> = HashMap::new();
@@ -146,9 +145,17 @@ fn commands(block: &Block) -> Result<Vec<Cmd>, String> {
             if t.is_empty() || t.starts_with('#') {
                 continue;
             }
-            cmds.push(Cmd { line: *n, text: t.to_string(), expected: Vec::new() });
+            cmds.push(Cmd {
+                line: *n,
+                text: t.to_string(),
+                expected: Vec::new(),
+            });
         } else if let Some(cmd) = line.strip_prefix("$ ") {
-            cmds.push(Cmd { line: *n, text: cmd.to_string(), expected: Vec::new() });
+            cmds.push(Cmd {
+                line: *n,
+                text: cmd.to_string(),
+                expected: Vec::new(),
+            });
         } else {
             match cmds.last_mut() {
                 Some(c) => c.expected.push(line.to_string()),
@@ -174,10 +181,17 @@ fn commands(block: &Block) -> Result<Vec<Cmd>, String> {
 /// binary, after `NAME=VALUE` words, not `check`, not in a pipe or list.
 fn starts_gateway(cmd: &str) -> bool {
     let c = cmd.trim().trim_end_matches('&').trim();
-    if c.contains('|') || c.contains(';') || c.contains("&&") || c.contains("--help") || c.contains("--version") {
+    if c.contains('|')
+        || c.contains(';')
+        || c.contains("&&")
+        || c.contains("--help")
+        || c.contains("--version")
+    {
         return false;
     }
-    let mut words = c.split_whitespace().skip_while(|w| w.contains('=') && !w.starts_with('-'));
+    let mut words = c
+        .split_whitespace()
+        .skip_while(|w| w.contains('=') && !w.starts_with('-'));
     words.next() == Some("oauth-metadata-gateway") && words.next() != Some("check")
 }
 
@@ -186,11 +200,16 @@ fn etag_in(s: &str) -> Option<&str> {
     let b = s.as_bytes();
     (0..b.len().saturating_sub(33)).find_map(|i| {
         let t = &s[i..i + 34];
-        (b[i] == b'"' && b[i + 33] == b'"' && t[1..33].bytes().all(|c| c.is_ascii_hexdigit())).then_some(t)
+        (b[i] == b'"' && b[i + 33] == b'"' && t[1..33].bytes().all(|c| c.is_ascii_hexdigit()))
+            .then_some(t)
     })
 }
 
-fn run_commands(block: &Block, upstream: &TestUpstream, config: Option<Option<PathBuf>>) -> Result<(), String> {
+fn run_commands(
+    block: &Block,
+    upstream: &TestUpstream,
+    config: Option<Option<PathBuf>>,
+) -> Result<(), String> {
     let mut s = Session::new(&upstream.base);
     let cmds = commands(block)?;
     let env: Vec<(String, String)> = block
@@ -208,27 +227,44 @@ fn run_commands(block: &Block, upstream: &TestUpstream, config: Option<Option<Pa
         };
         match config {
             Some(Some(path)) => args.extend(["--config".to_string(), path.display().to_string()]),
-            Some(None) => return Err(format!("{}: `config above` but no toml example above it in the file", block.at(block.line))),
+            Some(None) => {
+                return Err(format!(
+                    "{}: `config above` but no toml example above it in the file",
+                    block.at(block.line)
+                ))
+            }
             None => {}
         }
-        s.start_gateway(&args, &env)
-            .map_err(|e| format!("{}: the gateway for this example (marking `gateway {}`): {e}", block.at(block.line), args.join(" ")))?;
+        s.start_gateway(&args, &env).map_err(|e| {
+            format!(
+                "{}: the gateway for this example (marking `gateway {}`): {e}",
+                block.at(block.line),
+                args.join(" ")
+            )
+        })?;
     }
     for (cmd, line) in cmds.iter().zip(&rewritten) {
         let at = block.at(cmd.line);
         if starts_gateway(line) {
-            s.start_command(line, &env).map_err(|e| format!("{at}: `{}`: {e}", cmd.text))?;
+            s.start_command(line, &env)
+                .map_err(|e| format!("{at}: `{}`: {e}", cmd.text))?;
             continue;
         }
         let mut line = line.clone();
         if let Some(doc_etag) = etag_in(&line).map(str::to_string) {
             // The ETag depends on the document's bytes, which name the
             // demo's port: use the one the gateway serves now.
-            let r = s.get("/.well-known/oauth-authorization-server").map_err(|e| format!("{at}: {e}"))?;
-            let etag = r.header("etag").ok_or_else(|| format!("{at}: the document has no ETag to use"))?;
+            let r = s
+                .get("/.well-known/oauth-authorization-server")
+                .map_err(|e| format!("{at}: {e}"))?;
+            let etag = r
+                .header("etag")
+                .ok_or_else(|| format!("{at}: the document has no ETag to use"))?;
             line = line.replace(&doc_etag, &etag);
         }
-        let (status, out) = s.run(&line, &env).map_err(|e| format!("{at}: `{}`: {e}", cmd.text))?;
+        let (status, out) = s
+            .run(&line, &env)
+            .map_err(|e| format!("{at}: `{}`: {e}", cmd.text))?;
         match block.kind {
             Kind::Sh if !status.success() => {
                 return Err(format!(
@@ -241,20 +277,28 @@ fn run_commands(block: &Block, upstream: &TestUpstream, config: Option<Option<Pa
             Kind::Console => {
                 let expected: Vec<String> = cmd.expected.iter().map(|l| s.rewrite(l)).collect();
                 compare::matches(&expected, &out).map_err(|e| {
-                    format!("{at}: `{}`: {e}\n  the gateway's log:\n{}", cmd.text, s.last_log())
+                    format!(
+                        "{at}: `{}`: {e}\n  the gateway's log:\n{}",
+                        cmd.text,
+                        s.last_log()
+                    )
                 })?;
             }
             _ => {}
         }
     }
-    s.stop_all().map_err(|e| format!("{}: {e}", block.at(block.line)))
+    s.stop_all()
+        .map_err(|e| format!("{}: {e}", block.at(block.line)))
 }
 
 /// A config-file example: rewritten so every upstream is the test upstream
 /// (issuers unchanged; `state_dir` moved to a scratch directory), started,
 /// and every document it lists fetched from the gateway. Returns the
 /// rewritten file for `config above` examples below it.
-fn run_toml(block: &Block, upstream: &TestUpstream) -> Result<(tempfile::TempDir, PathBuf), String> {
+fn run_toml(
+    block: &Block,
+    upstream: &TestUpstream,
+) -> Result<(tempfile::TempDir, PathBuf), String> {
     let at = block.at(block.line);
     let mut table: toml::Table = block
         .text()
@@ -262,13 +306,29 @@ fn run_toml(block: &Block, upstream: &TestUpstream) -> Result<(tempfile::TempDir
         .map_err(|e| format!("{at}: not a TOML file: {e}"))?;
     let keep = tempfile::tempdir().map_err(|e| e.to_string())?;
     if table.contains_key("state_dir") {
-        table.insert("state_dir".into(), keep.path().join("state").display().to_string().into());
+        table.insert(
+            "state_dir".into(),
+            keep.path().join("state").display().to_string().into(),
+        );
     }
-    if let Some(servers) = table.get_mut("authorization_server").and_then(|v| v.as_array_mut()) {
+    if let Some(servers) = table
+        .get_mut("authorization_server")
+        .and_then(|v| v.as_array_mut())
+    {
         for server in servers.iter_mut().filter_map(|s| s.as_table_mut()) {
-            let issuer = server.get("issuer").and_then(|v| v.as_str()).unwrap_or_default().to_string();
-            let original = server.get("upstream").and_then(|v| v.as_str()).unwrap_or(&issuer).to_string();
-            let path = original.split_once("://").map_or("", |(_, r)| r.find('/').map_or("", |i| &r[i..]));
+            let issuer = server
+                .get("issuer")
+                .and_then(|v| v.as_str())
+                .unwrap_or_default()
+                .to_string();
+            let original = server
+                .get("upstream")
+                .and_then(|v| v.as_str())
+                .unwrap_or(&issuer)
+                .to_string();
+            let path = original
+                .split_once("://")
+                .map_or("", |(_, r)| r.find('/').map_or("", |i| &r[i..]));
             let url = upstream.register(path, &issuer);
             server.insert("upstream".into(), url.into());
         }
@@ -277,15 +337,21 @@ fn run_toml(block: &Block, upstream: &TestUpstream) -> Result<(tempfile::TempDir
     std::fs::write(&path, table.to_string()).map_err(|e| e.to_string())?;
     let mut s = Session::new(&upstream.base);
     let args = vec!["--config".to_string(), path.display().to_string()];
-    s.start_gateway(&args, &[]).map_err(|e| format!("{at}: this config file: {e}"))?;
-    s.wait_ready(Duration::from_secs(10))
-        .map_err(|e| format!("{at}: this config file never made the gateway ready: {e}\n{}", s.last_log()))?;
+    s.start_gateway(&args, &[])
+        .map_err(|e| format!("{at}: this config file: {e}"))?;
+    s.wait_ready(Duration::from_secs(10)).map_err(|e| {
+        format!(
+            "{at}: this config file never made the gateway ready: {e}\n{}",
+            s.last_log()
+        )
+    })?;
     let defaults = oauth_metadata_gateway::config::file::Defaults {
         ttl: Duration::from_secs(300),
         max_stale: Duration::from_secs(86400),
         template: oauth_metadata_gateway::config::TemplateLimits::default(),
     };
-    let docs = oauth_metadata_gateway::config::file::load(&path, defaults).map_err(|e| format!("{at}: {e}"))?;
+    let docs = oauth_metadata_gateway::config::file::load(&path, defaults)
+        .map_err(|e| format!("{at}: {e}"))?;
     let mut checks: Vec<(String, &str, String)> = Vec::new();
     for d in &docs.documents {
         for route in d.routes.iter() {
@@ -308,7 +374,9 @@ fn run_toml(block: &Block, upstream: &TestUpstream) -> Result<(tempfile::TempDir
         return Err(format!("{at}: this config file serves nothing"));
     }
     for (route, member, want) in checks {
-        let r = s.get(&route).map_err(|e| format!("{at}: GET {route}: {e}"))?;
+        let r = s
+            .get(&route)
+            .map_err(|e| format!("{at}: GET {route}: {e}"))?;
         let got: serde_json::Value = serde_json::from_str(&r.body).unwrap_or_default();
         if r.status != 200 || got[member] != want.as_str() {
             return Err(format!(

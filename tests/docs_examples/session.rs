@@ -34,17 +34,20 @@ fn write_pki(dir: &std::path::Path) {
     ca_params
         .distinguished_name
         .push(rcgen::DnType::CommonName, "docs examples test CA");
-    let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().expect("key")).expect("CA");
+    let ca =
+        CertifiedIssuer::self_signed(ca_params, KeyPair::generate().expect("key")).expect("CA");
     let key = KeyPair::generate().expect("key");
-    let mut leaf = CertificateParams::new(vec!["gateway.example.com".to_string(), "localhost".to_string()])
-        .expect("leaf params");
+    let mut leaf = CertificateParams::new(vec![
+        "gateway.example.com".to_string(),
+        "localhost".to_string(),
+    ])
+    .expect("leaf params");
     leaf.distinguished_name
         .push(rcgen::DnType::CommonName, "gateway.example.com");
-    let leaf = leaf
-        .signed_by(&key, &ca)
-        .expect("leaf");
+    let leaf = leaf.signed_by(&key, &ca).expect("leaf");
     std::fs::write(dir.join("ca.pem"), ca.pem()).expect("write ca.pem");
-    std::fs::write(dir.join("cert.pem"), format!("{}{}", leaf.pem(), ca.pem())).expect("write cert.pem");
+    std::fs::write(dir.join("cert.pem"), format!("{}{}", leaf.pem(), ca.pem()))
+        .expect("write cert.pem");
     std::fs::write(dir.join("key.pem"), key.serialize_pem()).expect("write key.pem");
 }
 
@@ -97,7 +100,8 @@ impl Session {
             ),
         )
         .expect("write pidof");
-        std::fs::set_permissions(&pidof, std::os::unix::fs::PermissionsExt::from_mode(0o755)).expect("chmod");
+        std::fs::set_permissions(&pidof, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .expect("chmod");
         let gw = free_port();
         write_pki(dir.path());
         // curl as on a terminal (no progress meter on stderr), and the
@@ -131,7 +135,10 @@ impl Session {
             .replace("127.0.0.1:9901", &format!("127.0.0.1:{}", self.admin))
             .replace("http://auth.internal:8080", &self.upstream)
             .replace("0.0.0.0:8443", &gw)
-            .replace("gateway.example.com:8443", &format!("gateway.example.com:{}", self.gw))
+            .replace(
+                "gateway.example.com:8443",
+                &format!("gateway.example.com:{}", self.gw),
+            )
             .replace("/etc/gateway/", &format!("{}/", self.dir.path().display()))
     }
 
@@ -143,19 +150,26 @@ impl Session {
             }
         }
         let path = std::env::var("PATH").unwrap_or_default();
-        cmd.env("PATH", format!("{}:{path}", self.dir.path().join("bin").display()))
-            .env("GATEWAY_LISTEN", format!("127.0.0.1:{}", self.gw))
-            .env("GATEWAY_DEMO_LISTEN", format!("127.0.0.1:{}", self.demo))
-            .env("NO_COLOR", "1")
-            .env("CURL_HOME", self.dir.path())
-            .current_dir(env!("CARGO_MANIFEST_DIR"))
-            .stdin(Stdio::null());
+        cmd.env(
+            "PATH",
+            format!("{}:{path}", self.dir.path().join("bin").display()),
+        )
+        .env("GATEWAY_LISTEN", format!("127.0.0.1:{}", self.gw))
+        .env("GATEWAY_DEMO_LISTEN", format!("127.0.0.1:{}", self.demo))
+        .env("NO_COLOR", "1")
+        .env("CURL_HOME", self.dir.path())
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .stdin(Stdio::null());
         cmd
     }
 
     /// Starts the gateway binary with `args` (already rewritten) and `env`,
     /// and waits until it is up (see [`Session::start_command`]).
-    pub fn start_gateway(&mut self, args: &[String], env: &[(String, String)]) -> Result<(), String> {
+    pub fn start_gateway(
+        &mut self,
+        args: &[String],
+        env: &[(String, String)],
+    ) -> Result<(), String> {
         let mut cmd = self.command(BIN);
         cmd.args(args).envs(env.iter().map(|(k, v)| (k, v)));
         self.spawn(cmd, format!("oauth-metadata-gateway {}", args.join(" ")))
@@ -178,7 +192,10 @@ impl Session {
     }
 
     fn spawn(&mut self, mut cmd: Command, what: String) -> Result<(), String> {
-        let log = self.dir.path().join(format!("gateway-{}.log", self.servers.len()));
+        let log = self
+            .dir
+            .path()
+            .join(format!("gateway-{}.log", self.servers.len()));
         let file = std::fs::File::create(&log).map_err(|e| e.to_string())?;
         let err = file.try_clone().map_err(|e| e.to_string())?;
         let child = cmd
@@ -196,8 +213,15 @@ impl Session {
         self.servers.push(Server { child, log, what });
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
-            if let Some(status) = self.servers.last_mut().and_then(|s| s.child.try_wait().ok().flatten()) {
-                return Err(format!("the gateway exited ({status}) instead of starting:\n{}", self.last_log()));
+            if let Some(status) = self
+                .servers
+                .last_mut()
+                .and_then(|s| s.child.try_wait().ok().flatten())
+            {
+                return Err(format!(
+                    "the gateway exited ({status}) instead of starting:\n{}",
+                    self.last_log()
+                ));
             }
             // Over TLS, listening is enough: the examples' own curl checks
             // the rest.
@@ -262,7 +286,9 @@ impl Session {
                 }
                 continue;
             }
-            let _ = Command::new("kill").args(["-TERM", &s.child.id().to_string()]).status();
+            let _ = Command::new("kill")
+                .args(["-TERM", &s.child.id().to_string()])
+                .status();
             if wait_timeout(&mut s.child, Duration::from_secs(15)).is_none() {
                 let _ = s.child.kill();
                 let _ = s.child.wait();
@@ -275,9 +301,16 @@ impl Session {
     /// Runs the shell command `line` (bounded in time) with `env`; its exit
     /// status and everything it printed, stdout and stderr interleaved as
     /// on a terminal.
-    pub fn run(&self, line: &str, env: &[(String, String)]) -> Result<(ExitStatus, String), String> {
+    pub fn run(
+        &self,
+        line: &str,
+        env: &[(String, String)],
+    ) -> Result<(ExitStatus, String), String> {
         if line.contains(".ci/test") || line.contains(".ci/run") {
-            return Err("the examples never run .ci/test or .ci/run (they run them): mark the block `skip`".into());
+            return Err(
+                "the examples never run .ci/test or .ci/run (they run them): mark the block `skip`"
+                    .into(),
+            );
         }
         let mut cmd = self.command("timeout");
         cmd.arg(COMMAND_LIMIT.as_secs().to_string())
@@ -321,7 +354,9 @@ fn split_assignments(line: &str) -> (Vec<(String, String)>, String) {
     let mut rest = line.trim_start();
     while let Some((word, after)) = rest.split_once(char::is_whitespace) {
         match word.split_once('=') {
-            Some((k, v)) if !k.is_empty() && k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') => {
+            Some((k, v))
+                if !k.is_empty() && k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') =>
+            {
                 vars.push((k.to_string(), v.trim_matches('"').to_string()));
                 rest = after.trim_start();
             }
@@ -346,7 +381,9 @@ impl Reply {
     pub fn header(&self, name: &str) -> Option<String> {
         self.head.lines().find_map(|l| {
             let (n, v) = l.split_once(':')?;
-            n.trim().eq_ignore_ascii_case(name).then(|| v.trim().to_string())
+            n.trim()
+                .eq_ignore_ascii_case(name)
+                .then(|| v.trim().to_string())
         })
     }
 }
@@ -354,7 +391,8 @@ impl Reply {
 /// GET `path` at `addr` with HTTP/1.0 (the answer ends at the close).
 pub fn get(addr: &str, path: &str) -> Result<Reply, String> {
     let mut s = TcpStream::connect(addr).map_err(|e| format!("{addr}: {e}"))?;
-    s.set_read_timeout(Some(Duration::from_secs(10))).map_err(|e| e.to_string())?;
+    s.set_read_timeout(Some(Duration::from_secs(10)))
+        .map_err(|e| e.to_string())?;
     write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").map_err(|e| e.to_string())?;
     let mut raw = Vec::new();
     s.read_to_end(&mut raw).map_err(|e| e.to_string())?;
