@@ -620,6 +620,65 @@ mod tests {
     }
 
     #[test]
+    fn demo_listen_is_the_upstream_unless_one_is_given() {
+        let issuer = |args: &[&str]| {
+            parse(args).unwrap().documents.documents[0]
+                .issuer
+                .as_str()
+                .to_string()
+        };
+        assert_eq!(issuer(&["--demo"]), "http://localhost:7788");
+        assert_eq!(
+            issuer(&["--demo", "--demo-listen", "127.0.0.1:18961"]),
+            "http://localhost:18961"
+        );
+        assert_eq!(
+            issuer(&["--demo", "--demo-listen", "[::1]:5"]),
+            "http://localhost:5"
+        );
+        assert_eq!(
+            issuer(&["--demo", "--demo-listen", "0.0.0.0:6"]),
+            "http://localhost:6"
+        );
+        assert_eq!(
+            issuer(&["--demo", "--demo-listen", "10.1.2.3:7"]),
+            "http://10.1.2.3:7"
+        );
+        // Explicit flags win; without --demo, --demo-listen changes nothing.
+        assert_eq!(
+            issuer(&[
+                "--demo",
+                "--demo-listen",
+                "127.0.0.1:18961",
+                "--upstream",
+                "http://as.test"
+            ]),
+            "http://as.test"
+        );
+        assert_eq!(
+            issuer(&["--demo-listen", "127.0.0.1:18961"]),
+            "http://localhost:7788"
+        );
+        let c = parse(&[
+            "--demo",
+            "--demo-listen",
+            "127.0.0.1:18961",
+            "--issuer",
+            "http://as.test/t1",
+        ])
+        .unwrap();
+        let d = &c.documents.documents[0];
+        assert_eq!(d.issuer.as_str(), "http://as.test/t1");
+        // The upstream is the issuer as seen from the gateway: the demo's
+        // address, where it publishes the document of that issuer.
+        assert_eq!(
+            &*d.upstream_urls[0],
+            "http://localhost:18961/.well-known/oauth-authorization-server"
+        );
+        assert_eq!(&*d.routes[0], "/.well-known/oauth-authorization-server/t1");
+    }
+
+    #[test]
     fn no_cache_flag() {
         assert!(parse(&["--no-cache"]).unwrap().no_cache);
     }

@@ -47,7 +47,26 @@ fn files(root: &Path) -> Vec<String> {
 
 fn main() {
     // `cargo test -- NAME`: run only the examples whose file:line contains it.
-    let filter: Option<String> = std::env::args().skip(1).find(|a| !a.starts_with('-'));
+    // libtest's own options (`--nocapture`, `--test-threads 2`...) are
+    // accepted and ignored.
+    let mut filter: Option<String> = None;
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        if [
+            "--test-threads",
+            "--skip",
+            "--format",
+            "--color",
+            "--logfile",
+            "-Z",
+        ]
+        .contains(&arg.as_str())
+        {
+            args.next();
+        } else if !arg.starts_with('-') {
+            filter = Some(arg);
+        }
+    }
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     if let Err(e) = compare::self_check() {
         eprintln!("{e}");

@@ -243,9 +243,23 @@ impl Session {
             std::thread::sleep(Duration::from_millis(50));
         }
         if !tls {
-            let _ = self.wait_ready(Duration::from_secs(3));
+            self.wait_settled(Duration::from_secs(15));
         }
         Ok(())
+    }
+
+    /// Waits (bounded) until the gateway's first fetches are done: `/readyz`
+    /// answers 200, or names a failure rather than a document not fetched
+    /// yet (an example may show an upstream that is down). Examples then
+    /// see a warm cache, as a user who started it a moment ago would.
+    fn wait_settled(&self, limit: Duration) {
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline {
+            match self.get("/readyz") {
+                Ok(r) if r.status == 200 || !r.body.contains("not fetched yet") => return,
+                _ => std::thread::sleep(Duration::from_millis(50)),
+            }
+        }
     }
 
     /// Waits (bounded) for `/readyz` to answer 200.
