@@ -611,6 +611,7 @@ impl Generation {
         let listeners = oauth_metadata_gateway::Listeners {
             public,
             admin: Some(admin),
+            demo: None,
         };
         let mut full = vec!["oauth-metadata-gateway", "--workers", "2"];
         full.extend_from_slice(args);
