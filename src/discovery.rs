@@ -31,6 +31,9 @@ pub const OIDC_WELL_KNOWN: &str = "openid-configuration";
 /// RFC 9728 §3: well-known name of protected resource metadata.
 pub const PR_WELL_KNOWN: &str = "oauth-protected-resource";
 
+/// The name of the key-set kind in labels and the admin listing.
+pub const KEY_SET_KIND: &str = "jwks";
+
 /// What a served document is; also the first part of its metrics label.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum DocumentKind {
@@ -40,6 +43,9 @@ pub enum DocumentKind {
     OpenIdConfiguration,
     /// RFC 9728 protected resource metadata.
     ProtectedResource,
+    /// An authorization server's key set (RFC 7517 §5 JWK Set), from its
+    /// metadata's `jwks_uri` (RFC 8414 §2) or a configured URL.
+    KeySet,
 }
 
 impl DocumentKind {
@@ -49,6 +55,18 @@ impl DocumentKind {
             Self::AuthorizationServer => AS_WELL_KNOWN,
             Self::OpenIdConfiguration => OIDC_WELL_KNOWN,
             Self::ProtectedResource => PR_WELL_KNOWN,
+            // Not a well-known name: key sets are served at the route the
+            // operator chose; this is the kind's name in labels.
+            Self::KeySet => KEY_SET_KIND,
+        }
+    }
+
+    /// The `kind` metrics label: `jwks` for key sets, `metadata` for the
+    /// metadata documents.
+    pub const fn metrics_kind(self) -> &'static str {
+        match self {
+            Self::KeySet => KEY_SET_KIND,
+            _ => "metadata",
         }
     }
 
@@ -229,8 +247,48 @@ pub fn upstream_urls(kind: DocumentKind, upstream: &SplitUrl) -> Vec<String> {
         DocumentKind::ProtectedResource => {
             urls.push(format!("{origin}{}", inserted(kind, path)));
         }
+        // A key set's location is its metadata's `jwks_uri` or a
+        // configured URL, never derived from the issuer.
+        DocumentKind::KeySet => {}
     }
     urls
+}
+
+/// Checks a route an operator chose (`--jwks-route`, `jwks_route`): an
+/// absolute path of plain segments (the characters of [`split_url`], no
+/// empty, `.` or `..` segment, no query); `.well-known` segments are
+/// allowed (`/.well-known/jwks.json` is common). With `template`, `{tenant}`
+/// must be one whole segment, once; without, it must not appear.
+pub fn check_route(route: &str, template: bool) -> Result<(), String> {
+    let Some(rest) = route.strip_prefix('/') else {
+        return Err(format!("{route:?} must start with /"));
+    };
+    let mut placeholders = 0;
+    for segment in rest.split('/') {
+        if segment.is_empty() || segment == "." || segment == ".." {
+            return Err(format!(
+                "{route:?} has an empty, `.` or `..` segment (or a trailing /)"
+            ));
+        }
+        if segment == PLACEHOLDER {
+            placeholders += 1;
+            continue;
+        }
+        if let Some(c) = segment.chars().find(|&c| !segment_char_ok(c)) {
+            return Err(format!(
+                "{route:?} has the character {c:?}; only letters, digits and -._~!$&'()+,;=:@ are allowed (no percent-encoding, no query), with {PLACEHOLDER} as a whole segment"
+            ));
+        }
+    }
+    match (template, placeholders) {
+        (true, 1) | (false, 0) => Ok(()),
+        (true, _) => Err(format!(
+            "{route:?} must hold {PLACEHOLDER} once, as a whole path segment: the issuer is a template, so every tenant needs its own key-set route"
+        )),
+        (false, _) => Err(format!(
+            "{route:?} has {PLACEHOLDER} but the issuer is not a template"
+        )),
+    }
 }
 
 /// Like [`split_url`], for a URL with `{tenant}` as one whole segment of
@@ -297,6 +355,27 @@ mod tests {
     use super::*;
     fn path(s: &str) -> IdentifierPath {
         split_url(s).unwrap().path
+    }
+
+    #[test]
+    fn key_set_routes() {
+        assert!(check_route("/.well-known/jwks.json", false).is_ok());
+        assert!(check_route("/keys", false).is_ok());
+        assert!(check_route("/{tenant}/keys", true).is_ok());
+        for (bad, template) in [
+            ("keys", false),
+            ("/keys/", false),
+            ("/a//b", false),
+            ("/a/../b", false),
+            ("/keys?x=1", false),
+            ("/k%20", false),
+            ("/{tenant}/keys", false),
+            ("/keys", true),
+            ("/{tenant}/{tenant}", true),
+            ("/t{tenant}/keys", true),
+        ] {
+            assert!(check_route(bad, template).is_err(), "{bad}");
+        }
     }
 
     #[test]

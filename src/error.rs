@@ -30,6 +30,49 @@ pub enum InvalidDocument {
         /// What the document declared.
         declared: String,
     },
+    /// The body is not an acceptable public key set (RFC 7517 §5).
+    #[error(transparent)]
+    KeySet(#[from] InvalidKeySet),
+}
+
+/// Why an upstream key set was refused (RFC 7517 §5, §9).
+#[derive(Debug, Clone, Error, PartialEq, Eq)]
+pub enum InvalidKeySet {
+    /// The body did not parse as JSON.
+    #[error("the key set is not valid JSON: {0}")]
+    NotJson(String),
+    /// The body is JSON but not an object.
+    #[error("the key set is not a JSON object (RFC 7517 §5)")]
+    NotAnObject,
+    /// No `keys` member.
+    #[error("the key set has no `keys` (RFC 7517 §5.1)")]
+    NoKeys,
+    /// `keys` is not an array.
+    #[error("the key set's `keys` is not an array (RFC 7517 §5.1)")]
+    KeysNotArray,
+    /// `keys` is an empty array.
+    #[error("the key set's `keys` is empty: no token could be verified with it")]
+    Empty,
+    /// A key that is not a JSON object.
+    #[error("key {0} of the key set is not a JSON object (RFC 7517 §4)")]
+    KeyNotObject(usize),
+    /// A key without `kty`.
+    #[error("key {0} of the key set has no `kty` (REQUIRED by RFC 7517 §4.1)")]
+    NoKty(usize),
+    /// A key whose `kty` is not a string.
+    #[error("key {0} of the key set has a `kty` that is not a string (RFC 7517 §4.1)")]
+    KtyNotString(usize),
+    /// A key with a private-key member: a leak, never relayed.
+    #[error("key {index} of the key set carries the private member `{member}`: a published key set must hold public keys only (RFC 7518 §6.3.2, §6.2.2)")]
+    PrivateMember {
+        /// Which key.
+        index: usize,
+        /// The member found.
+        member: &'static str,
+    },
+    /// A symmetric key (`kty: oct`, or a `k` member): a shared secret.
+    #[error("key {0} of the key set is a symmetric key (`oct`/`k`): a published key set must not carry secrets (RFC 7518 §6.4)")]
+    Symmetric(usize),
 }
 
 /// Why one upstream fetch did not produce a usable document.
@@ -59,6 +102,11 @@ pub enum FetchError {
     /// The fetcher thread is gone (only during shutdown).
     #[error("the upstream fetcher has stopped")]
     FetcherStopped,
+    /// The key set's location is not known or not allowed: the metadata
+    /// document has no usable `jwks_uri`, or it is plain http off the
+    /// upstream's own origin.
+    #[error("no key set location: {0}")]
+    KeySetLocation(String),
     /// An issuer template's bound on cold fetches is reached: this tenant
     /// is not fetched now (no upstream request was made).
     #[error("too many tenants are being fetched at once; retry shortly")]
@@ -115,7 +163,9 @@ impl FetchError {
             Self::Timeout(_) => "timeout",
             Self::Connect(_) | Self::FetcherStopped => "connect_error",
             Self::HttpStatus(_) => "http_status",
-            Self::ContentType(_) | Self::Invalid(_) | Self::Body(_) => "invalid_document",
+            Self::ContentType(_) | Self::Invalid(_) | Self::Body(_) | Self::KeySetLocation(_) => {
+                "invalid_document"
+            }
             Self::TooLarge(_) => "too_large",
             Self::Busy => "busy",
             Self::Proxy { .. } => "proxy_error",

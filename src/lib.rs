@@ -39,6 +39,7 @@ pub mod discovery;
 pub mod document;
 pub mod error;
 pub mod generation;
+pub mod key_set;
 pub mod http;
 pub mod listener;
 pub mod logging;

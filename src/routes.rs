@@ -241,6 +241,7 @@ mod tests {
                 ttl: Duration::from_secs(60),
                 max_stale: Duration::ZERO,
                 template: None,
+                key_set: None,
             })
             .unwrap()
             {

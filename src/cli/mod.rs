@@ -48,7 +48,9 @@ impl From<LogFormatArg> for LogFormat {
     }
 }
 
-use crate::config::documents::{self, AuthorizationServerSpec, IssuerDocuments, SpecField};
+use crate::config::documents::{
+    self, AuthorizationServerSpec, IssuerDocuments, KeySetSpec, SpecField,
+};
 use crate::config::values::{
     load_ca_file, parse_duration, parse_positive_duration, parse_size, sensitive, SensitiveArg,
 };
@@ -102,6 +104,17 @@ pub struct Cli {
     /// and cached on demand (see --max-tenants).
     #[arg(long, env = "GATEWAY_ISSUER", value_parser = parse_issuer, conflicts_with = "config")]
     pub issuer: Option<String>,
+
+    /// Also serve the issuer's key set (RFC 7517 JWK Set, from its metadata's jwks_uri)
+    /// at this path, e.g. /.well-known/jwks.json; with an --issuer template, {tenant}
+    /// as one path segment (e.g. /{tenant}/keys).
+    #[arg(long, env = "GATEWAY_JWKS_ROUTE", conflicts_with = "config")]
+    pub jwks_route: Option<String>,
+
+    /// At most one on-demand key-set revalidation (a client's Cache-Control: no-cache or
+    /// max-age=0, or an unknown ?kid) per key set per this long; the default for --config.
+    #[arg(long, env = "GATEWAY_JWKS_REFETCH_COOLDOWN", default_value = "30s", value_parser = parse_duration)]
+    pub jwks_refetch_cooldown: Duration,
 
     /// Also serve the issuer's OpenID Provider metadata at
     /// /.well-known/openid-configuration<path> and <path>/.well-known/openid-configuration.
@@ -328,6 +341,7 @@ impl Cli {
                     max_tenants: self.max_tenants,
                     ..TemplateLimits::default()
                 },
+                jwks_refetch_cooldown: self.jwks_refetch_cooldown,
             },
         });
         let docs = match &config_file {
@@ -447,9 +461,16 @@ impl Cli {
                 max_tenants: self.max_tenants,
                 ..TemplateLimits::default()
             }),
+            key_set: self.jwks_route.as_deref().map(|route| KeySetSpec {
+                route,
+                jwks_uri: None,
+                ttl: None,
+                refetch_cooldown: self.jwks_refetch_cooldown,
+            }),
         })
         .map_err(|(field, e)| {
             let flag = match (field, self.issuer.is_some()) {
+                (SpecField::JwksRoute, _) => "--jwks-route",
                 (SpecField::Issuer, true) => "--issuer",
                 _ => "--upstream",
             };

@@ -14,7 +14,57 @@ use crate::discovery::{self, DocumentKind, SplitUrl};
 use crate::document::ExpectedIssuer;
 use crate::tenant::{Pattern, PLACEHOLDER};
 
-use super::{DocumentConfig, Documents, TemplateConfig, TemplateLimits};
+use super::{
+    DocumentConfig, Documents, FollowedMetadata, KeySetConfig, TemplateConfig, TemplateLimits,
+};
+
+/// The routes the operations endpoints take on the public listener: no
+/// document may claim them.
+pub const OPS_ROUTES: [&str; 3] = ["/metrics", "/healthz", "/readyz"];
+
+/// The name of a key set: its metadata document's name and `#jwks`.
+pub fn key_set_name(metadata_name: &str) -> String {
+    format!("{metadata_name}#jwks")
+}
+
+/// A configured `jwks_uri`: an absolute http(s) URL without a fragment;
+/// `{tenant}` once in a template, never otherwise. Plain http is allowed
+/// here: configured explicitly.
+fn check_jwks_uri(uri: &str, template: bool) -> Result<(), String> {
+    let parsed = url::Url::parse(&uri.replace(PLACEHOLDER, "tenant"))
+        .map_err(|e| format!("{uri:?} is not a URL ({e})"))?;
+    if !matches!(parsed.scheme(), "http" | "https") || parsed.host_str().is_none() {
+        return Err(format!("{uri:?} must be an http or https URL with a host"));
+    }
+    if parsed.fragment().is_some() {
+        return Err(format!("{uri:?} must not have a fragment"));
+    }
+    let count = uri.matches(PLACEHOLDER).count();
+    match (template, count) {
+        (false, 0) | (true, 1) => Ok(()),
+        (false, _) => Err(format!("{uri:?} has {PLACEHOLDER} but the issuer is not a template")),
+        (true, _) => Err(format!(
+            "{uri:?} must hold {PLACEHOLDER} once: the issuer is a template, so every tenant has its own key set"
+        )),
+    }
+}
+
+/// The key-set config of `spec` for the metadata document `metadata`.
+fn key_set_config(
+    spec: &AuthorizationServerSpec<'_>,
+    ks: &KeySetSpec<'_>,
+    metadata: &str,
+) -> Arc<KeySetConfig> {
+    let trim = |s: &str| Arc::<str>::from(s.trim_end_matches('/'));
+    Arc::new(KeySetConfig {
+        follows: ks.jwks_uri.is_none().then(|| FollowedMetadata {
+            document: metadata.into(),
+            issuer: trim(spec.issuer),
+            upstream: trim(spec.upstream.unwrap_or(spec.issuer)),
+        }),
+        refetch_cooldown: ks.refetch_cooldown,
+    })
+}
 
 /// How one authorization server is configured.
 #[derive(Debug, Clone)]
@@ -32,6 +82,22 @@ pub struct AuthorizationServerSpec<'a> {
     pub max_stale: Duration,
     /// For a template: its limits. `None` when none was given for it.
     pub template: Option<TemplateLimits>,
+    /// Also serve its key set (`jwks_route`...).
+    pub key_set: Option<KeySetSpec<'a>>,
+}
+
+/// How an authorization server's key set is served.
+#[derive(Debug, Clone)]
+pub struct KeySetSpec<'a> {
+    /// The route (`jwks_route`, `--jwks-route`); `{tenant}` as a segment
+    /// in a template.
+    pub route: &'a str,
+    /// `jwks_uri`: a configured location instead of the metadata's.
+    pub jwks_uri: Option<&'a str>,
+    /// `jwks_ttl`: its freshness cap instead of the server's `ttl`.
+    pub ttl: Option<Duration>,
+    /// `jwks_refetch_cooldown`.
+    pub refetch_cooldown: Duration,
 }
 
 /// Where a spec error lies, for callers that point at a config key or flag.
@@ -43,6 +109,10 @@ pub enum SpecField {
     Upstream,
     /// A template-only setting on an issuer without `{tenant}`.
     TemplateSetting,
+    /// The `jwks_route` value.
+    JwksRoute,
+    /// The `jwks_uri` value.
+    JwksUri,
 }
 
 /// What one authorization server contributes.
@@ -93,20 +163,38 @@ pub fn authorization_server(
             Some(u) => discovery::split_url(u).map_err(|e| (SpecField::Upstream, e))?,
             None => issuer.clone(),
         };
-        return Ok(IssuerDocuments::Fixed(
-            kinds
-                .into_iter()
-                .map(|kind| DocumentConfig {
-                    name: kind.label(&issuer.path).into(),
-                    kind,
-                    routes: shared(discovery::served_routes(kind, &issuer.path)).into(),
-                    upstream_urls: shared(discovery::upstream_urls(kind, &upstream)).into(),
-                    issuer: ExpectedIssuer::new(spec.issuer),
-                    ttl: spec.ttl,
-                    max_stale: spec.max_stale,
-                })
-                .collect(),
-        ));
+        let mut docs: Vec<DocumentConfig> = kinds
+            .into_iter()
+            .map(|kind| DocumentConfig {
+                name: kind.label(&issuer.path).into(),
+                kind,
+                routes: shared(discovery::served_routes(kind, &issuer.path)).into(),
+                upstream_urls: shared(discovery::upstream_urls(kind, &upstream)).into(),
+                issuer: ExpectedIssuer::new(spec.issuer),
+                ttl: spec.ttl,
+                max_stale: spec.max_stale,
+                key_set: None,
+            })
+            .collect();
+        if let Some(ks) = &spec.key_set {
+            discovery::check_route(ks.route, false).map_err(|e| (SpecField::JwksRoute, e))?;
+            if let Some(uri) = ks.jwks_uri {
+                check_jwks_uri(uri, false).map_err(|e| (SpecField::JwksUri, e))?;
+            }
+            let metadata = docs[0].name.clone();
+            docs.push(DocumentConfig {
+                name: key_set_name(&metadata).into(),
+                kind: DocumentKind::KeySet,
+                routes: shared(vec![ks.route.to_string()]).into(),
+                upstream_urls: shared(ks.jwks_uri.map(str::to_string).into_iter().collect())
+                    .into(),
+                issuer: ExpectedIssuer::new(spec.issuer),
+                ttl: ks.ttl.unwrap_or(spec.ttl),
+                max_stale: spec.max_stale,
+                key_set: Some(key_set_config(spec, ks, &metadata)),
+            });
+        }
+        return Ok(IssuerDocuments::Fixed(docs));
     }
     let issuer = discovery::split_template_url(spec.issuer).map_err(|e| (SpecField::Issuer, e))?;
     let upstream: SplitUrl = match spec.upstream {
@@ -127,23 +215,43 @@ pub fn authorization_server(
     let patterns = |urls: Vec<String>| -> Vec<Pattern> {
         urls.iter().filter_map(|u| Pattern::parse(u)).collect()
     };
-    Ok(IssuerDocuments::Templates(
-        kinds
-            .into_iter()
-            .map(|kind| TemplateConfig {
-                name: kind.label(&issuer.path),
-                kind,
-                routes: patterns(discovery::served_routes(kind, &issuer.path)),
-                upstream_urls: patterns(discovery::upstream_urls(kind, &upstream)),
-                issuer: issuer_pattern.clone(),
-                ttl: spec.ttl,
-                max_stale: spec.max_stale,
-                max_tenants: limits.max_tenants,
-                not_found_ttl: limits.not_found_ttl,
-                max_cold_fetches: limits.max_cold_fetches,
-            })
-            .collect(),
-    ))
+    let mut templates: Vec<TemplateConfig> = kinds
+        .into_iter()
+        .map(|kind| TemplateConfig {
+            name: kind.label(&issuer.path),
+            kind,
+            routes: patterns(discovery::served_routes(kind, &issuer.path)),
+            upstream_urls: patterns(discovery::upstream_urls(kind, &upstream)),
+            issuer: issuer_pattern.clone(),
+            ttl: spec.ttl,
+            max_stale: spec.max_stale,
+            max_tenants: limits.max_tenants,
+            not_found_ttl: limits.not_found_ttl,
+            max_cold_fetches: limits.max_cold_fetches,
+            key_set: None,
+        })
+        .collect();
+    if let Some(ks) = &spec.key_set {
+        discovery::check_route(ks.route, true).map_err(|e| (SpecField::JwksRoute, e))?;
+        if let Some(uri) = ks.jwks_uri {
+            check_jwks_uri(uri, true).map_err(|e| (SpecField::JwksUri, e))?;
+        }
+        let metadata = templates[0].name.clone();
+        templates.push(TemplateConfig {
+            name: key_set_name(&metadata),
+            kind: DocumentKind::KeySet,
+            routes: patterns(vec![ks.route.to_string()]),
+            upstream_urls: patterns(ks.jwks_uri.map(str::to_string).into_iter().collect()),
+            issuer: issuer_pattern,
+            ttl: ks.ttl.unwrap_or(spec.ttl),
+            max_stale: spec.max_stale,
+            max_tenants: limits.max_tenants,
+            not_found_ttl: limits.not_found_ttl,
+            max_cold_fetches: limits.max_cold_fetches,
+            key_set: Some(key_set_config(spec, ks, &metadata)),
+        });
+    }
+    Ok(IssuerDocuments::Templates(templates))
 }
 
 /// A route claimed twice, or two templates that can match one path.
@@ -171,6 +279,30 @@ impl std::fmt::Display for RouteConflict {
 /// routes overlap. An exact route that a template would also match is
 /// allowed: the exact route wins (a tenant configured on its own).
 pub fn check_routes(docs: &Documents) -> Result<(), RouteConflict> {
+    // The operations endpoints are served before any document route.
+    for (route, owner) in docs.routes() {
+        if OPS_ROUTES.contains(&route) {
+            return Err(RouteConflict {
+                route: route.to_string(),
+                first: format!("the operations endpoint {route}"),
+                second: owner.to_string(),
+            });
+        }
+    }
+    for t in &docs.templates {
+        for p in &t.routes {
+            if let Some(ops) = OPS_ROUTES
+                .iter()
+                .find(|o| p.capture(o).is_some_and(crate::tenant::valid_tenant))
+            {
+                return Err(RouteConflict {
+                    route: p.to_string(),
+                    first: format!("the operations endpoint {ops}"),
+                    second: t.name.clone(),
+                });
+            }
+        }
+    }
     if let Some((route, first, second)) =
         discovery::find_conflict(docs.routes().map(|(r, o)| (r, o.to_string())))
     {
@@ -211,6 +343,7 @@ mod tests {
             ttl: Duration::from_secs(60),
             max_stale: Duration::from_secs(600),
             template: None,
+            key_set: None,
         }
     }
 

@@ -10,6 +10,10 @@
 //! ttl = "10m"                                     # optional, default: --ttl
 //! max_stale = "1h"                                # optional, default: --max-stale
 //! proxy = "http://user:pass@proxy.corp:3128"      # optional: forward proxy for this upstream, or "none"
+//! jwks_route = "/tenant1/jwks.json"               # optional: also serve its key set there
+//! jwks_uri = "https://auth.example.com/tenant1/keys"  # optional, default: the metadata's jwks_uri
+//! jwks_ttl = "1h"                                 # optional, default: ttl
+//! jwks_refetch_cooldown = "30s"                   # optional, default: --jwks-refetch-cooldown
 //!
 //! [[authorization_server]]                        # an issuer template, one per tenant
 //! issuer = "https://auth.example.com/realms/{tenant}"
@@ -55,6 +59,8 @@ pub struct Defaults {
     pub max_stale: Duration,
     /// Limits of issuer templates (`--max-tenants`...).
     pub template: TemplateLimits,
+    /// `--jwks-refetch-cooldown`.
+    pub jwks_refetch_cooldown: Duration,
 }
 
 /// A problem in the configuration file, located when possible.
@@ -114,12 +120,60 @@ struct AuthorizationServerEntry {
     not_found_ttl: Option<Spanned<String>>,
     max_cold_fetches: Option<Spanned<u64>>,
     proxy: Option<Spanned<String>>,
+    jwks_route: Option<Spanned<String>>,
+    jwks_uri: Option<Spanned<String>>,
+    jwks_ttl: Option<Spanned<String>>,
+    jwks_refetch_cooldown: Option<Spanned<String>>,
 }
 
 /// A span in the file and the key path it belongs to.
 type Located = (Range<usize>, String);
 
 impl AuthorizationServerEntry {
+    /// The key-set settings: `None` without `jwks_route`; the other
+    /// `jwks_*` keys need it.
+    fn key_set(
+        &self,
+        defaults: Defaults,
+        source: &Source<'_>,
+        key: &dyn Fn(&str) -> String,
+    ) -> Result<Option<documents::KeySetSpec<'_>>, ConfigFileError> {
+        let duration = |v: &Option<Spanned<String>>, name: &str, positive: bool| {
+            v.as_ref()
+                .map(|v| {
+                    parse_duration(v.get_ref(), positive)
+                        .map_err(|m| source.error(Some(v.span()), Some(key(name)), m))
+                })
+                .transpose()
+        };
+        let ttl = duration(&self.jwks_ttl, "jwks_ttl", true)?;
+        let cooldown = duration(&self.jwks_refetch_cooldown, "jwks_refetch_cooldown", false)?;
+        let Some(route) = &self.jwks_route else {
+            let set = [
+                ("jwks_uri", self.jwks_uri.as_ref().map(Spanned::span)),
+                ("jwks_ttl", self.jwks_ttl.as_ref().map(Spanned::span)),
+                (
+                    "jwks_refetch_cooldown",
+                    self.jwks_refetch_cooldown.as_ref().map(Spanned::span),
+                ),
+            ];
+            if let Some((name, span)) = set.into_iter().find(|(_, s)| s.is_some()) {
+                return Err(source.error(
+                    span,
+                    Some(key(name)),
+                    "needs jwks_route: the key set is served only where jwks_route says".to_string(),
+                ));
+            }
+            return Ok(None);
+        };
+        Ok(Some(documents::KeySetSpec {
+            route: route.get_ref(),
+            jwks_uri: self.jwks_uri.as_ref().map(|u| u.get_ref().as_str()),
+            ttl,
+            refetch_cooldown: cooldown.unwrap_or(defaults.jwks_refetch_cooldown),
+        }))
+    }
+
     /// The template limits this entry sets (over `defaults`), and the span
     /// and key of the first one it sets, for errors about them.
     fn template_limits(
@@ -268,6 +322,7 @@ pub fn parse(text: &str, path: &str, defaults: Defaults) -> Result<Documents, Co
         };
         let (limits, first_template_key) = e.template_limits(defaults.template, &source, &key)?;
         let templated = documents::is_template(e.issuer.get_ref());
+        let key_set = e.key_set(defaults, &source, &key)?;
         let issuer_docs = documents::authorization_server(&AuthorizationServerSpec {
             issuer: e.issuer.get_ref(),
             upstream: e.upstream.as_ref().map(|u| u.get_ref().as_str()),
@@ -275,12 +330,23 @@ pub fn parse(text: &str, path: &str, defaults: Defaults) -> Result<Documents, Co
             ttl,
             max_stale,
             template: (templated || first_template_key.is_some()).then_some(limits),
+            key_set,
         })
         .map_err(
             |(field, m)| match (field, &e.upstream, &first_template_key) {
                 (SpecField::Upstream, Some(u), _) => {
                     source.error(Some(u.span()), Some(key("upstream")), m)
                 }
+                (SpecField::JwksRoute, _, _) => source.error(
+                    e.jwks_route.as_ref().map(Spanned::span),
+                    Some(key("jwks_route")),
+                    m,
+                ),
+                (SpecField::JwksUri, _, _) => source.error(
+                    e.jwks_uri.as_ref().map(Spanned::span),
+                    Some(key("jwks_uri")),
+                    m,
+                ),
                 (SpecField::TemplateSetting, _, Some((span, k))) => {
                     source.error(Some(span.clone()), Some(k.clone()), m)
                 }
@@ -657,6 +723,7 @@ mod tests {
             not_found_ttl: Duration::from_secs(60),
             max_cold_fetches: 32,
         },
+        jwks_refetch_cooldown: Duration::from_secs(30),
     };
 
     fn ok(text: &str) -> Documents {

@@ -196,6 +196,40 @@ pub struct DocumentConfig {
     pub ttl: Duration,
     /// How long past `ttl` it may be served stale.
     pub max_stale: Duration,
+    /// For a key set: where it comes from and its on-demand bound; `None`
+    /// for metadata documents (a pointer, so they pay 8 bytes for it).
+    pub key_set: Option<Arc<KeySetConfig>>,
+}
+
+/// Default `--jwks-refetch-cooldown`: at most one on-demand revalidation of
+/// a key set per this long (jose's own cooldown is 30 s too).
+pub const DEFAULT_JWKS_REFETCH_COOLDOWN: Duration = Duration::from_secs(30);
+
+/// What a key-set document needs beyond a metadata document's fields.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct KeySetConfig {
+    /// `None` when `jwks_uri` is configured (it is then the document's one
+    /// upstream URL); else the metadata document whose `jwks_uri` it
+    /// follows.
+    pub follows: Option<FollowedMetadata>,
+    /// At most one on-demand revalidation (a client's `no-cache`,
+    /// `max-age=0` or unknown `?kid`) per this long, counted from the start
+    /// of the last one (`jwks_refetch_cooldown`).
+    pub refetch_cooldown: Duration,
+}
+
+/// The metadata document a key set follows, and the issuer→upstream
+/// mapping its `jwks_uri` goes through. In a template, `issuer` and
+/// `upstream` hold `{tenant}`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct FollowedMetadata {
+    /// The metadata document's (or template's) name.
+    pub document: Arc<str>,
+    /// The issuer as configured, without a trailing `/`.
+    pub issuer: Arc<str>,
+    /// Where the gateway reaches the issuer (the issuer itself when no
+    /// `upstream` is configured), without a trailing `/`.
+    pub upstream: Arc<str>,
 }
 
 /// An issuer template's document of one kind: every field with `{tenant}`
@@ -224,6 +258,8 @@ pub struct TemplateConfig {
     /// Most cold fetches (tenants not cached) in flight or waiting at once;
     /// beyond it a request gets 503 with `Retry-After`.
     pub max_cold_fetches: usize,
+    /// For key sets: as [`DocumentConfig::key_set`].
+    pub key_set: Option<Arc<KeySetConfig>>,
 }
 
 /// Per-template settings with their defaults (`--max-tenants`...).

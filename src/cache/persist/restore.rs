@@ -274,6 +274,7 @@ mod tests {
             issuer: ExpectedIssuer::new(ISSUER),
             ttl: Duration::from_secs(300),
             max_stale: Duration::from_secs(3600),
+            key_set: None,
         };
         let rules = SlotRules::configured(
             &config,
