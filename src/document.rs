@@ -15,6 +15,7 @@ use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
 use crate::error::InvalidDocument;
+use crate::key_set::KeySetSummary;
 
 /// The issuer a document must declare, as configured (shared, not copied,
 /// between the configuration and the cache slot).
@@ -85,6 +86,14 @@ impl ValidatedDocument {
 }
 
 impl ValidatedDocument {
+    /// Validates `body` as a public key set (RFC 7517 §5, see
+    /// [`crate::key_set`]); the bytes are kept as they are.
+    pub fn key_set(body: Bytes) -> Result<(Self, KeySetSummary), InvalidDocument> {
+        let summary = crate::key_set::validate(&body)?;
+        let etag = etag_for(&body);
+        Ok((Self { body, etag }, summary))
+    }
+
     /// The same document with its bytes in an allocation of their own,
     /// made on the calling thread and exactly as long as the body. The
     /// upstream client reads a body on its own thread, between that

@@ -359,6 +359,17 @@ impl Generation {
                 }
             })
             .collect();
+        // A key set that follows its metadata reads it through this
+        // generation's slot of that document (a kept key set's metadata
+        // slot may have been replaced).
+        for slot in &slots {
+            if let Some(ks) = slot.key_set.as_deref() {
+                if let Some(follows) = ks.follows() {
+                    let parent = slots.iter().find(|s| s.name == follows.document).cloned();
+                    ks.parent.store(parent);
+                }
+            }
+        }
         let templates: Vec<_> = docs
             .templates
             .iter()
@@ -374,6 +385,17 @@ impl Generation {
                 })
             })
             .collect();
+        // A key-set template that follows its metadata reads it through
+        // this generation's cache of that template.
+        for t in &templates {
+            if let Some(follows) = t.config.key_set.as_ref().and_then(|k| k.follows.as_ref()) {
+                let parent = templates
+                    .iter()
+                    .find(|p| *p.name == *follows.document)
+                    .cloned();
+                t.parent.store(parent);
+            }
+        }
         // A kept template keeps its group (named after it).
         for t in &templates {
             groups

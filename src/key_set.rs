@@ -117,7 +117,9 @@ mod tests {
 
     #[test]
     fn public_keys_pass_with_unknown_members() {
-        let s = ok(r#"{"keys":[{"kty":"RSA","kid":"a","n":"x","e":"AQAB","x5c":["m"],"issuer":"https://i"},{"kty":"EC","crv":"P-256","x":"1","y":"2"}],"extra":1}"#);
+        let s = ok(
+            r#"{"keys":[{"kty":"RSA","kid":"a","n":"x","e":"AQAB","x5c":["m"],"issuer":"https://i"},{"kty":"EC","crv":"P-256","x":"1","y":"2"}],"extra":1}"#,
+        );
         assert_eq!(s.keys, 2);
         assert_eq!(s.kids, ["a"]);
         assert!(s.duplicate_kids.is_empty());
@@ -144,13 +146,18 @@ mod tests {
             InvalidKeySet::KeyNotObject(1)
         );
         assert_eq!(err(r#"{"keys":[{"kid":"a"}]}"#), InvalidKeySet::NoKty(0));
-        assert_eq!(err(r#"{"keys":[{"kty":7}]}"#), InvalidKeySet::KtyNotString(0));
+        assert_eq!(
+            err(r#"{"keys":[{"kty":7}]}"#),
+            InvalidKeySet::KtyNotString(0)
+        );
     }
 
     #[test]
     fn secrets_are_refused() {
         for m in PRIVATE_MEMBERS {
-            let body = format!(r#"{{"keys":[{{"kty":"RSA","n":"x","e":"AQAB"}},{{"kty":"RSA","{m}":"s"}}]}}"#);
+            let body = format!(
+                r#"{{"keys":[{{"kty":"RSA","n":"x","e":"AQAB"}},{{"kty":"RSA","{m}":"s"}}]}}"#
+            );
             assert_eq!(
                 err(&body),
                 InvalidKeySet::PrivateMember {

@@ -214,7 +214,7 @@ impl Schedule {
                 continue;
             };
             if self.queued.insert(id) {
-                self.hosts.push(cache.refresh_host(slot), id);
+                self.hosts.push(&cache.refresh_host(slot), id);
             }
         }
     }

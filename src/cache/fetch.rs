@@ -9,8 +9,11 @@
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
+use bytes::Bytes;
+
+use crate::discovery::DocumentKind;
 use crate::document::ValidatedDocument;
-use crate::error::FetchError;
+use crate::error::{FetchError, InvalidDocument};
 use crate::upstream::{Answer, Fetcher, Permit, Priority};
 
 use super::persist::StateWriter;
@@ -31,21 +34,28 @@ pub(crate) struct FetchContext<'a> {
 pub const NOT_MODIFIED: &str = "not_modified";
 
 impl FetchContext<'_> {
-    /// Fetches and validates `slot`'s document. `permit`, when given, is
-    /// used for the first request (the caller waited for it already).
-    /// `previous`, the stored document being refreshed, makes the request
-    /// to the URL it came from conditional.
-    pub async fn fetch(
+    /// Fetches and validates `slot`'s document after finding where a key
+    /// set is (`located`): when that failed, the failure is this fetch's
+    /// (counted, logged, backed off) and no upstream request is made.
+    /// `permit`, when given, is used for the first request (the caller
+    /// waited for it already). `previous`, the stored document being
+    /// refreshed, makes the request to the URL it came from conditional.
+    pub async fn fetch_located(
         &self,
         slot: &DocumentSlot,
         priority: Priority,
         permit: Option<Permit>,
         previous: Option<&Arc<StoredDocument>>,
+        located: Result<(), FetchError>,
     ) -> Result<Arc<StoredDocument>, FetchError> {
         let started = Instant::now();
-        let (result, url) = self
-            .fetch_first_published(slot, priority, permit, previous)
-            .await;
+        let (result, url) = match located {
+            Ok(()) => {
+                self.fetch_first_published(slot, priority, permit, previous)
+                    .await
+            }
+            Err(e) => (Err(e), Arc::from("")),
+        };
         let elapsed = started.elapsed();
         let outcome = match &result {
             Ok((_, false)) => "ok",
@@ -111,10 +121,16 @@ impl FetchContext<'_> {
         previous: Option<&Arc<StoredDocument>>,
     ) -> (Result<(Arc<StoredDocument>, bool), FetchError>, Arc<str>) {
         let mut last = (
-            Err(FetchError::Connect("no upstream URL is configured".into())),
+            Err(match slot.key_set {
+                Some(_) => FetchError::KeySetLocation(
+                    "the metadata document's jwks_uri is not known yet".into(),
+                ),
+                None => FetchError::Connect("no upstream URL is configured".into()),
+            }),
             Arc::from(""),
         );
-        for url in slot.upstream_urls() {
+        let urls = slot.fetch_urls();
+        for url in urls.iter() {
             let mut validators = previous.and_then(|p| p.validators_for(url));
             loop {
                 let permit = match permit.take() {
@@ -129,9 +145,7 @@ impl FetchContext<'_> {
                 {
                     Ok(Answer::Document { body, headers }) => {
                         let received = SystemTime::now();
-                        // RFC 8414 §5: OpenID Provider metadata is validated by
-                        // the same rules, issuer check included.
-                        let validated = ValidatedDocument::validate(body, slot.issuer())
+                        let validated = validate_for(slot, body)
                             .map(|document| {
                                 // Kept for as long as it is served: moved out of
                                 // the fetcher thread's buffers (see `detached`);
@@ -186,6 +200,29 @@ impl FetchContext<'_> {
         }
         last
     }
+}
+
+/// Validates fetched (or restored) bytes by the rules of `slot`'s kind:
+/// RFC 8414 metadata for `issuer` (RFC 8414 §5: OpenID Provider metadata
+/// by the same rules, issuer check included), or a public key set
+/// (RFC 7517 §5, [`crate::key_set`]), whose duplicate `kid`s are logged.
+pub(crate) fn validate_for(
+    slot: &DocumentSlot,
+    body: Bytes,
+) -> Result<ValidatedDocument, InvalidDocument> {
+    if slot.kind != DocumentKind::KeySet {
+        return ValidatedDocument::validate(body, slot.issuer());
+    }
+    let (document, summary) = ValidatedDocument::key_set(body)?;
+    if !summary.duplicate_kids.is_empty() {
+        tracing::warn!(
+            document = &*slot.name,
+            tenant = slot.tenant.as_deref().unwrap_or(""),
+            duplicate_kids = ?summary.duplicate_kids,
+            "the key set has several keys with one kid (served; verifiers may pick either)"
+        );
+    }
+    Ok(document)
 }
 
 /// Whether a 304's `ETag` names another representation than the `ETag`

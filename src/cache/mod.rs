@@ -29,11 +29,13 @@
 //!   compare against.
 
 pub(crate) mod fetch;
+pub mod key_sets;
 pub mod persist;
 pub mod readiness;
 pub mod slot;
 pub mod tenants;
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -52,6 +54,7 @@ pub use readiness::{Readiness, ReadyIndex};
 pub use slot::{Backoff, DocumentSlot};
 
 use fetch::FetchContext;
+use key_sets::OnDemandStart;
 
 /// Documents read back from the state directory per blocking task.
 const RESTORE_CHUNK: usize = 256;
@@ -237,6 +240,9 @@ pub struct Lookup {
     pub error: Option<Arc<FetchError>>,
     /// For errors: when a retry is due.
     pub retry_after: Duration,
+    /// For a forwarded revalidation: the upstream's status (RFC 9211
+    /// `fwd-status`).
+    pub forwarded: Option<u16>,
 }
 
 impl Lookup {
@@ -262,6 +268,7 @@ impl Lookup {
             age,
             error,
             retry_after: Duration::ZERO,
+            forwarded: None,
         }
     }
 
@@ -273,6 +280,7 @@ impl Lookup {
             stored: Some(stored),
             error: None,
             retry_after: Duration::ZERO,
+            forwarded: None,
         }
     }
 
@@ -289,6 +297,7 @@ impl Lookup {
             age: Duration::ZERO,
             error: Some(Arc::new(FetchError::HttpStatus(status))),
             retry_after: Duration::ZERO,
+            forwarded: None,
         }
     }
 
@@ -299,6 +308,37 @@ impl Lookup {
             age: Duration::ZERO,
             error: Some(error),
             retry_after,
+            forwarded: None,
+        }
+    }
+
+    /// A key set revalidated at the request's demand: `status` is the
+    /// upstream's 200 or 304.
+    fn revalidated(stored: Arc<StoredDocument>, status: u16) -> Self {
+        Self {
+            outcome: CacheOutcome::Revalidated,
+            age: stored.resident(),
+            stored: Some(stored),
+            error: None,
+            retry_after: Duration::ZERO,
+            forwarded: Some(status),
+        }
+    }
+
+    /// The stored key set, served because the revalidation a request
+    /// asked for failed with `error`.
+    fn revalidation_failed(
+        stored: Arc<StoredDocument>,
+        age: Duration,
+        error: Arc<FetchError>,
+    ) -> Self {
+        Self {
+            outcome: CacheOutcome::RevalidationFailed,
+            forwarded: error.upstream_status(),
+            stored: Some(stored),
+            age,
+            error: Some(error),
+            retry_after: Duration::ZERO,
         }
     }
 
@@ -510,6 +550,141 @@ impl MetadataCache {
         }
     }
 
+    /// For a key set that follows its metadata: reads its `jwks_uri` from
+    /// the metadata document stored now (fetching that first, coalesced,
+    /// when nothing is stored), so the key set follows the document.
+    async fn locate_key_set(self: &Arc<Self>, slot: &DocumentSlot) -> Result<(), FetchError> {
+        let Some(ks) = slot.key_set.as_deref() else {
+            return Ok(());
+        };
+        let Some(follows) = ks.follows() else {
+            return Ok(());
+        };
+        let Some(parent) = ks.parent.load_full() else {
+            return Err(FetchError::KeySetLocation(format!(
+                "its metadata document {} is not configured",
+                follows.document
+            )));
+        };
+        let metadata = match self.servable(&parent).await {
+            Some((stored, _)) => stored,
+            None => self.fetch_metadata(&parent).await.map_err(|e| {
+                FetchError::KeySetLocation(format!(
+                    "its metadata document {} is unavailable: {e}",
+                    parent.name
+                ))
+            })?,
+        };
+        ks.set_location(key_sets::locate(follows, None, &metadata)?);
+        Ok(())
+    }
+
+    /// A metadata document with nothing servable, for the key set that
+    /// follows it: the same coalesced fetch a request for it makes (a
+    /// metadata slot has no key set: no recursion), or its last error while
+    /// it backs off.
+    async fn fetch_metadata(
+        &self,
+        parent: &DocumentSlot,
+    ) -> Result<Arc<StoredDocument>, Arc<FetchError>> {
+        if let Some((error, _)) = parent.backing_off(Instant::now()) {
+            return Err(error);
+        }
+        let fetched = self
+            .entries
+            .entry(parent.id)
+            .or_try_insert_with(self.context(parent).fetch_located(
+                parent,
+                Priority::Client,
+                None,
+                None,
+                Ok(()),
+            ))
+            .await;
+        if let Ok(entry) = &fetched {
+            self.ready.stored(parent, entry.value().hard_deadline());
+        }
+        self.drop_if_retired(parent).await;
+        fetched.map(|entry| entry.into_value())
+    }
+
+    /// One fetch of `slot` (see [`FetchContext::fetch_located`]), a key
+    /// set's location found first.
+    async fn fetch_slot(
+        self: &Arc<Self>,
+        slot: &DocumentSlot,
+        priority: Priority,
+        permit: Option<crate::upstream::Permit>,
+        previous: Option<&Arc<StoredDocument>>,
+    ) -> Result<Arc<StoredDocument>, FetchError> {
+        let located = self.locate_key_set(slot).await;
+        self.context(slot)
+            .fetch_located(slot, priority, permit, previous, located)
+            .await
+    }
+
+    /// A client asked for key set `slot` to be revalidated (RFC 9111
+    /// §5.2.1.4 `no-cache`, §5.2.1.1 `max-age=0`, or a `?kid` the stored
+    /// set lacks). With a set stored and no back-off: at most one
+    /// revalidation (`If-None-Match`) per cooldown, counted from the start
+    /// of the last one; requests that start or join it wait for it (at
+    /// most `limit`) and get its result; within the cooldown, the stored
+    /// set at once like any request. With nothing stored, the ordinary
+    /// (coalesced) cold fetch is the revalidation.
+    pub async fn revalidate_on_demand(
+        self: &Arc<Self>,
+        slot: &Arc<DocumentSlot>,
+        limit: Duration,
+    ) -> Lookup {
+        let Some(ks) = slot.key_set.as_deref() else {
+            return self.lookup(slot).await;
+        };
+        if self.mode == CacheMode::Bypass
+            || self.servable(slot).await.is_none()
+            || slot.backing_off(Instant::now()).is_some()
+        {
+            return self.lookup(slot).await;
+        }
+        let rx = match ks.begin_on_demand(Instant::now()) {
+            OnDemandStart::Cooldown => return self.lookup(slot).await,
+            OnDemandStart::Join(rx) => rx,
+            OnDemandStart::Lead(tx) => {
+                let rx = tx.subscribe();
+                let (this, slot) = (self.clone(), slot.clone());
+                // A task of its own: the revalidation completes (and is
+                // stored) even if the request that started it goes away.
+                tokio::spawn(async move {
+                    let result = this.revalidate(&slot).await;
+                    let _ = tx.send(Some(result));
+                });
+                rx
+            }
+        };
+        match key_sets::wait(rx, limit).await {
+            Ok((stored, status)) => Lookup::revalidated(stored, status),
+            Err(error) => match self.servable(slot).await {
+                Some((stored, age)) => Lookup::revalidation_failed(stored, age, Arc::new(error)),
+                None => Lookup::failed(Arc::new(error), slot),
+            },
+        }
+    }
+
+    /// One on-demand revalidation: a conditional fetch at client priority;
+    /// what it brings is stored like a refresh's.
+    async fn revalidate(self: &Arc<Self>, slot: &DocumentSlot) -> key_sets::Revalidation {
+        let previous = self.servable(slot).await.map(|(stored, _)| stored);
+        let next = self
+            .fetch_slot(slot, Priority::Client, None, previous.as_ref())
+            .await?;
+        self.store(slot, next.clone()).await;
+        self.drop_if_retired(slot).await;
+        let status = match slot.last_fetch() {
+            Some(f) if f.outcome == fetch::NOT_MODIFIED => 304,
+            _ => 200,
+        };
+        Ok((next, status))
+    }
+
     /// A reload retired `slot` while its fetch ran: whatever that fetch
     /// stored is dropped again (a removed document must not hold memory
     /// until its hard deadline).
@@ -553,11 +728,7 @@ impl MetadataCache {
             let fetched = cache
                 .entries
                 .entry(slot.id)
-                .or_try_insert_with(
-                    cache
-                        .context(slot)
-                        .fetch(slot, Priority::Client, None, None),
-                )
+                .or_try_insert_with(cache.fetch_slot(slot, Priority::Client, None, None))
                 .await;
             if let Ok(entry) = &fetched {
                 cache.ready.stored(slot, entry.value().hard_deadline());
@@ -581,11 +752,8 @@ impl MetadataCache {
     }
 
     /// `--no-cache`: this request's own fetch, nothing stored.
-    async fn lookup_uncached(&self, slot: &DocumentSlot) -> Lookup {
-        let fetched = self
-            .context(slot)
-            .fetch(slot, Priority::Client, None, None)
-            .await;
+    async fn lookup_uncached(self: &Arc<Self>, slot: &DocumentSlot) -> Lookup {
+        let fetched = self.fetch_slot(slot, Priority::Client, None, None).await;
         self.ready.fetched_uncached(slot, fetched.is_ok());
         match fetched {
             Ok(stored) => Lookup::fetched(CacheOutcome::Bypass, stored),
@@ -600,10 +768,7 @@ impl MetadataCache {
     /// host and fetches. The check comes first, so a refresh with nothing
     /// to do never queues for (or holds) a permit of a busy or hung host.
     /// A failure leaves the stored document in place.
-    pub async fn refresh(&self, slot: &DocumentSlot, force: bool) {
-        let Some(first) = slot.upstream_urls().first() else {
-            return;
-        };
+    pub async fn refresh(self: &Arc<Self>, slot: &DocumentSlot, force: bool) {
         let servable = self.servable(slot).await;
         if let Some((stored, _)) = &servable {
             // Not `refresh_age`: the scheduler woke this document at its
@@ -618,12 +783,31 @@ impl MetadataCache {
                 return;
             }
         }
+        // A key set's location may change with its metadata: looked up
+        // now (a failure is the fetch's, with its back-off).
+        let located = self.locate_key_set(slot).await;
+        let urls = slot.fetch_urls();
+        let Some(first) = urls.first() else {
+            if located.is_err() {
+                let _ = self
+                    .context(slot)
+                    .fetch_located(slot, Priority::Background, None, None, located)
+                    .await;
+            }
+            return;
+        };
         let permit = self.fetcher.permit(first, Priority::Background).await;
         match servable {
             Some((stored, _)) => {
                 if let Ok(next) = self
                     .context(slot)
-                    .fetch(slot, Priority::Background, Some(permit), Some(&stored))
+                    .fetch_located(
+                        slot,
+                        Priority::Background,
+                        Some(permit),
+                        Some(&stored),
+                        located,
+                    )
                     .await
                 {
                     self.store(slot, next).await;
@@ -638,11 +822,12 @@ impl MetadataCache {
                 let fetched = self
                     .entries
                     .entry(slot.id)
-                    .or_try_insert_with(self.context(slot).fetch(
+                    .or_try_insert_with(self.context(slot).fetch_located(
                         slot,
                         Priority::Background,
                         Some(permit),
                         None,
+                        located,
                     ))
                     .await;
                 if let Ok(entry) = &fetched {
@@ -656,10 +841,27 @@ impl MetadataCache {
     /// The upstream host `slot`'s background work queues for: the origin
     /// of its first URL, as the per-host limiter counts it
     /// ([`crate::upstream::limiter::origin`]).
-    pub fn refresh_host<'a>(&self, slot: &'a DocumentSlot) -> &'a str {
-        slot.upstream_urls()
-            .first()
-            .map_or("", |url| crate::upstream::limiter::origin(url))
+    /// A key set that follows its metadata queues for the host of the
+    /// `jwks_uri` it found, or before that for its metadata's host.
+    pub fn refresh_host<'a>(&self, slot: &'a DocumentSlot) -> Cow<'a, str> {
+        if let Some(ks) = slot.key_set.as_deref().filter(|k| k.follows().is_some()) {
+            let url = match ks.location().and_then(|l| l.first().cloned()) {
+                Some(url) => Some(url),
+                None => ks
+                    .parent
+                    .load()
+                    .as_ref()
+                    .and_then(|p| p.upstream_urls().first().cloned()),
+            };
+            return Cow::Owned(url.map_or_else(String::new, |u| {
+                crate::upstream::limiter::origin(&u).to_string()
+            }));
+        }
+        Cow::Borrowed(
+            slot.upstream_urls()
+                .first()
+                .map_or("", |url| crate::upstream::limiter::origin(url)),
+        )
     }
 
     /// The most background requests in flight per upstream host (the

@@ -18,6 +18,8 @@ use crate::document::ExpectedIssuer;
 use crate::error::FetchError;
 use crate::metrics::GroupMetrics;
 
+use super::key_sets::KeySetState;
+
 /// Slot ids: unique for the life of the process, so a slot kept across a
 /// configuration reload keeps its cache entry and its place in the
 /// refresh schedule, and a new one never takes over another's.
@@ -180,6 +182,9 @@ pub struct DocumentSlot {
     /// readiness until it has been servable once (see
     /// [`crate::generation::Generation::unready_documents`]).
     pending: AtomicBool,
+    /// For a key set: where it comes from and its on-demand state (see
+    /// [`super::key_sets`]); `None` for metadata documents.
+    pub key_set: Option<Box<KeySetState>>,
 }
 
 impl DocumentSlot {
@@ -190,7 +195,7 @@ impl DocumentSlot {
         config: &DocumentConfig,
         rules: Arc<SlotRules>,
     ) -> Self {
-        Self::new(
+        let mut slot = Self::new(
             config.name.clone(),
             None,
             group,
@@ -198,7 +203,12 @@ impl DocumentSlot {
             rules,
             config.upstream_urls.clone(),
             config.issuer.clone(),
-        )
+        );
+        slot.key_set = config
+            .key_set
+            .clone()
+            .map(|c| Box::new(KeySetState::new(c)));
+        slot
     }
 
     /// The slot of `tenant` (already checked) of a template.
@@ -209,7 +219,7 @@ impl DocumentSlot {
         tenant: &str,
         rules: Arc<SlotRules>,
     ) -> Self {
-        Self::new(
+        let mut slot = Self::new(
             name,
             Some(tenant.into()),
             group,
@@ -221,7 +231,12 @@ impl DocumentSlot {
                 .map(|u| Arc::from(u.render(tenant)))
                 .collect(),
             ExpectedIssuer::new(template.issuer.render(tenant)),
-        )
+        );
+        slot.key_set = template
+            .key_set
+            .clone()
+            .map(|c| Box::new(KeySetState::new(c)));
+        slot
     }
 
     fn new(
@@ -246,6 +261,7 @@ impl DocumentSlot {
             refreshing: AtomicBool::new(false),
             retirement: Retirement::default(),
             pending: AtomicBool::new(false),
+            key_set: None,
         }
     }
 
@@ -314,6 +330,16 @@ impl DocumentSlot {
     /// The upstream URLs, in the order they are tried.
     pub fn upstream_urls(&self) -> &[Arc<str>] {
         &self.urls
+    }
+
+    /// The URLs a fetch tries now: the configured ones, or for a key set
+    /// that follows its metadata, the `jwks_uri` found there (none until
+    /// it is known).
+    pub fn fetch_urls(&self) -> Arc<[Arc<str>]> {
+        match self.key_set.as_deref() {
+            Some(ks) if ks.follows().is_some() => ks.location().unwrap_or_else(|| Arc::from([])),
+            _ => self.urls.clone(),
+        }
     }
 
     /// The issuer the document must declare.

@@ -29,6 +29,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
+use arc_swap::ArcSwapOption;
 use moka::notification::RemovalCause;
 use moka::ops::compute::{CompResult, Op};
 use moka::Expiry;
@@ -150,6 +151,9 @@ pub struct TemplateCache {
     /// Set when a reload drops the template: fetches still running save
     /// nothing.
     retirement: Retirement,
+    /// For a key-set template that follows its metadata: the metadata
+    /// template's cache, set by each generation.
+    pub parent: ArcSwapOption<TemplateCache>,
 }
 
 /// The one shared [`FetchError::Busy`]: refusing a cold fetch under a
@@ -204,7 +208,50 @@ impl TemplateCache {
             entries,
             shared,
             retirement: Retirement::default(),
+            parent: ArcSwapOption::empty(),
         }
+    }
+
+    /// [`Self::lookup`] as a boxed `Send` future of a named type: a key-set
+    /// template looks its metadata template up through it, and the named
+    /// type ends what would otherwise be a recursive future type.
+    fn lookup_boxed(
+        self: Arc<Self>,
+        tenant: String,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Lookup> + Send>> {
+        Box::pin(async move { self.lookup(&tenant).await })
+    }
+
+    /// For a key-set tenant that follows its metadata: reads the `jwks_uri`
+    /// of the same tenant's metadata document (fetched first when not
+    /// cached). A tenant the metadata template does not know is not known
+    /// here either (its 404 or 410).
+    async fn locate_key_set(&self, slot: &DocumentSlot) -> Result<(), FetchError> {
+        let (Some(ks), Some(tenant)) = (slot.key_set.as_deref(), slot.tenant.as_deref()) else {
+            return Ok(());
+        };
+        let Some(follows) = ks.follows() else {
+            return Ok(());
+        };
+        let Some(parent) = self.parent.load_full() else {
+            return Err(FetchError::KeySetLocation(format!(
+                "its metadata template {} is not configured",
+                follows.document
+            )));
+        };
+        let lookup = parent.lookup_boxed(tenant.to_string()).await;
+        let metadata = match (lookup.stored, lookup.error.as_deref()) {
+            (Some(stored), _) => stored,
+            (None, Some(e @ FetchError::HttpStatus(404 | 410))) => return Err(e.clone()),
+            (None, error) => {
+                return Err(FetchError::KeySetLocation(format!(
+                    "the tenant's metadata document is unavailable: {}",
+                    error.map_or_else(|| "not fetched yet".to_string(), |e| e.to_string())
+                )))
+            }
+        };
+        ks.set_location(super::key_sets::locate(follows, Some(tenant), &metadata)?);
+        Ok(())
     }
 
     /// Freshness rules of every tenant.
@@ -310,9 +357,10 @@ impl TemplateCache {
                     Some(e) => e.into_value().slot.clone(),
                     None => Arc::new(this.new_slot(&tenant)),
                 };
+                let located = this.locate_key_set(&slot).await;
                 let state = match this
                     .context()
-                    .fetch(&slot, Priority::Client, None, None)
+                    .fetch_located(&slot, Priority::Client, None, None, located)
                     .await
                 {
                     Ok(stored) => TenantState::Document(stored),
@@ -362,9 +410,10 @@ impl TemplateCache {
                 TenantState::Document(d) => Some(d),
                 _ => None,
             };
+            let located = this.locate_key_set(&slot).await;
             let fetched = this
                 .context()
-                .fetch(&slot, Priority::Background, None, previous)
+                .fetch_located(&slot, Priority::Background, None, previous, located)
                 .await;
             let state = match fetched {
                 Ok(stored) => Some(TenantState::Document(stored)),

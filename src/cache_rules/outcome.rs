@@ -35,6 +35,14 @@ pub enum CacheOutcome {
     /// A template tenant the upstream does not know, answered from the
     /// remembered 404/410 without an upstream request (negative caching).
     NegativeHit,
+    /// A key set the request asked to have revalidated (`Cache-Control:
+    /// no-cache` or `max-age=0`, RFC 9111 §5.2.1.4/§5.2.1.1, or a `?kid`
+    /// the stored set lacks): it was forwarded (RFC 9211 `fwd=request`)
+    /// and the upstream's 200 (stored) or 304 answered it.
+    Revalidated,
+    /// Such a forwarded revalidation failed: the stored key set was
+    /// served instead (with a negative `ttl` once past its freshness).
+    RevalidationFailed,
 }
 
 /// Largest magnitude of an RFC 8941 §3.3.1 integer (15 digits); `ttl` is
@@ -42,7 +50,15 @@ pub enum CacheOutcome {
 const SF_INTEGER_MAX: i64 = 999_999_999_999_999;
 
 /// The distinct `result` label values, in a fixed order for metrics.
-pub const RESULT_LABELS: [&str; 5] = ["hit", "stale", "miss", "error", "not_found"];
+pub const RESULT_LABELS: [&str; 7] = [
+    "hit",
+    "stale",
+    "miss",
+    "error",
+    "not_found",
+    "revalidated",
+    "revalidation_failed",
+];
 
 /// What `Cache-Status` needs beyond the outcome itself.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -64,6 +80,8 @@ impl CacheOutcome {
             Self::Miss | Self::Collapsed | Self::Bypass => "miss",
             Self::Error => "error",
             Self::NotFound | Self::NegativeHit => "not_found",
+            Self::Revalidated => "revalidated",
+            Self::RevalidationFailed => "revalidation_failed",
         }
     }
 
@@ -75,6 +93,8 @@ impl CacheOutcome {
             Self::Miss | Self::Collapsed | Self::Bypass => 2,
             Self::Error => 3,
             Self::NotFound | Self::NegativeHit => 4,
+            Self::Revalidated => 5,
+            Self::RevalidationFailed => 6,
         }
     }
 
@@ -91,12 +111,14 @@ impl CacheOutcome {
             Self::Stale => s.push_str("; fwd=stale"),
             Self::Miss | Self::Collapsed | Self::Error | Self::NotFound => s.push_str("; fwd=miss"),
             Self::Bypass => s.push_str("; fwd=bypass"),
+            // RFC 9211 §2.2: the request asked for it to be forwarded.
+            Self::Revalidated | Self::RevalidationFailed => s.push_str("; fwd=request"),
         }
         if let Some(status) = d.fwd_status {
             let _ = write!(s, "; fwd-status={status}");
         }
         match self {
-            Self::Miss | Self::NotFound => s.push_str("; stored"),
+            Self::Miss | Self::NotFound | Self::Revalidated => s.push_str("; stored"),
             Self::Collapsed => s.push_str("; collapsed"),
             _ => {}
         }
@@ -219,7 +241,33 @@ mod tests {
     }
 
     #[test]
-    fn labels_are_the_five_results() {
+    fn forwarded_revalidations_say_fwd_request() {
+        assert_eq!(
+            render(
+                CacheOutcome::Revalidated,
+                StatusDetail {
+                    ttl: Some(300),
+                    fwd_status: Some(304),
+                    detail: None
+                }
+            ),
+            "oauth-metadata-gateway; fwd=request; fwd-status=304; stored; ttl=300"
+        );
+        assert_eq!(
+            render(
+                CacheOutcome::RevalidationFailed,
+                StatusDetail {
+                    ttl: Some(-5),
+                    fwd_status: Some(503),
+                    detail: Some("http_status")
+                }
+            ),
+            "oauth-metadata-gateway; fwd=request; fwd-status=503; ttl=-5; detail=http_status"
+        );
+    }
+
+    #[test]
+    fn labels_are_the_seven_results() {
         for o in [
             CacheOutcome::Hit,
             CacheOutcome::Stale,
@@ -229,6 +277,8 @@ mod tests {
             CacheOutcome::Bypass,
             CacheOutcome::NotFound,
             CacheOutcome::NegativeHit,
+            CacheOutcome::Revalidated,
+            CacheOutcome::RevalidationFailed,
         ] {
             assert_eq!(RESULT_LABELS[o.result_index()], o.result_label());
         }

@@ -186,8 +186,7 @@ pub fn authorization_server(
                 name: key_set_name(&metadata).into(),
                 kind: DocumentKind::KeySet,
                 routes: shared(vec![ks.route.to_string()]).into(),
-                upstream_urls: shared(ks.jwks_uri.map(str::to_string).into_iter().collect())
-                    .into(),
+                upstream_urls: shared(ks.jwks_uri.map(str::to_string).into_iter().collect()).into(),
                 issuer: ExpectedIssuer::new(spec.issuer),
                 ttl: ks.ttl.unwrap_or(spec.ttl),
                 max_stale: spec.max_stale,

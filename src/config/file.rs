@@ -161,7 +161,8 @@ impl AuthorizationServerEntry {
                 return Err(source.error(
                     span,
                     Some(key(name)),
-                    "needs jwks_route: the key set is served only where jwks_route says".to_string(),
+                    "needs jwks_route: the key set is served only where jwks_route says"
+                        .to_string(),
                 ));
             }
             return Ok(None);

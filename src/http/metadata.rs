@@ -74,10 +74,13 @@ pub fn respond(req: &HttpRequest, lookup: &Lookup) -> HttpResponse {
         fwd_status: match lookup.outcome {
             CacheOutcome::Miss | CacheOutcome::Collapsed | CacheOutcome::Bypass => Some(200),
             CacheOutcome::Stale => lookup.error.as_ref().and_then(|e| e.upstream_status()),
+            CacheOutcome::Revalidated | CacheOutcome::RevalidationFailed => lookup.forwarded,
             _ => None,
         },
         detail: match lookup.outcome {
-            CacheOutcome::Stale => lookup.error.as_ref().map(|e| e.outcome_label()),
+            CacheOutcome::Stale | CacheOutcome::RevalidationFailed => {
+                lookup.error.as_ref().map(|e| e.outcome_label())
+            }
             _ => None,
         },
     };

@@ -28,6 +28,7 @@ pub mod cache_headers;
 pub mod conditional;
 pub mod cors;
 pub mod errors;
+pub mod key_set;
 pub mod limits;
 pub mod local;
 pub mod metadata;
@@ -44,8 +45,10 @@ use actix_web::dev::{Server, Service as _, ServiceFactory, ServiceRequest, Servi
 use actix_web::http::Method;
 use actix_web::{web, App, HttpMessage, HttpRequest, HttpResponse, HttpServer};
 
+use crate::cache::{DocumentSlot, Lookup};
 use crate::cache_rules::freshness::ceil_seconds;
 use crate::cache_rules::outcome::CacheOutcome;
+use crate::discovery::DocumentKind;
 use crate::error::RunError;
 use crate::generation::Generation;
 use crate::listener::{watchdog, ListenerConfig};
@@ -195,6 +198,25 @@ fn document_method(req: &HttpRequest) -> Option<HttpResponse> {
     }
 }
 
+/// A configured key set: revalidated with the upstream when the request
+/// asks for it (see [`key_set`]), else served like any document; `Err` is
+/// the 400 for a query it does not take.
+async fn key_set_lookup(
+    gw: &Generation,
+    req: &HttpRequest,
+    slot: &Arc<DocumentSlot>,
+) -> Result<Lookup, HttpResponse> {
+    let asked = key_set::parse(req)?;
+    if asked.revalidate || asked.kid.is_some() {
+        let stored = gw.cache.servable(slot).await.map(|(s, _)| s);
+        if asked.wants_revalidation(stored.as_deref()) {
+            let limit = slot.freshness().fetch_budget;
+            return Ok(gw.cache.revalidate_on_demand(slot, limit).await);
+        }
+    }
+    Ok(gw.cache.lookup(slot).await)
+}
+
 /// GET or HEAD of a document.
 async fn serve(gw: &Generation, req: &HttpRequest, resolved: Resolved<'_>) -> HttpResponse {
     match resolved {
@@ -202,7 +224,14 @@ async fn serve(gw: &Generation, req: &HttpRequest, resolved: Resolved<'_>) -> Ht
             let Some(slot) = gw.slots.get(i) else {
                 return errors::not_found();
             };
-            let lookup = gw.cache.lookup(slot).await;
+            let lookup = if slot.kind == DocumentKind::KeySet {
+                match key_set_lookup(gw, req, slot).await {
+                    Ok(lookup) => lookup,
+                    Err(bad_request) => return bad_request,
+                }
+            } else {
+                gw.cache.lookup(slot).await
+            };
             slot.metrics().record_lookup(lookup.outcome);
             tracing::debug!(document = &*slot.name, outcome = %lookup.outcome, "metadata request");
             metadata::respond(req, &lookup)
@@ -218,6 +247,11 @@ async fn serve(gw: &Generation, req: &HttpRequest, resolved: Resolved<'_>) -> Ht
             let Some(t) = gw.templates.get(template) else {
                 return errors::not_found();
             };
+            if t.config.kind == DocumentKind::KeySet {
+                if let Err(bad_request) = key_set::parse(req) {
+                    return bad_request;
+                }
+            }
             let lookup = t.lookup(tenant).await;
             t.group.record_lookup(lookup.outcome);
             tracing::debug!(document = &*t.name, tenant, outcome = %lookup.outcome, "metadata request");

@@ -23,7 +23,6 @@ use std::time::{Duration, SystemTime};
 use crate::cache::slot::DocumentSlot;
 use crate::cache::StoredDocument;
 use crate::cache_rules::upstream_freshness::{secs_u32, Source, Timing, UpstreamHeaders};
-use crate::document::ValidatedDocument;
 
 use super::store::{file_name_for, SavedDocument, StateDir};
 use super::writer::StateWriter;
@@ -182,18 +181,34 @@ pub(crate) fn restore(
             slot.issuer().as_str()
         ));
     }
-    let Some(url) = slot
-        .upstream_urls()
-        .iter()
-        .find(|u| ***u == *saved.upstream_url)
-    else {
-        return Err(format!(
-            "fetched from {}, which is no longer one of the document's upstream URLs",
-            saved.upstream_url
-        ));
+    // A key set that follows its metadata's `jwks_uri` has no configured
+    // URL: the saved one is where it was last found (the issuer above ties
+    // it to this server), and is used until a fetch reads the metadata.
+    let follows = slot.key_set.as_deref().filter(|k| k.follows().is_some());
+    let url: Arc<str> = match follows {
+        Some(ks) => {
+            let url: Arc<str> = Arc::from(saved.upstream_url.as_str());
+            if ks.location().is_none() {
+                ks.set_location(url.clone());
+            }
+            url
+        }
+        None => match slot
+            .upstream_urls()
+            .iter()
+            .find(|u| ***u == *saved.upstream_url)
+        {
+            Some(url) => url.clone(),
+            None => {
+                return Err(format!(
+                    "fetched from {}, which is no longer one of the document's upstream URLs",
+                    saved.upstream_url
+                ))
+            }
+        },
     };
-    let document = ValidatedDocument::validate(saved.body, slot.issuer())
-        .map_err(|e| format!("the saved document is not valid metadata: {e}"))?;
+    let document = crate::cache::fetch::validate_for(slot, saved.body)
+        .map_err(|e| format!("the saved document is not valid: {e}"))?;
     let fresh_for = saved.lifetime.clamp(
         slot.policy().min_ttl.min(slot.policy().ttl),
         slot.policy().ttl,
@@ -240,7 +255,7 @@ pub(crate) fn restore(
     };
     Ok(StoredDocument::restored(
         document,
-        url.clone(),
+        url,
         headers,
         saved.fetched_at,
         timing,

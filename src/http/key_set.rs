@@ -1,0 +1,79 @@
+//! The key-set route's request rules: whether a request asks for the
+//! stored key set to be revalidated with the upstream, and the only query
+//! it takes.
+//!
+//! - `Cache-Control: no-cache` (RFC 9111 §5.2.1.4) or `max-age=0`
+//!   (§5.2.1.1) on the request asks for a revalidation;
+//! - `?kid=K` asks for one when the stored set has no key `K` (a verifier
+//!   met a token signed by a key it has not seen: the key set rotated);
+//! - an empty or repeated `kid`, or any other query parameter, is a JSON
+//!   400: never ignored, and a query never reaches the upstream.
+//!
+//! Whether the revalidation happens (cooldown, back-off) is the cache's
+//! rule ([`crate::cache::key_sets`]).
+
+use actix_web::http::header;
+use actix_web::http::StatusCode;
+use actix_web::{HttpRequest, HttpResponse};
+
+use crate::cache::StoredDocument;
+use crate::cache_rules::cache_control::parse_cache_control;
+
+use super::errors::json_error;
+
+/// What a key-set request asks for.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct KeySetRequest {
+    /// `no-cache` or `max-age=0`.
+    pub revalidate: bool,
+    /// The `kid` the client needs.
+    pub kid: Option<String>,
+}
+
+impl KeySetRequest {
+    /// Whether it asks for a revalidation of `stored` (the set held now,
+    /// if any).
+    pub fn wants_revalidation(&self, stored: Option<&StoredDocument>) -> bool {
+        self.revalidate
+            || match (&self.kid, stored) {
+                (Some(kid), Some(s)) => !crate::key_set::has_kid(&s.document.body, kid),
+                _ => false,
+            }
+    }
+}
+
+/// Reads a key-set request; `Err` is the 400 to send.
+pub fn parse(req: &HttpRequest) -> Result<KeySetRequest, HttpResponse> {
+    let mut out = KeySetRequest::default();
+    for value in req.headers().get_all(header::CACHE_CONTROL) {
+        if let Ok(v) = value.to_str() {
+            let d = parse_cache_control(v);
+            if d.no_cache || matches!(d.max_age, Some(Ok(0))) {
+                out.revalidate = true;
+            }
+        }
+    }
+    let query = req.query_string();
+    if query.is_empty() {
+        return Ok(out);
+    }
+    for (name, value) in url::form_urlencoded::parse(query.as_bytes()) {
+        if name != "kid" {
+            return Err(bad_request(&format!(
+                "unknown query parameter {name:?}: a key set takes only ?kid=KEY_ID"
+            )));
+        }
+        if value.is_empty() {
+            return Err(bad_request("?kid must name a key id"));
+        }
+        if out.kid.is_some() {
+            return Err(bad_request("?kid may be given once"));
+        }
+        out.kid = Some(value.into_owned());
+    }
+    Ok(out)
+}
+
+fn bad_request(description: &str) -> HttpResponse {
+    json_error(StatusCode::BAD_REQUEST, "invalid_request", description)
+}
