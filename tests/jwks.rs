@@ -1,0 +1,393 @@
+//! Key sets (RFC 7517 JWK Sets) served from the cache: byte identity, 304,
+//! coalescing, rotation on demand with its cooldown (RFC 9111 §5.2.1.4),
+//! refused sets never replacing the last good one, stale-if-error, the
+//! state directory, templates, the real providers' sets, and the route
+//! rules.
+
+mod support;
+
+use std::time::Duration;
+
+use futures_util::future::join_all;
+use support::*;
+
+const JWKS_PATH: &str = "/jwks";
+const ROUTE: &str = "/.well-known/jwks.json";
+
+fn rsa_key(kid: &str) -> String {
+    format!(
+        r#"{{"kty":"RSA","kid":"{kid}","use":"sig","alg":"RS256","n":"0vx7agoebGcQSuuPiLJXZptN9nndrQmbXEps2aiAFbWhM78LhWx4cbbfAAtVT86zwu1RK7aPFFxuhDR1L6tSoc_BJECPebWKRXjBZCiFV4n3oknjhMstn64tZ_2W-5JsGY4Hc5n9yBXArwl93lqt7_RN5w6Cf0h4QyQ5v-65YGjQR0_FDW2QvzqY368QQMicAtaSqzs8KJZgnYb9c7d0zgdAZHzu6qMQvRL5hajrn1n91CbOpbISD08qNLyrdkt-bFTWhAI4vMQFh6WeZu0fM4lFd2NcRwr3XPksINHaQ-G_xBniIqbw0Ls1jF44-csFCur-kEgU8awapJzKnqDKgw","e":"AQAB"}}"#
+    )
+}
+
+fn key_set(kids: &[&str]) -> String {
+    let keys: Vec<String> = kids.iter().map(|k| rsa_key(k)).collect();
+    format!(r#"{{"keys":[{}]}}"#, keys.join(","))
+}
+
+/// The reference metadata document with a `jwks_uri`.
+fn metadata_with_jwks(issuer: &str, jwks_uri: &str) -> String {
+    let doc = document(issuer);
+    format!(
+        "{},\"jwks_uri\":\"{jwks_uri}\"}}",
+        doc.strip_suffix('}').unwrap()
+    )
+}
+
+/// An upstream with metadata pointing at its own `/jwks`, serving `jwks`
+/// there with `etag`.
+async fn upstream_with(jwks: &str) -> Upstream {
+    let upstream = Upstream::start(Behaviour::status(404)).await;
+    let jwks_uri = format!("{}{JWKS_PATH}", upstream.base_url);
+    upstream.set_path(
+        AS_PATH,
+        Behaviour::json(metadata_with_jwks(&upstream.base_url, &jwks_uri)),
+    );
+    upstream.set_path(JWKS_PATH, Behaviour::json(jwks.to_string()));
+    upstream
+}
+
+async fn gateway(upstream: &Upstream, extra: &[&str]) -> Generation {
+    let mut args = vec!["--jwks-route", ROUTE];
+    args.extend_from_slice(extra);
+    Generation::in_front_of(upstream, &args).await
+}
+
+async fn get_with(url: &str, headers: &[(&str, &str)]) -> Reply {
+    send_with_headers(url, headers).await
+}
+
+async fn send_with_headers(url: &str, headers: &[(&str, &str)]) -> Reply {
+    send("GET", url, headers).await
+}
+
+#[actix_web::test]
+async fn the_key_set_is_served_byte_for_byte_with_304() {
+    let set = key_set(&["k1", "k2"]);
+    let upstream = upstream_with(&set).await;
+    upstream.set_etag(Some("\"u1\""));
+    let gw = gateway(&upstream, &[]).await;
+    let r = get(&gw.url(ROUTE)).await;
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(r.body, set.as_bytes());
+    assert_eq!(r.header("content-type"), Some("application/json"));
+    assert_eq!(r.header("access-control-allow-origin"), Some("*"));
+    assert!(r.header("age").is_some());
+    let etag = r.header("etag").expect("an ETag").to_string();
+    let again = get(&gw.url(ROUTE)).await;
+    assert!(again.cache_status().contains("; hit"), "{}", again.cache_status());
+    let nm = get_with(&gw.url(ROUTE), &[("if-none-match", &etag)]).await;
+    assert_eq!(nm.status, 304);
+    assert!(nm.body.is_empty());
+    // The metadata is served as before.
+    assert_eq!(get(&gw.url(AS_PATH)).await.status, 200);
+}
+
+#[actix_web::test]
+async fn concurrent_cold_requests_make_one_key_set_fetch() {
+    let upstream = upstream_with(&key_set(&["k1"])).await;
+    upstream.set_path(
+        JWKS_PATH,
+        Behaviour::json(key_set(&["k1"])).delayed(Duration::from_millis(200)),
+    );
+    let gw = gateway(&upstream, &[]).await;
+    let url = gw.url(ROUTE);
+    let replies = join_all((0..200).map(|_| get(&url))).await;
+    for r in &replies {
+        assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    }
+    assert_eq!(upstream.requests_for(JWKS_PATH), 1);
+    assert!(upstream.requests_for(AS_PATH) <= 1);
+}
+
+#[actix_web::test]
+async fn a_rotated_key_is_fetched_once_for_many_requests_then_the_cooldown_holds() {
+    let upstream = upstream_with(&key_set(&["old"])).await;
+    upstream.set_etag(Some("\"v1\""));
+    let gw = gateway(&upstream, &["--jwks-refetch-cooldown", "1h"]).await;
+    let url = gw.url(ROUTE);
+    assert_eq!(get(&url).await.status, 200);
+    // Known kid: no revalidation.
+    let r = get(&format!("{url}?kid=old")).await;
+    assert!(r.cache_status().contains("; hit"), "{}", r.cache_status());
+    assert_eq!(upstream.requests_for(JWKS_PATH), 1);
+
+    // The upstream adds a key; 100 verifiers meet a token signed with it.
+    let rotated = key_set(&["old", "new"]);
+    upstream.set_path(
+        JWKS_PATH,
+        Behaviour::json(rotated.clone()).delayed(Duration::from_millis(100)),
+    );
+    upstream.set_etag(Some("\"v2\""));
+    let kid_url = format!("{url}?kid=new");
+    let replies = join_all((0..100).map(|_| get(&kid_url))).await;
+    for r in &replies {
+        assert_eq!(r.status, 200);
+        assert_eq!(r.body, rotated.as_bytes(), "every request gets the new key");
+        assert!(
+            r.cache_status().contains("fwd=request; fwd-status=200"),
+            "{}",
+            r.cache_status()
+        );
+    }
+    assert_eq!(upstream.requests_for(JWKS_PATH), 2, "one revalidation");
+    let heads = upstream.request_heads();
+    let last = heads
+        .iter()
+        .rev()
+        .find(|h| h.contains(JWKS_PATH))
+        .unwrap()
+        .to_ascii_lowercase();
+    assert!(last.contains("if-none-match: \"v1\""), "{last}");
+
+    // Within the cooldown: unknown kids and no-cache are hits, no fetch.
+    for headers in [
+        vec![],
+        vec![("cache-control", "no-cache")],
+        vec![("cache-control", "max-age=0")],
+    ] {
+        let r = get_with(&format!("{url}?kid=unknown"), &headers).await;
+        assert_eq!(r.status, 200, "an absent kid still gets the set");
+        assert!(r.cache_status().contains("; hit"), "{}", r.cache_status());
+        let r = get_with(&url, &headers).await;
+        assert!(r.cache_status().contains("; hit"), "{}", r.cache_status());
+    }
+    assert_eq!(upstream.requests_for(JWKS_PATH), 2);
+}
+
+#[actix_web::test]
+async fn no_cache_revalidates_with_if_none_match_and_a_304() {
+    let set = key_set(&["k1"]);
+    let upstream = upstream_with(&set).await;
+    upstream.set_etag(Some("\"v1\""));
+    let gw = gateway(&upstream, &["--jwks-refetch-cooldown", "0s"]).await;
+    let url = gw.url(ROUTE);
+    assert_eq!(get(&url).await.status, 200);
+    let r = get_with(&url, &[("cache-control", "no-cache")]).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.body, set.as_bytes());
+    assert!(
+        r.cache_status().contains("fwd=request; fwd-status=304"),
+        "{}",
+        r.cache_status()
+    );
+    assert_eq!(upstream.not_modified_sent(), 1);
+    assert_eq!(upstream.requests_for(JWKS_PATH), 2);
+}
+
+#[actix_web::test]
+async fn refused_sets_never_replace_the_last_good_one() {
+    let good = key_set(&["k1"]);
+    let upstream = upstream_with(&good).await;
+    let gw = gateway(
+        &upstream,
+        &[
+            "--jwks-refetch-cooldown",
+            "0s",
+            "--max-body-size",
+            "4096",
+            "--retry-backoff-min",
+            "10ms",
+            "--retry-backoff-max",
+            "20ms",
+        ],
+    )
+    .await;
+    let url = gw.url(ROUTE);
+    assert_eq!(get(&url).await.body, good.as_bytes());
+    let big = key_set(&["a", "b", "c", "d", "e", "f", "g", "h", "i", "j"]);
+    assert!(big.len() > 4096);
+    let bad: Vec<(&str, Behaviour)> = vec![
+        (
+            "private key",
+            Behaviour::json(r#"{"keys":[{"kty":"RSA","n":"x","e":"AQAB","d":"secret"}]}"#),
+        ),
+        (
+            "oct key",
+            Behaviour::json(r#"{"keys":[{"kty":"oct","k":"c2VjcmV0"}]}"#),
+        ),
+        ("empty set", Behaviour::json(r#"{"keys":[]}"#)),
+        ("oversized", Behaviour::json(big)),
+        (
+            "html",
+            Behaviour::with_content_type("text/html", "<html>maintenance</html>"),
+        ),
+        ("not an object", Behaviour::json(r#"[{"kty":"RSA"}]"#)),
+    ];
+    let mut fetches = upstream.requests_for(JWKS_PATH);
+    for (what, behaviour) in bad {
+        upstream.set_path(JWKS_PATH, behaviour);
+        // Back-off after the previous refusal still applies: let it pass.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let r = get_with(&url, &[("cache-control", "no-cache")]).await;
+        fetches += 1;
+        assert_eq!(upstream.requests_for(JWKS_PATH), fetches, "{what}: fetched");
+        assert_eq!(r.status, 200, "{what}");
+        assert_eq!(r.body, good.as_bytes(), "{what}: the last good set");
+        assert!(
+            r.cache_status().contains("fwd=request") && r.cache_status().contains("detail="),
+            "{what}: {}",
+            r.cache_status()
+        );
+        // Without no-cache: still the good one.
+        assert_eq!(get(&url).await.body, good.as_bytes(), "{what}");
+    }
+}
+
+#[actix_web::test]
+async fn an_upstream_outage_serves_the_last_good_set_marked_stale() {
+    let good = key_set(&["k1"]);
+    let upstream = upstream_with(&good).await;
+    let gw = gateway(
+        &upstream,
+        &[
+            "--ttl",
+            "1s",
+            "--min-ttl",
+            "1s",
+            "--retry-backoff-min",
+            "100ms",
+            "--retry-backoff-max",
+            "200ms",
+        ],
+    )
+    .await;
+    let url = gw.url(ROUTE);
+    assert_eq!(get(&url).await.body, good.as_bytes());
+    upstream.set(Behaviour::status(503));
+    upstream.set_path(JWKS_PATH, Behaviour::status(503));
+    upstream.set_path(AS_PATH, Behaviour::status(503));
+    let r = poll_until(&url, Duration::from_secs(8), |r| {
+        r.cache_status().contains("fwd=stale")
+    })
+    .await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.body, good.as_bytes());
+    assert!(r.ttl() < 0, "{}", r.cache_status());
+    // A client asking for a revalidation during the outage gets the set,
+    // told that the revalidation failed and that it is stale.
+    let r = get_with(&url, &[("cache-control", "no-cache")]).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.body, good.as_bytes());
+    assert!(r.ttl() < 0, "{}", r.cache_status());
+}
+
+#[actix_web::test]
+async fn bad_queries_are_refused_and_never_reach_the_upstream() {
+    let upstream = upstream_with(&key_set(&["k1"])).await;
+    let gw = gateway(&upstream, &[]).await;
+    let url = gw.url(ROUTE);
+    assert_eq!(get(&url).await.status, 200);
+    for q in ["?kid=", "?kid=a&kid=b", "?x=1", "?kid=a&alg=RS256"] {
+        let r = get(&format!("{url}{q}")).await;
+        assert_eq!(r.status, 400, "{q}");
+        r.assert_json_error_body();
+        assert_eq!(r.header("access-control-allow-origin"), Some("*"));
+    }
+    assert!(upstream.paths().iter().all(|p| !p.contains('?')));
+}
+
+#[actix_web::test]
+async fn the_real_providers_sets_pass_byte_identical() {
+    let Some(dir) = realdocs() else {
+        panic!("../shared/realdocs not found");
+    };
+    let mut seen = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_string_lossy().to_string();
+        if !name.ends_with("-jwks.json") {
+            continue;
+        }
+        let bytes = std::fs::read(&path).unwrap();
+        let upstream = upstream_with("{}").await;
+        upstream.set_path(JWKS_PATH, Behaviour::json(bytes.clone()));
+        let gw = gateway(&upstream, &[]).await;
+        let r = get(&gw.url(ROUTE)).await;
+        assert_eq!(r.status, 200, "{name}: {}", String::from_utf8_lossy(&r.body));
+        assert!(r.body == bytes, "{name}: not byte-identical");
+        seen += 1;
+    }
+    assert_eq!(seen, 5, "the five real key sets");
+}
+
+/// `../shared/realdocs` as the other tests find it (the shared folder next
+/// to the checkout, or next to the worktrees' folder).
+fn realdocs() -> Option<std::path::PathBuf> {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    [root.join("../shared/realdocs"), root.join("../../shared/realdocs")]
+        .into_iter()
+        .find(|p| p.is_dir())
+}
+
+#[actix_web::test]
+async fn template_key_sets_per_tenant_and_unknown_tenants_get_404() {
+    let upstream = tenants_upstream().await;
+    // Key sets per tenant at /<tenant>/jwks on the upstream, via a
+    // configured jwks_uri template.
+    upstream.set_path("/acme/jwks", Behaviour::json(key_set(&["acme-1"])));
+    upstream.set_path("/globex/jwks", Behaviour::json(key_set(&["globex-1"])));
+    let config = format!(
+        "[[authorization_server]]\nissuer = \"{base}/{{tenant}}\"\njwks_route = \"/{{tenant}}/keys\"\njwks_uri = \"{base}/{{tenant}}/jwks\"\n",
+        base = upstream.base_url
+    );
+    let (_dir, path) = config_file_in_temp_dir(&config);
+    let gw = Generation::start(&["--config", &path]).await;
+    let acme = get(&gw.url("/acme/keys")).await;
+    assert_eq!(acme.status, 200, "{}", String::from_utf8_lossy(&acme.body));
+    assert_eq!(acme.body, key_set(&["acme-1"]).as_bytes());
+    let globex = get(&gw.url("/globex/keys")).await;
+    assert_eq!(globex.body, key_set(&["globex-1"]).as_bytes());
+    let missing = get(&gw.url("/missing-x/keys")).await;
+    assert_eq!(missing.status, 404);
+    assert_eq!(get(&gw.url("/bad%20name/keys")).await.status, 404);
+}
+
+#[actix_web::test]
+async fn template_key_sets_follow_each_tenants_metadata() {
+    let upstream = tenants_upstream().await;
+    let config = format!(
+        "[[authorization_server]]\nissuer = \"{base}/{{tenant}}\"\njwks_route = \"/{{tenant}}/keys\"\n",
+        base = upstream.base_url
+    );
+    let (_dir, path) = config_file_in_temp_dir(&config);
+    let gw = Generation::start(&["--config", &path]).await;
+    // The tenants' metadata has no jwks_uri: a clear 502, not a crash.
+    let r = get(&gw.url("/acme/keys")).await;
+    assert_eq!(r.status, 502, "{}", String::from_utf8_lossy(&r.body));
+    assert!(String::from_utf8_lossy(&r.body).contains("jwks_uri"));
+    // An unknown tenant is a 404, as for its metadata.
+    assert_eq!(get(&gw.url("/missing-x/keys")).await.status, 404);
+}
+
+#[actix_web::test]
+async fn routes_that_collide_are_refused_naming_both() {
+    for (route, other) in [
+        ("/metrics", "/metrics"),
+        ("/.well-known/oauth-authorization-server", "oauth-authorization-server"),
+    ] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_oauth-metadata-gateway"))
+            .args(["--upstream", "http://127.0.0.1:9", "--jwks-route", route])
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{route}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(other) && err.contains("#jwks"), "{route}: {err}");
+    }
+}
+
+#[actix_web::test]
+async fn plain_http_key_sets_off_the_upstream_origin_are_refused() {
+    let upstream = upstream_with("{}").await;
+    upstream.set_path(
+        AS_PATH,
+        Behaviour::json(metadata_with_jwks(
+            &upstream.base_url,
+            "http://keys.elsewhere.example/jwks",
+        )),
+    );
+    let gw = gateway(&upstream, &[]).await;
+    let r = get(&gw.url(ROUTE)).await;
+    assert_eq!(r.status, 502);
+    assert!(String::from_utf8_lossy(&r.body).contains("plain http"));
+}
