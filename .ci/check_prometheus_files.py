@@ -33,15 +33,17 @@ TARGET_LABELS = {"job", "instance"}
 # The metrics the gateway exports: name -> (type, labels, {label: allowed values}).
 # This is the public interface; keep it in sync with the gateway's /metrics.
 METRICS = {
-    "metadata_gateway_lookups_total": ("counter", {"document", "result"},
-                                       {"result": {"hit", "stale", "miss", "error", "not_found"}}),
-    "metadata_gateway_upstream_fetches_total": ("counter", {"document", "outcome"},
+    "metadata_gateway_lookups_total": ("counter", {"document", "kind", "result"},
+                                       {"kind": {"metadata", "jwks"},
+                                        "result": {"hit", "stale", "miss", "error", "not_found",
+                                                   "revalidated", "revalidation_failed"}}),
+    "metadata_gateway_upstream_fetches_total": ("counter", {"document", "kind", "outcome"},
                                                 {"outcome": {"ok", "not_modified", "timeout", "connect_error", "http_status",
                                                              "invalid_document", "too_large", "proxy_error"}}),
     "metadata_gateway_upstream_fetch_duration_seconds": ("histogram", set(), {}),
-    "metadata_gateway_document_age_seconds": ("gauge", {"document"}, {}),
-    "metadata_gateway_document_stale": ("gauge", {"document"}, {}),
-    "metadata_gateway_document_cached": ("gauge", {"document"}, {}),
+    "metadata_gateway_document_age_seconds": ("gauge", {"document", "kind"}, {}),
+    "metadata_gateway_document_stale": ("gauge", {"document", "kind"}, {}),
+    "metadata_gateway_document_cached": ("gauge", {"document", "kind"}, {}),
     "metadata_gateway_http_requests_total": ("counter", {"route", "status"}, {}),
     "metadata_gateway_http_request_duration_seconds": ("histogram", {"route"}, {}),
     "metadata_gateway_build_info": ("gauge", {"version"}, {}),

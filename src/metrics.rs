@@ -13,6 +13,9 @@
 //! - an issuer template's name (`oauth-authorization-server/realms/{tenant}`)
 //!   for all of its tenants.
 //!
+//! `kind` says whether the group holds metadata documents (`metadata`) or
+//! key sets (`jwks`), see [`group_kind`]; never a tenant.
+//!
 //! `result` comes from [`CacheOutcome`], `outcome` from
 //! [`crate::error::FetchError::outcome_label`], `route` is a route pattern
 //! or group pattern, never a raw path. The document gauges are per group:
@@ -32,6 +35,7 @@ use prometheus::{
 };
 
 use crate::cache_rules::outcome::{CacheOutcome, RESULT_LABELS};
+use crate::discovery::KEY_SET_KIND;
 
 /// Every value of the `outcome` label of upstream fetches.
 pub const FETCH_OUTCOMES: [&str; 8] = [
@@ -44,6 +48,17 @@ pub const FETCH_OUTCOMES: [&str; 8] = [
     "too_large",
     "proxy_error",
 ];
+
+/// The `kind` label of a group: `jwks` for key sets (a key set's name
+/// ends with `#jwks`, the group of all key sets is `jwks/*`), `metadata`
+/// for every other document. Bounded: two values.
+pub fn group_kind(name: &str) -> &'static str {
+    if name.ends_with("#jwks") || name == "jwks/*" {
+        KEY_SET_KIND
+    } else {
+        "metadata"
+    }
+}
 
 /// Label used for requests that matched no route.
 pub const UNMATCHED_ROUTE: &str = "unmatched";
@@ -135,16 +150,16 @@ impl Metrics {
         let lookups = IntCounterVec::new(
             Opts::new(
                 "metadata_gateway_lookups_total",
-                "Metadata requests served or refused, by cache result (hit, stale, miss, error).",
+                "Document requests served or refused, by kind (metadata, jwks) and cache result.",
             ),
-            &["document", "result"],
+            &["document", "kind", "result"],
         )?;
         let fetches = IntCounterVec::new(
             Opts::new(
                 "metadata_gateway_upstream_fetches_total",
-                "Upstream fetches of metadata documents, by outcome.",
+                "Upstream fetches of documents, by kind (metadata, jwks) and outcome.",
             ),
-            &["document", "outcome"],
+            &["document", "kind", "outcome"],
         )?;
         let fetch_duration = Histogram::with_opts(
             HistogramOpts::new(
@@ -160,21 +175,21 @@ impl Metrics {
                 "metadata_gateway_document_age_seconds",
                 "Age of the oldest cached document of the group (0 when none is cached).",
             ),
-            &["document"],
+            &["document", "kind"],
         )?;
         let stale = IntGaugeVec::new(
             Opts::new(
                 "metadata_gateway_document_stale",
                 "Cached documents of the group past their TTL, served stale (0 or 1 for one document).",
             ),
-            &["document"],
+            &["document", "kind"],
         )?;
         let cached = IntGaugeVec::new(
             Opts::new(
                 "metadata_gateway_document_cached",
                 "Servable documents (fresh or within max-stale) cached in the group (0 or 1 for one document).",
             ),
-            &["document"],
+            &["document", "kind"],
         )?;
         let http_requests = IntCounterVec::new(
             Opts::new(
@@ -281,31 +296,35 @@ impl Metrics {
     /// The series of group `name` (created at 0, or the existing ones when
     /// the group already exists); `fetched` is false for local documents,
     /// which have no upstream-fetch series.
+    /// Its `kind` label comes from the name ([`group_kind`]).
     pub fn group(&self, name: &str, fetched: bool) -> std::sync::Arc<GroupMetrics> {
+        let kind = group_kind(name);
         std::sync::Arc::new(GroupMetrics {
             name: name.into(),
-            lookups: RESULT_LABELS.map(|r| self.lookups.with_label_values(&[name, r])),
-            fetches: fetched
-                .then(|| FETCH_OUTCOMES.map(|o| self.fetches.with_label_values(&[name, o]))),
+            lookups: RESULT_LABELS.map(|r| self.lookups.with_label_values(&[name, kind, r])),
+            fetches: fetched.then(|| {
+                FETCH_OUTCOMES.map(|o| self.fetches.with_label_values(&[name, kind, o]))
+            }),
             fetch_duration: self.fetch_duration.clone(),
-            age: self.age.with_label_values(&[name]),
-            stale: self.stale.with_label_values(&[name]),
-            cached: self.cached.with_label_values(&[name]),
+            age: self.age.with_label_values(&[name, kind]),
+            stale: self.stale.with_label_values(&[name, kind]),
+            cached: self.cached.with_label_values(&[name, kind]),
         })
     }
 
     /// Removes every series of group `name` (a reload removed its
     /// documents), so it disappears from the scrape.
     pub fn retire_group(&self, name: &str) {
+        let kind = group_kind(name);
         for r in RESULT_LABELS {
-            let _ = self.lookups.remove_label_values(&[name, r]);
+            let _ = self.lookups.remove_label_values(&[name, kind, r]);
         }
         for o in FETCH_OUTCOMES {
-            let _ = self.fetches.remove_label_values(&[name, o]);
+            let _ = self.fetches.remove_label_values(&[name, kind, o]);
         }
-        let _ = self.age.remove_label_values(&[name]);
-        let _ = self.stale.remove_label_values(&[name]);
-        let _ = self.cached.remove_label_values(&[name]);
+        let _ = self.age.remove_label_values(&[name, kind]);
+        let _ = self.stale.remove_label_values(&[name, kind]);
+        let _ = self.cached.remove_label_values(&[name, kind]);
     }
 
     /// Removes the HTTP series of every route label `keep` refuses (a

@@ -63,7 +63,7 @@ async fn path_issuer_is_served_at_the_rfc8414_path_only() {
         series(
             &m,
             &format!(
-                r#"metadata_gateway_lookups_total{{document="oauth-authorization-server/tenant1",result="{result}"}}"#
+                r#"metadata_gateway_lookups_total{{document="oauth-authorization-server/tenant1",kind="metadata",result="{result}"}}"#
             ),
         )
         .unwrap_or_else(|| panic!("no {result} series: {m}"))
@@ -160,7 +160,7 @@ async fn openid_only_upstream_is_fetched_in_client_order() {
     );
     // The three requests were one fetch.
     let m = metrics(&gw).await;
-    let doc = r#"document="oauth-authorization-server/tenant1""#;
+    let doc = r#"document="oauth-authorization-server/tenant1",kind="metadata""#;
     assert_eq!(
         series(
             &m,
@@ -345,7 +345,7 @@ async fn protected_resource_metadata_is_served_from_configuration() {
     upstream.wait_for_requests(1, Duration::from_secs(5)).await;
     assert!(upstream.paths().iter().all(|p| p == AS_PATH));
     let m = metrics(&gw).await;
-    let doc = r#"document="oauth-protected-resource/mcp""#;
+    let doc = r#"document="oauth-protected-resource/mcp",kind="metadata""#;
     assert_eq!(
         series(
             &m,

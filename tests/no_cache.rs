@@ -41,10 +41,10 @@ async fn every_request_fetches_and_nothing_is_stored() {
 
     let metrics = String::from_utf8(get(&gw.url("/metrics")).await.body).unwrap();
     for line in [
-        "metadata_gateway_lookups_total{document=\"oauth-authorization-server\",result=\"miss\"} 3",
-        "metadata_gateway_lookups_total{document=\"oauth-authorization-server\",result=\"hit\"} 0",
-        "metadata_gateway_upstream_fetches_total{document=\"oauth-authorization-server\",outcome=\"ok\"} 3",
-        "metadata_gateway_document_cached{document=\"oauth-authorization-server\"} 0",
+        "metadata_gateway_lookups_total{document=\"oauth-authorization-server\",kind=\"metadata\",result=\"miss\"} 3",
+        "metadata_gateway_lookups_total{document=\"oauth-authorization-server\",kind=\"metadata\",result=\"hit\"} 0",
+        "metadata_gateway_upstream_fetches_total{document=\"oauth-authorization-server\",kind=\"metadata\",outcome=\"ok\"} 3",
+        "metadata_gateway_document_cached{document=\"oauth-authorization-server\",kind=\"metadata\"} 0",
     ] {
         assert!(metrics.contains(line), "missing {line}");
     }

@@ -48,7 +48,15 @@ const HTTP_DURATION_COUNT: &str = "metadata_gateway_http_request_duration_second
 const AGE: &str = "metadata_gateway_document_age_seconds";
 const STALE: &str = "metadata_gateway_document_stale";
 const CACHED: &str = "metadata_gateway_document_cached";
-const RESULTS: [&str; 5] = ["hit", "stale", "miss", "error", "not_found"];
+const RESULTS: [&str; 7] = [
+    "hit",
+    "stale",
+    "miss",
+    "error",
+    "not_found",
+    "revalidated",
+    "revalidation_failed",
+];
 const OUTCOMES: [&str; 8] = [
     "ok",
     "not_modified",
@@ -66,11 +74,11 @@ const SCRAPE_LIMIT: Duration = Duration::from_secs(20);
 
 /// Lookup counts by result, in [`RESULTS`] order.
 fn lookups(s: &Scrape) -> [f64; RESULTS.len()] {
-    RESULTS.map(|r| s.get(LOOKUPS, &[("document", DOC), ("result", r)]))
+    RESULTS.map(|r| s.get(LOOKUPS, &[("document", DOC), ("kind", "metadata"), ("result", r)]))
 }
 
 fn fetches(s: &Scrape, outcome: &str) -> f64 {
-    s.get(FETCHES, &[("document", DOC), ("outcome", outcome)])
+    s.get(FETCHES, &[("document", DOC), ("kind", "metadata"), ("outcome", outcome)])
 }
 
 fn all_fetches(s: &Scrape) -> f64 {
@@ -78,7 +86,7 @@ fn all_fetches(s: &Scrape) -> f64 {
 }
 
 fn gauge(s: &Scrape, name: &str) -> f64 {
-    s.get(name, &[("document", DOC)])
+    s.get(name, &[("document", DOC), ("kind", "metadata")])
 }
 
 fn delta(after: [f64; RESULTS.len()], before: [f64; RESULTS.len()]) -> [f64; RESULTS.len()] {
@@ -130,7 +138,7 @@ async fn n_cached_requests_add_exactly_n_hits() {
     let before = scrape(&gw).await;
     assert_eq!(
         lookups(&before),
-        [1.0, 0.0, 0.0, 0.0, 0.0],
+        [1.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0],
         "the HEAD was a hit"
     );
     assert_eq!(
@@ -157,7 +165,7 @@ async fn n_cached_requests_add_exactly_n_hits() {
     let n = GETS + HEADS + CONDITIONAL;
     assert_eq!(
         delta(lookups(&after), lookups(&before)),
-        [count(n), 0.0, 0.0, 0.0, 0.0],
+        [count(n), 0.0, 0.0, 0.0, 0.0, 0.0, 0.0],
         "exactly {n} hits and nothing else"
     );
     let route = [("route", AS_PATH)];
@@ -244,7 +252,7 @@ async fn an_outage_shows_up_as_stale_and_recovery_as_hits() {
     let after = scrape(&gw).await;
     assert_eq!(
         delta(lookups(&after), lookups(&before)),
-        [0.0, count(N), 0.0, 0.0, 0.0],
+        [0.0, count(N), 0.0, 0.0, 0.0, 0.0, 0.0],
         "exactly {N} stale answers and nothing else"
     );
     for s in [&before, &after] {
@@ -336,7 +344,7 @@ async fn a_cold_start_with_the_upstream_down_counts_errors_and_is_not_ready() {
     let after = scrape(&gw).await;
     assert_eq!(
         delta(lookups(&after), lookups(&before)),
-        [0.0, 0.0, 0.0, count(N), 0.0],
+        [0.0, 0.0, 0.0, count(N), 0.0, 0.0, 0.0],
         "exactly {N} errors"
     );
     assert_eq!(
@@ -445,9 +453,9 @@ async fn every_upstream_fetch_is_counted_once_under_its_outcome() {
         assert_eq!(r.status, case.client_status, "{name}");
         let after = scrape(&gw).await;
         let want = if case.outcome == "ok" {
-            [1.0, 0.0, 0.0, 0.0, 0.0]
+            [1.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0]
         } else {
-            [0.0, 0.0, 0.0, 1.0, 0.0]
+            [0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0]
         };
         assert_eq!(lookups(&after), want, "{name}: lookups");
         assert_eq!(all_fetches(&after), 1.0, "{name}: no fetch per request");

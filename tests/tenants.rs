@@ -82,9 +82,9 @@ async fn a_template_tenant_is_served_byte_identical_then_from_the_cache() {
 
     let metrics = String::from_utf8(get(&gw.url("/metrics")).await.body).unwrap();
     for line in [
-        format!("metadata_gateway_lookups_total{{document=\"{TEMPLATE}\",result=\"hit\"}} 1"),
-        format!("metadata_gateway_lookups_total{{document=\"{TEMPLATE}\",result=\"miss\"}} 2"),
-        format!("metadata_gateway_document_cached{{document=\"{TEMPLATE}\"}} 2"),
+        format!("metadata_gateway_lookups_total{{document=\"{TEMPLATE}\",kind=\"metadata\",result=\"hit\"}} 1"),
+        format!("metadata_gateway_lookups_total{{document=\"{TEMPLATE}\",kind=\"metadata\",result=\"miss\"}} 2"),
+        format!("metadata_gateway_document_cached{{document=\"{TEMPLATE}\",kind=\"metadata\"}} 2"),
         format!("metadata_gateway_http_requests_total{{route=\"{AS_PATH}/realms/{{tenant}}\",status=\"200\"}} 3"),
     ] {
         assert!(metrics.contains(&line), "missing {line}");
@@ -160,7 +160,7 @@ async fn an_unknown_tenant_is_remembered_as_not_found() {
     assert_eq!(upstream.requests(), asked, "answered without the upstream");
     let metrics = String::from_utf8(get(&gw.url("/metrics")).await.body).unwrap();
     let line =
-        format!("metadata_gateway_lookups_total{{document=\"{TEMPLATE}\",result=\"not_found\"}} 6");
+        format!("metadata_gateway_lookups_total{{document=\"{TEMPLATE}\",kind=\"metadata\",result=\"not_found\"}} 6");
     assert!(metrics.contains(&line), "missing {line}");
 }
 
@@ -438,10 +438,10 @@ async fn ten_thousand_configured_issuers_each_get_their_own_document() {
         metrics.body.len()
     );
     let text = String::from_utf8(metrics.body).unwrap();
-    let line = format!("metadata_gateway_lookups_total{{document=\"oauth-authorization-server/*\",result=\"hit\"}} {N}");
+    let line = format!("metadata_gateway_lookups_total{{document=\"oauth-authorization-server/*\",kind=\"metadata\",result=\"hit\"}} {N}");
     assert!(text.contains(&line), "missing {line}");
     assert!(text.contains(&format!(
-        "metadata_gateway_document_cached{{document=\"oauth-authorization-server/*\"}} {N}"
+        "metadata_gateway_document_cached{{document=\"oauth-authorization-server/*\",kind=\"metadata\"}} {N}"
     )));
 }
 
