@@ -762,6 +762,8 @@ impl Tally {
             ("miss", self.miss),
             ("error", self.error),
             ("not_found", 0),
+            ("revalidated", 0),
+            ("revalidation_failed", 0),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_string(), count(v)))
