@@ -391,3 +391,119 @@ async fn plain_http_key_sets_off_the_upstream_origin_are_refused() {
     assert_eq!(r.status, 502);
     assert!(String::from_utf8_lossy(&r.body).contains("plain http"));
 }
+
+#[actix_web::test]
+async fn a_key_set_survives_sigkill_and_is_served_during_the_outage() {
+    use support::process::Process;
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("state");
+    let dir = dir.to_str().unwrap();
+    let set = key_set(&["k1", "k2"]);
+    let upstream = upstream_with(&set).await;
+    let args = [
+        "--upstream",
+        upstream.base_url.as_str(),
+        "--jwks-route",
+        ROUTE,
+        "--state-dir",
+        dir,
+        "--retry-backoff-min",
+        "100ms",
+        "--retry-backoff-max",
+        "200ms",
+    ];
+    let proc = Process::start(&args, &[]).await;
+    let r = get(&proc.url(ROUTE)).await;
+    assert_eq!(r.status, 200, "{}", proc.text());
+    // Both the metadata and the key set are saved.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    // (Not counting a save's temporary file, `.tmp-…`: it may still be
+    // renamed when the process is killed.)
+    let saved = || {
+        files_under(std::path::Path::new(dir))
+            .iter()
+            .filter(|p| p.extension().is_some_and(|e| e == "json-doc"))
+            .filter(|p| !p.file_name().unwrap().to_string_lossy().starts_with('.'))
+            .count()
+    };
+    while saved() < 2 {
+        assert!(tokio::time::Instant::now() < deadline, "{}", proc.text());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    upstream.set(Behaviour::status(503));
+    upstream.set_path(AS_PATH, Behaviour::status(503));
+    upstream.set_path(JWKS_PATH, Behaviour::status(503));
+    proc.kill();
+
+    let proc = Process::start(&args, &[]).await;
+    let r = get(&proc.url(ROUTE)).await;
+    assert_eq!(r.status, 200, "{}", proc.text());
+    assert_eq!(r.body, set.as_bytes(), "byte-identical after the restart");
+    assert!(!r.cache_status().contains("fwd=miss"), "{}", r.cache_status());
+    // Counted in readiness like any document: servable, so ready.
+    assert_eq!(get(&proc.url("/readyz")).await.status, 200);
+    proc.kill();
+}
+
+#[actix_web::test]
+async fn key_sets_are_listed_refreshed_and_counted() {
+    let set = key_set(&["k1"]);
+    let upstream = upstream_with(&set).await;
+    let gw = Generation::start_with_admin(&[
+        "--upstream",
+        upstream.base_url.as_str(),
+        "--jwks-route",
+        ROUTE,
+    ])
+    .await;
+    let _ = poll_until(&gw.url("/readyz"), Duration::from_secs(5), |r| {
+        r.status == 200
+    })
+    .await;
+    let r = get(&gw.url(ROUTE)).await;
+    assert_eq!(r.status, 200);
+    let list = get(&gw.admin("/documents")).await.json();
+    let docs = list["documents"].as_array().unwrap();
+    let ks = docs
+        .iter()
+        .find(|d| d["name"] == "oauth-authorization-server#jwks")
+        .unwrap_or_else(|| panic!("{list}"));
+    assert_eq!(ks["kind"], "jwks");
+    assert_eq!(ks["routes"][0], ROUTE);
+    assert_eq!(
+        ks["upstream_urls"][0],
+        format!("{}{JWKS_PATH}", upstream.base_url)
+    );
+    let one = get(&gw.admin("/documents?document=oauth-authorization-server%23jwks")).await;
+    assert_eq!(one.status, 200, "{}", String::from_utf8_lossy(&one.body));
+
+    let before = upstream.requests_for(JWKS_PATH);
+    let r = send(
+        "POST",
+        &gw.admin("/refresh?document=oauth-authorization-server%23jwks"),
+        &[],
+    )
+    .await;
+    assert_eq!(r.status, 202, "{}", String::from_utf8_lossy(&r.body));
+    upstream
+        .wait_for_requests(upstream.requests() + 1, Duration::from_secs(5))
+        .await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while upstream.requests_for(JWKS_PATH) == before {
+        assert!(tokio::time::Instant::now() < deadline, "refreshed");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    // Metrics: a kind label, the key set's own series, no tenant.
+    let m = get(&gw.url("/metrics")).await;
+    let text = String::from_utf8_lossy(&m.body);
+    assert!(
+        text.contains(
+            r#"metadata_gateway_lookups_total{document="oauth-authorization-server#jwks",kind="jwks",result="hit"}"#
+        ),
+        "{text}"
+    );
+    assert!(text.contains(
+        r#"metadata_gateway_lookups_total{document="oauth-authorization-server",kind="metadata",result="hit"}"#
+    ));
+}

@@ -317,7 +317,7 @@ fn slot_view(
         kind: slot.kind.well_known(),
         tenant: slot.tenant.as_deref().map(str::to_string),
         routes,
-        upstream_urls: slot.upstream_urls().iter().map(|u| u.to_string()).collect(),
+        upstream_urls: slot.fetch_urls().iter().map(|u| u.to_string()).collect(),
         proxy: None,
         state,
         age_seconds: age,
