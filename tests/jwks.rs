@@ -507,3 +507,84 @@ async fn key_sets_are_listed_refreshed_and_counted() {
         r#"metadata_gateway_lookups_total{document="oauth-authorization-server",kind="metadata",result="hit"}"#
     ));
 }
+
+/// Keys made and tokens signed by jose (tests/interop/jwks.mjs): the
+/// public JWKs by kid, and a token per kid.
+async fn jose_keys(issuer: &str, audience: &str, kids: &[&str]) -> (serde_json::Value, serde_json::Value) {
+    let mut args = vec!["keys", issuer, audience];
+    args.extend_from_slice(kids);
+    let out = support::node::run_json("jwks.mjs", &args).await;
+    (out["keys"].clone(), out["tokens"].clone())
+}
+
+fn published(keys: &serde_json::Value, kids: &[&str]) -> String {
+    let keys: Vec<serde_json::Value> = kids.iter().map(|k| keys[*k].clone()).collect();
+    serde_json::json!({ "keys": keys }).to_string()
+}
+
+/// jose verifying `tokens` through the gateway as docs/key-sets.md
+/// configures it; one result per token.
+async fn jose_verify(url: &str, issuer: &str, audience: &str, tokens: &[&str]) -> Vec<serde_json::Value> {
+    let mut args = vec!["verify", url, issuer, audience];
+    args.extend_from_slice(tokens);
+    let out = support::node::run_json("jwks.mjs", &args).await;
+    out.as_array().cloned().unwrap_or_default()
+}
+
+#[actix_web::test]
+async fn jose_verifies_a_token_signed_by_a_key_added_a_moment_ago() {
+    support::node::require_node_package("jose");
+    let upstream = upstream_with("{}").await;
+    let issuer = upstream.base_url.clone();
+    let (keys, tokens) = jose_keys(&issuer, "mcp", &["old", "new"]).await;
+    upstream.set_path(JWKS_PATH, Behaviour::json(published(&keys, &["old"])));
+    upstream.set_etag(Some("\"v1\""));
+    // A 300 s lifetime: without a revalidation the old set would be
+    // served for five minutes.
+    let gw = gateway(&upstream, &["--ttl", "300s"]).await;
+    let url = gw.url(ROUTE);
+    let r = get(&url).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.body, published(&keys, &["old"]).as_bytes());
+    let old = tokens["old"].as_str().unwrap();
+    let new = tokens["new"].as_str().unwrap();
+
+    // The authorization server adds a key and signs with it at once; the
+    // gateway still holds the old set, fresh for five minutes.
+    upstream.set_path(JWKS_PATH, Behaviour::json(published(&keys, &["old", "new"])));
+    upstream.set_etag(Some("\"v2\""));
+    assert!(get(&url).await.cache_status().contains("; hit"));
+    let results = jose_verify(&url, &issuer, "mcp", &[new, old]).await;
+    assert!(
+        results.iter().all(|r| r["ok"] == true),
+        "a token signed by the new key verifies with no wait: {results:?}"
+    );
+    // jose's no-cache was one conditional revalidation upstream.
+    assert_eq!(upstream.requests_for(JWKS_PATH), 2);
+}
+
+#[actix_web::test]
+async fn jose_verifies_tokens_while_the_upstream_is_down() {
+    support::node::require_node_package("jose");
+    let upstream = upstream_with("{}").await;
+    let issuer = upstream.base_url.clone();
+    let (keys, tokens) = jose_keys(&issuer, "mcp", &["k1", "k2"]).await;
+    upstream.set_path(JWKS_PATH, Behaviour::json(published(&keys, &["k1", "k2"])));
+    let gw = gateway(&upstream, &["--jwks-refetch-cooldown", "0s"]).await;
+    let url = gw.url(ROUTE);
+    assert_eq!(get(&url).await.status, 200);
+    // The authorization server goes down (503 everywhere).
+    upstream.set(Behaviour::status(503));
+    upstream.set_path(AS_PATH, Behaviour::status(503));
+    upstream.set_path(JWKS_PATH, Behaviour::status(503));
+    let before = upstream.requests_for(JWKS_PATH);
+    let k1 = tokens["k1"].as_str().unwrap();
+    let k2 = tokens["k2"].as_str().unwrap();
+    let results = jose_verify(&url, &issuer, "mcp", &[k1, k2]).await;
+    assert!(
+        results.iter().all(|r| r["ok"] == true),
+        "verification goes on through the outage: {results:?}"
+    );
+    // jose's no-cache did reach the (failing) upstream: the gateway tried.
+    assert!(upstream.requests_for(JWKS_PATH) > before);
+}
