@@ -7,7 +7,8 @@
 #   python3 venv support: .ci/validate-manifests.sh builds a virtualenv.
 #   node + npm (Debian packages `nodejs`, `npm`) and, with `npm ci`:
 #     in tests/interop, the official MCP TypeScript SDK that tests/interop.rs
-#     drives (pinned by tests/interop/package-lock.json; needs node >= 18);
+#     drives and jose, the JWT library tests/jwks.rs verifies tokens with
+#     (pinned by tests/interop/package-lock.json; needs node >= 18);
 #     in .ci/links, remark-cli + remark-validate-links for
 #     .ci/check-links.sh (pinned by .ci/links/package-lock.json).
 # Needs root (or sudo) only when something is missing. Safe to run again:
@@ -49,7 +50,7 @@ npm_ci() {
 }
 
 install_node_packages() {
-    npm_ci tests/interop @modelcontextprotocol/sdk "the MCP SDK interop test (tests/interop.rs)"
+    npm_ci tests/interop @modelcontextprotocol/sdk "the MCP SDK interop test (tests/interop.rs) and jose (tests/jwks.rs)"
     npm_ci .ci/links remark-validate-links "the Markdown link check (.ci/check-links.sh)"
 }
 
