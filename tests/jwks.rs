@@ -588,3 +588,80 @@ async fn jose_verifies_tokens_while_the_upstream_is_down() {
     // jose's no-cache did reach the (failing) upstream: the gateway tried.
     assert!(upstream.requests_for(JWKS_PATH) > before);
 }
+
+#[actix_web::test]
+async fn a_jwks_uri_under_the_issuer_goes_through_the_upstream_mapping() {
+    // The public issuer is not reachable from here; the upstream is.
+    let upstream = Upstream::start(Behaviour::status(404)).await;
+    let issuer = "https://login.example.com/t1";
+    upstream.set_path(
+        &format!("{AS_PATH}/t1"),
+        Behaviour::json(metadata_with_jwks(issuer, &format!("{issuer}/keys"))),
+    );
+    let set = key_set(&["k1"]);
+    upstream.set_path("/t1/keys", Behaviour::json(set.clone()));
+    let upstream_url = format!("{}/t1", upstream.base_url);
+    let gw = Generation::start(&[
+        "--upstream",
+        &upstream_url,
+        "--issuer",
+        issuer,
+        "--jwks-route",
+        "/t1/jwks.json",
+    ])
+    .await;
+    let r = get(&gw.url("/t1/jwks.json")).await;
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(r.body, set.as_bytes());
+    assert_eq!(upstream.requests_for("/t1/keys"), 1);
+}
+
+#[actix_web::test]
+async fn template_tenants_follow_their_metadata_and_rotate_on_demand() {
+    let upstream = Upstream::start(Behaviour::status(404)).await;
+    let public = "https://login.example.com";
+    for tenant in ["acme", "globex"] {
+        let issuer = format!("{public}/{tenant}");
+        upstream.set_path(
+            &format!("{AS_PATH}/{tenant}"),
+            Behaviour::json(metadata_with_jwks(&issuer, &format!("{issuer}/discovery/keys"))),
+        );
+        upstream.set_path(
+            &format!("/{tenant}/discovery/keys"),
+            Behaviour::json(key_set(&[&format!("{tenant}-1")])),
+        );
+    }
+    let config = format!(
+        "[[authorization_server]]\nissuer = \"{public}/{{tenant}}\"\nupstream = \"{base}/{{tenant}}\"\njwks_route = \"/{{tenant}}/keys\"\njwks_refetch_cooldown = \"1h\"\n",
+        base = upstream.base_url
+    );
+    let (_dir, path) = config_file_in_temp_dir(&config);
+    let gw = Generation::start(&["--config", &path]).await;
+    let acme = get(&gw.url("/acme/keys")).await;
+    assert_eq!(acme.status, 200, "{}", String::from_utf8_lossy(&acme.body));
+    assert_eq!(acme.body, key_set(&["acme-1"]).as_bytes());
+    let globex = get(&gw.url("/globex/keys")).await;
+    assert_eq!(globex.body, key_set(&["globex-1"]).as_bytes());
+    assert_eq!(get(&gw.url("/initech/keys")).await.status, 404, "unknown tenant");
+
+    // acme rotates: 50 requests for the new kid, one fetch.
+    let rotated = key_set(&["acme-1", "acme-2"]);
+    upstream.set_path(
+        "/acme/discovery/keys",
+        Behaviour::json(rotated.clone()).delayed(Duration::from_millis(100)),
+    );
+    let before = upstream.requests_for("/acme/discovery/keys");
+    let url = gw.url("/acme/keys?kid=acme-2");
+    let replies = join_all((0..50).map(|_| get(&url))).await;
+    for r in &replies {
+        assert_eq!(r.body, rotated.as_bytes());
+        assert!(r.cache_status().contains("fwd=request"), "{}", r.cache_status());
+    }
+    assert_eq!(upstream.requests_for("/acme/discovery/keys"), before + 1);
+    // Within acme's cooldown: no fetch. globex has a cooldown of its own.
+    let r = get(&gw.url("/acme/keys?kid=acme-3")).await;
+    assert!(r.cache_status().contains("; hit"), "{}", r.cache_status());
+    assert_eq!(upstream.requests_for("/acme/discovery/keys"), before + 1);
+    let r = get_with(&gw.url("/globex/keys"), &[("cache-control", "no-cache")]).await;
+    assert!(r.cache_status().contains("fwd=request"), "{}", r.cache_status());
+}

@@ -46,6 +46,7 @@ use crate::tenant::valid_tenant;
 use crate::upstream::{Fetcher, Priority};
 
 use super::fetch::FetchContext;
+use super::key_sets::OnDemandStart;
 use super::persist::{self, RestoreReport, StateWriter};
 use super::slot::{tenant_state_key, Backoff, DocumentSlot, Retirement, SlotRules};
 use super::{Lookup, StoredDocument};
@@ -277,6 +278,80 @@ impl TemplateCache {
             }
         }
         self.fetch_cold(tenant).await
+    }
+
+    /// The key set (or document) stored for `tenant` now, servable or not.
+    pub async fn stored(&self, tenant: &str) -> Option<Arc<StoredDocument>> {
+        match &self.entries.get(tenant).await?.state {
+            TenantState::Document(stored) => Some(stored.clone()),
+            _ => None,
+        }
+    }
+
+    /// A client asked for `tenant`'s key set to be revalidated: the same
+    /// rules as [`super::MetadataCache::revalidate_on_demand`], per tenant
+    /// (each tenant's key set has its own cooldown).
+    pub async fn revalidate_on_demand(self: &Arc<Self>, tenant: &str, limit: Duration) -> Lookup {
+        let now = Instant::now();
+        let Some(entry) = self.entries.get(tenant).await else {
+            return self.lookup(tenant).await;
+        };
+        let (Some(ks), TenantState::Document(stored)) =
+            (entry.slot.key_set.as_deref(), &entry.state)
+        else {
+            return self.lookup(tenant).await;
+        };
+        let age = now.saturating_duration_since(stored.fetched_at);
+        if matches!(stored.rules.classify(age), FreshnessState::Expired)
+            || entry.slot.backing_off(now).is_some()
+        {
+            return self.lookup(tenant).await;
+        }
+        let rx = match ks.begin_on_demand(now) {
+            OnDemandStart::Cooldown => return self.lookup(tenant).await,
+            OnDemandStart::Join(rx) => rx,
+            OnDemandStart::Lead(tx) => {
+                let rx = tx.subscribe();
+                let (this, slot, previous) = (self.clone(), entry.slot.clone(), stored.clone());
+                tokio::spawn(async move {
+                    let located = this.locate_key_set(&slot).await;
+                    let fetched = this
+                        .context()
+                        .fetch_located(&slot, Priority::Client, None, Some(&previous), located)
+                        .await;
+                    let result = match fetched {
+                        Ok(next) => {
+                            if let Some(tenant) = slot.tenant.as_deref() {
+                                let entry = Arc::new(TenantEntry {
+                                    slot: slot.clone(),
+                                    state: TenantState::Document(next.clone()),
+                                });
+                                this.entries.insert(tenant.to_string(), entry).await;
+                            }
+                            let status = match slot.last_fetch() {
+                                Some(f) if f.outcome == super::fetch::NOT_MODIFIED => 304,
+                                _ => 200,
+                            };
+                            Ok((next, status))
+                        }
+                        Err(e) => Err(e),
+                    };
+                    let _ = tx.send(Some(result));
+                });
+                rx
+            }
+        };
+        match super::key_sets::wait(rx, limit).await {
+            Ok((stored, status)) => Lookup::revalidated(stored, status),
+            Err(error) => {
+                let age = Instant::now().saturating_duration_since(stored.fetched_at);
+                if matches!(stored.rules.classify(age), FreshnessState::Expired) {
+                    Lookup::failed(error, &entry.slot)
+                } else {
+                    Lookup::revalidation_failed(stored.clone(), age, error)
+                }
+            }
+        }
     }
 
     /// The answer an entry gives without fetching, if it gives one.

@@ -247,12 +247,24 @@ async fn serve(gw: &Generation, req: &HttpRequest, resolved: Resolved<'_>) -> Ht
             let Some(t) = gw.templates.get(template) else {
                 return errors::not_found();
             };
-            if t.config.kind == DocumentKind::KeySet {
-                if let Err(bad_request) = key_set::parse(req) {
-                    return bad_request;
+            let lookup = if t.config.kind == DocumentKind::KeySet {
+                let asked = match key_set::parse(req) {
+                    Ok(asked) => asked,
+                    Err(bad_request) => return bad_request,
+                };
+                let stored = match asked.revalidate || asked.kid.is_some() {
+                    true => t.stored(tenant).await,
+                    false => None,
+                };
+                if asked.wants_revalidation(stored.as_deref()) {
+                    t.revalidate_on_demand(tenant, t.freshness().fetch_budget)
+                        .await
+                } else {
+                    t.lookup(tenant).await
                 }
-            }
-            let lookup = t.lookup(tenant).await;
+            } else {
+                t.lookup(tenant).await
+            };
             t.group.record_lookup(lookup.outcome);
             tracing::debug!(document = &*t.name, tenant, outcome = %lookup.outcome, "metadata request");
             metadata::respond(req, &lookup)
