@@ -17,6 +17,10 @@
 //!   `resource` identical to the URL (§3.3), and the issuer listed in
 //!   `authorization_servers`.
 //!
+//! - the key set the metadata's `jwks_uri` names (RFC 7517 §5): reachable
+//!   the way the gateway would fetch it, valid, no private or symmetric
+//!   keys, and its `kid`s.
+//!
 //! Errors make the exit status 1; warnings only with `--strict`.
 
 use std::fmt;
@@ -31,6 +35,7 @@ use crate::config::UpstreamConfig;
 use crate::discovery::{self, DocumentKind};
 use crate::document::{ExpectedIssuer, ValidatedDocument};
 use crate::upstream::proxy_rules::{ProxyEnv, ProxyRoutes, ProxyRules};
+use crate::key_set;
 use crate::upstream::{Fetcher, RawResponse};
 
 /// Arguments of `check`.
@@ -255,6 +260,17 @@ pub async fn run(args: &CheckArgs, env: &ProxyEnv) -> Report {
                 &url,
                 &raw,
             );
+            if raw.status == 200 {
+                let upstream_base = args.upstream.as_deref().unwrap_or(&args.issuer);
+                check_key_set(
+                    &mut report,
+                    &fetcher,
+                    &raw.body,
+                    (&args.issuer, upstream_base),
+                    &url,
+                )
+                .await;
+            }
         }
     }
     if let Some(resource) = &args.resource {
@@ -467,6 +483,74 @@ fn is_loopback(url: &url::Url) -> bool {
         Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
         Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
         None => false,
+    }
+}
+
+/// The key set the metadata's `jwks_uri` names, fetched the way the
+/// gateway would (`issuer` → `upstream` mapping, plain http only on the
+/// metadata's own origin): reachable, a valid public JWK Set (RFC 7517 §5),
+/// no private or symmetric keys, and its `kid`s.
+async fn check_key_set(
+    report: &mut Report,
+    fetcher: &Fetcher,
+    metadata: &[u8],
+    (issuer, upstream): (&str, &str),
+    metadata_url: &str,
+) {
+    let Some(declared) = key_set::declared_jwks_uri(metadata) else {
+        report.info("no jwks_uri in the metadata (RFC 8414 §2: OPTIONAL): no key set to check; resource servers that verify JWTs need one (jwks_uri in the gateway's configuration)");
+        return;
+    };
+    let url = match key_set::upstream_location(
+        &declared,
+        issuer.trim_end_matches('/'),
+        upstream.trim_end_matches('/'),
+        metadata_url,
+    ) {
+        Ok(url) => url,
+        Err(e) => {
+            report.error(format!("key set: {e}"));
+            return;
+        }
+    };
+    let raw = match fetcher.fetch_raw(Arc::from(url.as_str())).await {
+        Ok(raw) => raw,
+        Err(e) => {
+            report.error(format!("key set: GET {url}: {e}"));
+            return;
+        }
+    };
+    report.info(format!("key set: GET {url}: {}", describe(&raw)));
+    if raw.status != 200 {
+        report.error(format!(
+            "key set: {url} answered HTTP {}, not 200: verifiers cannot load it",
+            raw.status
+        ));
+        return;
+    }
+    check_json_content_type(report, &raw, "RFC 7517 §8.5");
+    match key_set::validate(&raw.body) {
+        Ok(summary) => {
+            report.info(format!(
+                "key set: {} public key(s), no private or symmetric keys; kids: {}",
+                summary.keys,
+                if summary.kids.is_empty() {
+                    "(none)".to_string()
+                } else {
+                    summary.kids.join(", ")
+                }
+            ));
+            if !summary.duplicate_kids.is_empty() {
+                report.warn(format!(
+                    "key set: several keys share the kid(s) {}: verifiers may pick the wrong one",
+                    summary.duplicate_kids.join(", ")
+                ));
+            }
+            if summary.kids.len() < summary.keys {
+                report.warn("key set: some keys have no kid: verifiers try every key of a matching type");
+            }
+        }
+        Err(e) => report.error(format!("key set: the gateway would refuse it: {e}")),
     }
 }
 

@@ -85,6 +85,58 @@ fn check_key(index: usize, key: &Map<String, Value>) -> Result<(), InvalidKeySet
     Ok(())
 }
 
+/// Where a key set is fetched from, given the `jwks_uri` its metadata
+/// declares (RFC 8414 §2): a URI that starts with the `issuer` (as
+/// configured, no trailing `/`) is mapped onto `upstream` (where the
+/// gateway reaches the issuer: it may be an internal address), anything
+/// else is used as declared. An https URL is accepted; a plain-http one
+/// only on the origin the metadata itself came from (`metadata_url`), so
+/// a document cannot send the gateway to fetch keys in clear text from
+/// elsewhere. The error says why, for logs and `check`.
+pub fn upstream_location(
+    declared: &str,
+    issuer: &str,
+    upstream: &str,
+    metadata_url: &str,
+) -> Result<String, String> {
+    let mapped = match declared.strip_prefix(issuer) {
+        Some(rest) if rest.is_empty() || rest.starts_with(['/', '?']) => {
+            format!("{upstream}{rest}")
+        }
+        _ => declared.to_string(),
+    };
+    let url = url::Url::parse(&mapped)
+        .map_err(|e| format!("the metadata's jwks_uri {declared:?} is not a URL ({e})"))?;
+    match url.scheme() {
+        "https" => Ok(mapped),
+        "http" => {
+            let own = url::Url::parse(metadata_url).ok().map(|u| u.origin());
+            if own == Some(url.origin()) {
+                Ok(mapped)
+            } else {
+                Err(format!(
+                    "the metadata's jwks_uri {declared:?} is plain http on another origin than the metadata's ({metadata_url}): refused; set jwks_uri explicitly to allow it"
+                ))
+            }
+        }
+        other => Err(format!(
+            "the metadata's jwks_uri {declared:?} is a {other} URL, not https"
+        )),
+    }
+}
+
+/// The `jwks_uri` a metadata document declares, if it is a string.
+pub fn declared_jwks_uri(metadata: &[u8]) -> Option<String> {
+    #[derive(Deserialize)]
+    struct Metadata {
+        #[serde(default)]
+        jwks_uri: Option<String>,
+    }
+    serde_json::from_slice::<Metadata>(metadata)
+        .ok()
+        .and_then(|m| m.jwks_uri)
+}
+
 /// Whether a stored (already validated) key set has a key with `kid`. Reads
 /// only the `kid`s, skipping every other member without building it.
 pub fn has_kid(body: &[u8], kid: &str) -> bool {
@@ -174,6 +226,23 @@ mod tests {
             err(r#"{"keys":[{"kty":"RSA","k":"c2VjcmV0"}]}"#),
             InvalidKeySet::Symmetric(0)
         );
+    }
+
+    #[test]
+    fn jwks_uris_map_onto_the_upstream_and_refuse_foreign_plain_http() {
+        let meta = "http://10.0.0.5:8080/.well-known/oauth-authorization-server/t1";
+        let map = |d: &str| upstream_location(d, "https://as.example/t1", "http://10.0.0.5:8080/t1", meta);
+        assert_eq!(map("https://as.example/t1/keys").unwrap(), "http://10.0.0.5:8080/t1/keys");
+        assert_eq!(map("https://as.example/t1").unwrap(), "http://10.0.0.5:8080/t1");
+        // Not under the issuer (a prefix of a longer segment is not).
+        assert_eq!(map("https://as.example/t10/keys").unwrap(), "https://as.example/t10/keys");
+        assert_eq!(map("https://keys.example/jwks").unwrap(), "https://keys.example/jwks");
+        assert!(map("http://keys.example/jwks").unwrap_err().contains("plain http"));
+        assert_eq!(map("http://10.0.0.5:8080/other").unwrap(), "http://10.0.0.5:8080/other");
+        assert!(map("ftp://x/y").is_err());
+        assert!(map("not a url").is_err());
+        assert_eq!(declared_jwks_uri(br#"{"jwks_uri":"https://k"}"#).as_deref(), Some("https://k"));
+        assert_eq!(declared_jwks_uri(br#"{"jwks_uri":1}"#), None);
     }
 
     #[test]

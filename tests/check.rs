@@ -174,3 +174,35 @@ async fn usage_errors_exit_2() {
     assert_eq!(code, 2, "{out}");
     assert!(out.contains("<ISSUER>"), "{out}");
 }
+
+#[actix_web::test]
+async fn the_key_set_is_checked_with_its_kids() {
+    let upstream = Upstream::start(Behaviour::status(404)).await;
+    let issuer = upstream.base_url.clone();
+    let doc = document(&issuer);
+    let doc = format!(
+        "{},\"jwks_uri\":\"{issuer}/jwks\"}}",
+        doc.strip_suffix('}').unwrap()
+    );
+    upstream.set_path(AS_PATH, Behaviour::json(doc));
+    upstream.set_path(
+        "/jwks",
+        Behaviour::json(r#"{"keys":[{"kty":"RSA","kid":"r1","n":"x","e":"AQAB"},{"kty":"EC","kid":"e1","crv":"P-256","x":"a","y":"b"}]}"#),
+    );
+    let (code, out) = check(&[&issuer]).await;
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("2 public key(s)") && out.contains("kids: r1, e1"), "{out}");
+
+    upstream.set_path(
+        "/jwks",
+        Behaviour::json(r#"{"keys":[{"kty":"RSA","kid":"r1","n":"x","e":"AQAB","d":"secret"}]}"#),
+    );
+    let (code, out) = check(&[&issuer]).await;
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("private member `d`"), "{out}");
+
+    upstream.set_path("/jwks", Behaviour::status(503));
+    let (code, out) = check(&[&issuer]).await;
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("HTTP 503"), "{out}");
+}

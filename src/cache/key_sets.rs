@@ -20,11 +20,11 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwapOption;
-use serde::Deserialize;
 use tokio::sync::watch;
 
 use crate::config::{FollowedMetadata, KeySetConfig};
 use crate::error::FetchError;
+use crate::key_set;
 use crate::tenant::PLACEHOLDER;
 
 use super::slot::DocumentSlot;
@@ -80,9 +80,7 @@ impl KeySetState {
     }
 
     fn on_demand(&self) -> MutexGuard<'_, OnDemand> {
-        self.on_demand
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
+        self.on_demand.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Whether it follows its metadata's `jwks_uri` (not configured).
@@ -131,68 +129,38 @@ impl KeySetState {
 pub async fn wait(mut rx: watch::Receiver<Option<Revalidation>>, limit: Duration) -> Revalidation {
     let waited = tokio::time::timeout(limit, rx.wait_for(Option::is_some)).await;
     match waited {
-        Ok(Ok(result)) => result.clone().unwrap_or(Err(FetchError::FetcherStopped)),
+        Ok(Ok(result)) => result
+            .clone()
+            .unwrap_or(Err(FetchError::FetcherStopped)),
         Ok(Err(_)) => Err(FetchError::FetcherStopped),
         Err(_) => Err(FetchError::Timeout(limit)),
     }
 }
 
-/// Finds the key set's upstream URL in its metadata document `metadata`:
-/// its `jwks_uri`, mapped from the issuer to the upstream when it starts
-/// with the issuer (`tenant` fills a template's `{tenant}`). A plain-http
-/// URL is accepted only on the origin the metadata came from.
+/// Finds the key set's upstream URL in its metadata document `metadata`
+/// (see [`crate::key_set::upstream_location`]); `tenant` fills a
+/// template's `{tenant}`.
 pub fn locate(
     follows: &FollowedMetadata,
     tenant: Option<&str>,
     metadata: &StoredDocument,
 ) -> Result<Arc<str>, FetchError> {
-    #[derive(Deserialize)]
-    struct Metadata {
-        #[serde(default)]
-        jwks_uri: Option<String>,
-    }
     let fill = |s: &str| match tenant {
         Some(t) => s.replace(PLACEHOLDER, t),
         None => s.to_string(),
     };
-    let declared = serde_json::from_slice::<Metadata>(&metadata.document.body)
-        .ok()
-        .and_then(|m| m.jwks_uri)
-        .ok_or_else(|| {
-            FetchError::KeySetLocation(format!(
-                "the metadata document from {} has no jwks_uri (set jwks_uri in the configuration)",
-                metadata.url
-            ))
-        })?;
-    let issuer = fill(&follows.issuer);
-    let upstream = fill(&follows.upstream);
-    let mapped = match declared.strip_prefix(issuer.as_str()) {
-        Some(rest) if rest.is_empty() || rest.starts_with(['/', '?']) => {
-            format!("{upstream}{rest}")
-        }
-        _ => declared.clone(),
-    };
-    let url = url::Url::parse(&mapped).map_err(|e| {
+    let declared = key_set::declared_jwks_uri(&metadata.document.body).ok_or_else(|| {
         FetchError::KeySetLocation(format!(
-            "the metadata's jwks_uri {declared:?} is not a URL ({e})"
+            "the metadata document from {} has no jwks_uri (set jwks_uri in the configuration)",
+            metadata.url
         ))
     })?;
-    match url.scheme() {
-        "https" => {}
-        "http" => {
-            let own = url::Url::parse(&metadata.url).ok().map(|u| u.origin());
-            if own != Some(url.origin()) {
-                return Err(FetchError::KeySetLocation(format!(
-                    "the metadata's jwks_uri {declared:?} is plain http on another origin than the metadata's ({}): refused; set jwks_uri explicitly to allow it",
-                    metadata.url
-                )));
-            }
-        }
-        other => {
-            return Err(FetchError::KeySetLocation(format!(
-                "the metadata's jwks_uri {declared:?} is a {other} URL, not https"
-            )))
-        }
-    }
-    Ok(Arc::from(mapped))
+    key_set::upstream_location(
+        &declared,
+        &fill(&follows.issuer),
+        &fill(&follows.upstream),
+        &metadata.url,
+    )
+    .map(Arc::from)
+    .map_err(FetchError::KeySetLocation)
 }
