@@ -1080,4 +1080,37 @@ issuer = "https://c.example"
         );
         assert_eq!(mask_secrets(line).chars().count(), line.chars().count());
     }
+
+    #[test]
+    fn key_set_settings() {
+        let d = ok("[[authorization_server]]\nissuer = \"https://a/t1\"\nupstream = \"http://in/t1/\"\njwks_route = \"/.well-known/jwks.json\"\njwks_ttl = \"1h\"\njwks_refetch_cooldown = \"10s\"\n");
+        let ks = &d.documents[1];
+        assert_eq!(&*ks.name, "oauth-authorization-server/t1#jwks");
+        assert_eq!(&*ks.routes[0], "/.well-known/jwks.json");
+        assert!(ks.upstream_urls.is_empty(), "follows the metadata's jwks_uri");
+        assert_eq!(ks.ttl, Duration::from_secs(3600));
+        let c = ks.key_set.as_deref().unwrap();
+        assert_eq!(c.refetch_cooldown, Duration::from_secs(10));
+        let f = c.follows.as_ref().unwrap();
+        assert_eq!((&*f.issuer, &*f.upstream), ("https://a/t1", "http://in/t1"));
+        // A configured jwks_uri is the one upstream URL; plain http allowed.
+        let d = ok("[[authorization_server]]\nissuer = \"https://a\"\njwks_route = \"/keys\"\njwks_uri = \"http://k/jwks\"\n");
+        assert_eq!(&*d.documents[1].upstream_urls[0], "http://k/jwks");
+        assert_eq!(d.documents[1].key_set.as_deref().unwrap().refetch_cooldown, Duration::from_secs(30));
+        for (text, key, needle) in [
+            ("[[authorization_server]]\nissuer = \"https://a\"\njwks_uri = \"https://k\"\n", "authorization_server[0].jwks_uri", "needs jwks_route"),
+            ("[[authorization_server]]\nissuer = \"https://a\"\njwks_route = \"keys\"\n", "authorization_server[0].jwks_route", "must start with /"),
+            ("[[authorization_server]]\nissuer = \"https://a\"\njwks_route = \"/k\"\njwks_uri = \"ftp://k\"\n", "authorization_server[0].jwks_uri", "http or https"),
+            ("[[authorization_server]]\nissuer = \"https://a/{tenant}\"\njwks_route = \"/keys\"\n", "authorization_server[0].jwks_route", "{tenant} once"),
+            ("[[authorization_server]]\nissuer = \"https://a/{tenant}\"\njwks_route = \"/{tenant}/k\"\njwks_uri = \"https://k/jwks\"\n", "authorization_server[0].jwks_uri", "{tenant} once"),
+            ("[[authorization_server]]\nissuer = \"https://a\"\njwks_route = \"/k\"\njwks_ttl = \"0s\"\n", "authorization_server[0].jwks_ttl", ""),
+        ] {
+            let e = err(text);
+            assert_eq!(e.key.as_deref(), Some(key), "{e}");
+            assert!(e.message.contains(needle), "{e}");
+        }
+        // Two servers claiming one key-set route: named both.
+        let e = err("[[authorization_server]]\nissuer = \"https://a\"\njwks_route = \"/keys\"\n\n[[authorization_server]]\nissuer = \"https://b/x\"\njwks_route = \"/keys\"\n");
+        assert!(e.message.contains("/keys"), "{e}");
+    }
 }
