@@ -665,3 +665,23 @@ async fn template_tenants_follow_their_metadata_and_rotate_on_demand() {
     let r = get_with(&gw.url("/globex/keys"), &[("cache-control", "no-cache")]).await;
     assert!(r.cache_status().contains("fwd=request"), "{}", r.cache_status());
 }
+
+#[actix_web::test]
+async fn the_mcp_sdk_bearer_auth_with_the_documented_verifier_accepts_gateway_keys() {
+    support::node::require_node_package("jose");
+    support::node::require_node_package("@modelcontextprotocol/sdk");
+    let upstream = upstream_with("{}").await;
+    let issuer = upstream.base_url.clone();
+    // jwks.mjs signs tokens for audience = the resource, with scope mcp:tools.
+    let resource = "https://mcp.example.com/mcp";
+    let (keys, tokens) = jose_keys(&issuer, resource, &["k1"]).await;
+    let (_, foreign) = jose_keys(&issuer, resource, &["k1"]).await;
+    upstream.set_path(JWKS_PATH, Behaviour::json(published(&keys, &["k1"])));
+    let gw = gateway(&upstream, &[]).await;
+    let url = gw.url(ROUTE);
+    let good = tokens["k1"].as_str().unwrap();
+    let forged = foreign["k1"].as_str().unwrap();
+    let out = support::node::run_json("jwks.mjs", &["verify-sdk", &url, &issuer, resource, good, forged]).await;
+    assert_eq!(out[0]["status"], 200, "{out}");
+    assert_eq!(out[1]["status"], 401, "a token signed by another key: {out}");
+}

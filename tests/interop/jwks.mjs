@@ -59,6 +59,34 @@ if (mode === 'keys') {
     }
   }
   console.log(JSON.stringify(results));
+} else if (mode === 'verify-sdk') {
+  // The MCP SDK's requireBearerAuth with the verifier of docs/key-sets.md,
+  // called as express would call it; prints the status per token.
+  const { requireBearerAuth } = await import('@modelcontextprotocol/sdk/server/auth/middleware/bearerAuth.js');
+  const { gatewayVerifier } = await import('./mcp-verifier.mjs');
+  const [url, issuer, resource, ...tokens] = args;
+  const auth = requireBearerAuth({
+    verifier: gatewayVerifier(url, issuer, resource),
+    requiredScopes: ['mcp:tools'],
+    expectedResource: new URL(resource),
+  });
+  const results = [];
+  for (const token of tokens) {
+    const result = await new Promise((resolve) => {
+      const req = { headers: { authorization: `Bearer ${token}` } };
+      const res = {
+        statusCode: 200,
+        set() { return res; },
+        setHeader() { return res; },
+        status(code) { res.statusCode = code; return res; },
+        json(body) { resolve({ status: res.statusCode, body }); return res; },
+        end() { resolve({ status: res.statusCode }); return res; },
+      };
+      auth(req, res, () => resolve({ status: 200, sub: req.auth?.clientId }));
+    });
+    results.push(result);
+  }
+  console.log(JSON.stringify(results));
 } else {
   console.error('usage: jwks.mjs keys ISSUER AUDIENCE KID... | verify JWKS_URL ISSUER AUDIENCE TOKEN...');
   process.exit(2);
