@@ -18,6 +18,12 @@ answers at once with JSON, per port: requests (documents served), not_found,
 in_flight, peak_in_flight (most document requests waiting on their delay at
 the same time), distinct_tenants; and the delay. /_stats is not counted.
 
+With --jwks, every document also names a key set, "jwks_uri":
+"http://127.0.0.1:<port>/<tenant>/jwks", and GET /<tenant>/jwks answers
+(after --delay) a 2-key RSA JWK Set of the tenant (2048-bit moduli made up
+from the tenant name: distinct bytes per tenant, about 900 bytes; the
+gateway checks the set's shape, not the numbers).
+
 No Cache-Control header is sent (like a static file: nginx proxy_cache then
 caches for proxy_cache_valid). HTTP/1.1 with keep-alive (HTTP/1.0 and "Connection: close" close after the
 answer), asyncio, standard library only; it holds thousands of concurrent
@@ -27,6 +33,8 @@ bound: it always stops by itself).
 
 import argparse
 import asyncio
+import base64
+import hashlib
 import json
 import re
 import signal
@@ -49,6 +57,17 @@ def document(issuer):
     return json.dumps(d, separators=(",", ":")).encode()
 
 
+def key_set(tenant):
+    """A 2-key RSA JWK Set for tenant: kids <tenant>-1, <tenant>-2."""
+    keys = []
+    for i in (1, 2):
+        seed = f"{tenant}/{i}".encode()
+        raw = b"".join(hashlib.sha256(seed + bytes([j])).digest() for j in range(8))  # 256 bytes
+        n = base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+        keys.append({"kty": "RSA", "use": "sig", "alg": "RS256", "kid": f"{tenant}-{i}", "n": n, "e": "AQAB"})
+    return json.dumps({"keys": keys}, separators=(",", ":")).encode()
+
+
 class PortStats:
     def __init__(self):
         self.requests = 0
@@ -68,8 +87,9 @@ class PortStats:
 
 
 class Server:
-    def __init__(self, delay, ports):
+    def __init__(self, delay, ports, jwks=False):
         self.delay = delay
+        self.jwks = jwks
         self.stats = {port: PortStats() for port in ports}
 
     def stats_body(self):
@@ -83,6 +103,9 @@ class Server:
             return 200, "application/json", self.stats_body()
         st = self.stats[port]
         tenant = path[len(PREFIX):] if path.startswith(PREFIX) else ""
+        keys = False
+        if self.jwks and not tenant and path.endswith("/jwks"):
+            tenant, keys = path[1:-len("/jwks")], True
         if not TENANT.fullmatch(tenant):
             st.not_found += 1
             return 404, "text/plain", b"not found\n"
@@ -96,7 +119,14 @@ class Server:
                 await asyncio.sleep(self.delay)
         finally:
             st.in_flight -= 1
-        return 200, "application/json", document(f"http://127.0.0.1:{port}/{tenant}")
+        issuer = f"http://127.0.0.1:{port}/{tenant}"
+        if keys:
+            return 200, "application/json", key_set(tenant)
+        if self.jwks:
+            d = json.loads(document(issuer))
+            d["jwks_uri"] = issuer + "/jwks"
+            return 200, "application/json", json.dumps(d, separators=(",", ":")).encode()
+        return 200, "application/json", document(issuer)
 
     async def connection(self, port, reader, writer):
         try:
@@ -141,9 +171,10 @@ async def main():
     p.add_argument("--port", type=int, action="append", required=True)
     p.add_argument("--delay", type=float, default=0.05, help="seconds before each document answer")
     p.add_argument("--max-seconds", type=float, required=True)
+    p.add_argument("--jwks", action="store_true", help="documents name a key set, served at /<tenant>/jwks")
     a = p.parse_args()
 
-    server = Server(a.delay, a.port)
+    server = Server(a.delay, a.port, a.jwks)
     listeners = []
     for port in a.port:
         def handle(reader, writer, port=port):

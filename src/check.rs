@@ -547,7 +547,9 @@ async fn check_key_set(
                 ));
             }
             if summary.kids.len() < summary.keys {
-                report.warn("key set: some keys have no kid: verifiers try every key of a matching type");
+                report.warn(
+                    "key set: some keys have no kid: verifiers try every key of a matching type",
+                );
             }
         }
         Err(e) => report.error(format!("key set: the gateway would refuse it: {e}")),

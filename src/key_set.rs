@@ -231,17 +231,39 @@ mod tests {
     #[test]
     fn jwks_uris_map_onto_the_upstream_and_refuse_foreign_plain_http() {
         let meta = "http://10.0.0.5:8080/.well-known/oauth-authorization-server/t1";
-        let map = |d: &str| upstream_location(d, "https://as.example/t1", "http://10.0.0.5:8080/t1", meta);
-        assert_eq!(map("https://as.example/t1/keys").unwrap(), "http://10.0.0.5:8080/t1/keys");
-        assert_eq!(map("https://as.example/t1").unwrap(), "http://10.0.0.5:8080/t1");
+        let map = |d: &str| {
+            upstream_location(d, "https://as.example/t1", "http://10.0.0.5:8080/t1", meta)
+        };
+        assert_eq!(
+            map("https://as.example/t1/keys").unwrap(),
+            "http://10.0.0.5:8080/t1/keys"
+        );
+        assert_eq!(
+            map("https://as.example/t1").unwrap(),
+            "http://10.0.0.5:8080/t1"
+        );
         // Not under the issuer (a prefix of a longer segment is not).
-        assert_eq!(map("https://as.example/t10/keys").unwrap(), "https://as.example/t10/keys");
-        assert_eq!(map("https://keys.example/jwks").unwrap(), "https://keys.example/jwks");
-        assert!(map("http://keys.example/jwks").unwrap_err().contains("plain http"));
-        assert_eq!(map("http://10.0.0.5:8080/other").unwrap(), "http://10.0.0.5:8080/other");
+        assert_eq!(
+            map("https://as.example/t10/keys").unwrap(),
+            "https://as.example/t10/keys"
+        );
+        assert_eq!(
+            map("https://keys.example/jwks").unwrap(),
+            "https://keys.example/jwks"
+        );
+        assert!(map("http://keys.example/jwks")
+            .unwrap_err()
+            .contains("plain http"));
+        assert_eq!(
+            map("http://10.0.0.5:8080/other").unwrap(),
+            "http://10.0.0.5:8080/other"
+        );
         assert!(map("ftp://x/y").is_err());
         assert!(map("not a url").is_err());
-        assert_eq!(declared_jwks_uri(br#"{"jwks_uri":"https://k"}"#).as_deref(), Some("https://k"));
+        assert_eq!(
+            declared_jwks_uri(br#"{"jwks_uri":"https://k"}"#).as_deref(),
+            Some("https://k")
+        );
         assert_eq!(declared_jwks_uri(br#"{"jwks_uri":1}"#), None);
     }
 

@@ -302,9 +302,8 @@ impl Metrics {
         std::sync::Arc::new(GroupMetrics {
             name: name.into(),
             lookups: RESULT_LABELS.map(|r| self.lookups.with_label_values(&[name, kind, r])),
-            fetches: fetched.then(|| {
-                FETCH_OUTCOMES.map(|o| self.fetches.with_label_values(&[name, kind, o]))
-            }),
+            fetches: fetched
+                .then(|| FETCH_OUTCOMES.map(|o| self.fetches.with_label_values(&[name, kind, o]))),
             fetch_duration: self.fetch_duration.clone(),
             age: self.age.with_label_values(&[name, kind]),
             stale: self.stale.with_label_values(&[name, kind]),

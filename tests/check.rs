@@ -191,7 +191,10 @@ async fn the_key_set_is_checked_with_its_kids() {
     );
     let (code, out) = check(&[&issuer]).await;
     assert_eq!(code, 0, "{out}");
-    assert!(out.contains("2 public key(s)") && out.contains("kids: r1, e1"), "{out}");
+    assert!(
+        out.contains("2 public key(s)") && out.contains("kids: r1, e1"),
+        "{out}"
+    );
 
     upstream.set_path(
         "/jwks",

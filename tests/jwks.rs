@@ -75,7 +75,11 @@ async fn the_key_set_is_served_byte_for_byte_with_304() {
     assert!(r.header("age").is_some());
     let etag = r.header("etag").expect("an ETag").to_string();
     let again = get(&gw.url(ROUTE)).await;
-    assert!(again.cache_status().contains("; hit"), "{}", again.cache_status());
+    assert!(
+        again.cache_status().contains("; hit"),
+        "{}",
+        again.cache_status()
+    );
     let nm = get_with(&gw.url(ROUTE), &[("if-none-match", &etag)]).await;
     assert_eq!(nm.status, 304);
     assert!(nm.body.is_empty());
@@ -304,7 +308,12 @@ async fn the_real_providers_sets_pass_byte_identical() {
         upstream.set_path(JWKS_PATH, Behaviour::json(bytes.clone()));
         let gw = gateway(&upstream, &[]).await;
         let r = get(&gw.url(ROUTE)).await;
-        assert_eq!(r.status, 200, "{name}: {}", String::from_utf8_lossy(&r.body));
+        assert_eq!(
+            r.status,
+            200,
+            "{name}: {}",
+            String::from_utf8_lossy(&r.body)
+        );
         assert!(r.body == bytes, "{name}: not byte-identical");
         seen += 1;
     }
@@ -315,9 +324,12 @@ async fn the_real_providers_sets_pass_byte_identical() {
 /// to the checkout, or next to the worktrees' folder).
 fn realdocs() -> Option<std::path::PathBuf> {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
-    [root.join("../shared/realdocs"), root.join("../../shared/realdocs")]
-        .into_iter()
-        .find(|p| p.is_dir())
+    [
+        root.join("../shared/realdocs"),
+        root.join("../../shared/realdocs"),
+    ]
+    .into_iter()
+    .find(|p| p.is_dir())
 }
 
 #[actix_web::test]
@@ -364,7 +376,10 @@ async fn template_key_sets_follow_each_tenants_metadata() {
 async fn routes_that_collide_are_refused_naming_both() {
     for (route, other) in [
         ("/metrics", "/metrics"),
-        ("/.well-known/oauth-authorization-server", "oauth-authorization-server"),
+        (
+            "/.well-known/oauth-authorization-server",
+            "oauth-authorization-server",
+        ),
     ] {
         let out = std::process::Command::new(env!("CARGO_BIN_EXE_oauth-metadata-gateway"))
             .args(["--upstream", "http://127.0.0.1:9", "--jwks-route", route])
@@ -372,7 +387,10 @@ async fn routes_that_collide_are_refused_naming_both() {
             .unwrap();
         assert_eq!(out.status.code(), Some(2), "{route}");
         let err = String::from_utf8_lossy(&out.stderr);
-        assert!(err.contains(other) && err.contains("#jwks"), "{route}: {err}");
+        assert!(
+            err.contains(other) && err.contains("#jwks"),
+            "{route}: {err}"
+        );
     }
 }
 
@@ -439,7 +457,11 @@ async fn a_key_set_survives_sigkill_and_is_served_during_the_outage() {
     let r = get(&proc.url(ROUTE)).await;
     assert_eq!(r.status, 200, "{}", proc.text());
     assert_eq!(r.body, set.as_bytes(), "byte-identical after the restart");
-    assert!(!r.cache_status().contains("fwd=miss"), "{}", r.cache_status());
+    assert!(
+        !r.cache_status().contains("fwd=miss"),
+        "{}",
+        r.cache_status()
+    );
     // Counted in readiness like any document: servable, so ready.
     assert_eq!(get(&proc.url("/readyz")).await.status, 200);
     proc.kill();
@@ -510,7 +532,11 @@ async fn key_sets_are_listed_refreshed_and_counted() {
 
 /// Keys made and tokens signed by jose (tests/interop/jwks.mjs): the
 /// public JWKs by kid, and a token per kid.
-async fn jose_keys(issuer: &str, audience: &str, kids: &[&str]) -> (serde_json::Value, serde_json::Value) {
+async fn jose_keys(
+    issuer: &str,
+    audience: &str,
+    kids: &[&str],
+) -> (serde_json::Value, serde_json::Value) {
     let mut args = vec!["keys", issuer, audience];
     args.extend_from_slice(kids);
     let out = support::node::run_json("jwks.mjs", &args).await;
@@ -524,7 +550,12 @@ fn published(keys: &serde_json::Value, kids: &[&str]) -> String {
 
 /// jose verifying `tokens` through the gateway as docs/key-sets.md
 /// configures it; one result per token.
-async fn jose_verify(url: &str, issuer: &str, audience: &str, tokens: &[&str]) -> Vec<serde_json::Value> {
+async fn jose_verify(
+    url: &str,
+    issuer: &str,
+    audience: &str,
+    tokens: &[&str],
+) -> Vec<serde_json::Value> {
     let mut args = vec!["verify", url, issuer, audience];
     args.extend_from_slice(tokens);
     let out = support::node::run_json("jwks.mjs", &args).await;
@@ -551,7 +582,10 @@ async fn jose_verifies_a_token_signed_by_a_key_added_a_moment_ago() {
 
     // The authorization server adds a key and signs with it at once; the
     // gateway still holds the old set, fresh for five minutes.
-    upstream.set_path(JWKS_PATH, Behaviour::json(published(&keys, &["old", "new"])));
+    upstream.set_path(
+        JWKS_PATH,
+        Behaviour::json(published(&keys, &["old", "new"])),
+    );
     upstream.set_etag(Some("\"v2\""));
     assert!(get(&url).await.cache_status().contains("; hit"));
     let results = jose_verify(&url, &issuer, "mcp", &[new, old]).await;
@@ -624,7 +658,10 @@ async fn template_tenants_follow_their_metadata_and_rotate_on_demand() {
         let issuer = format!("{public}/{tenant}");
         upstream.set_path(
             &format!("{AS_PATH}/{tenant}"),
-            Behaviour::json(metadata_with_jwks(&issuer, &format!("{issuer}/discovery/keys"))),
+            Behaviour::json(metadata_with_jwks(
+                &issuer,
+                &format!("{issuer}/discovery/keys"),
+            )),
         );
         upstream.set_path(
             &format!("/{tenant}/discovery/keys"),
@@ -642,7 +679,11 @@ async fn template_tenants_follow_their_metadata_and_rotate_on_demand() {
     assert_eq!(acme.body, key_set(&["acme-1"]).as_bytes());
     let globex = get(&gw.url("/globex/keys")).await;
     assert_eq!(globex.body, key_set(&["globex-1"]).as_bytes());
-    assert_eq!(get(&gw.url("/initech/keys")).await.status, 404, "unknown tenant");
+    assert_eq!(
+        get(&gw.url("/initech/keys")).await.status,
+        404,
+        "unknown tenant"
+    );
 
     // acme rotates: 50 requests for the new kid, one fetch.
     let rotated = key_set(&["acme-1", "acme-2"]);
@@ -655,7 +696,11 @@ async fn template_tenants_follow_their_metadata_and_rotate_on_demand() {
     let replies = join_all((0..50).map(|_| get(&url))).await;
     for r in &replies {
         assert_eq!(r.body, rotated.as_bytes());
-        assert!(r.cache_status().contains("fwd=request"), "{}", r.cache_status());
+        assert!(
+            r.cache_status().contains("fwd=request"),
+            "{}",
+            r.cache_status()
+        );
     }
     assert_eq!(upstream.requests_for("/acme/discovery/keys"), before + 1);
     // Within acme's cooldown: no fetch. globex has a cooldown of its own.
@@ -663,7 +708,11 @@ async fn template_tenants_follow_their_metadata_and_rotate_on_demand() {
     assert!(r.cache_status().contains("; hit"), "{}", r.cache_status());
     assert_eq!(upstream.requests_for("/acme/discovery/keys"), before + 1);
     let r = get_with(&gw.url("/globex/keys"), &[("cache-control", "no-cache")]).await;
-    assert!(r.cache_status().contains("fwd=request"), "{}", r.cache_status());
+    assert!(
+        r.cache_status().contains("fwd=request"),
+        "{}",
+        r.cache_status()
+    );
 }
 
 #[actix_web::test]
@@ -681,7 +730,14 @@ async fn the_mcp_sdk_bearer_auth_with_the_documented_verifier_accepts_gateway_ke
     let url = gw.url(ROUTE);
     let good = tokens["k1"].as_str().unwrap();
     let forged = foreign["k1"].as_str().unwrap();
-    let out = support::node::run_json("jwks.mjs", &["verify-sdk", &url, &issuer, resource, good, forged]).await;
+    let out = support::node::run_json(
+        "jwks.mjs",
+        &["verify-sdk", &url, &issuer, resource, good, forged],
+    )
+    .await;
     assert_eq!(out[0]["status"], 200, "{out}");
-    assert_eq!(out[1]["status"], 401, "a token signed by another key: {out}");
+    assert_eq!(
+        out[1]["status"], 401,
+        "a token signed by another key: {out}"
+    );
 }

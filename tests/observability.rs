@@ -74,11 +74,23 @@ const SCRAPE_LIMIT: Duration = Duration::from_secs(20);
 
 /// Lookup counts by result, in [`RESULTS`] order.
 fn lookups(s: &Scrape) -> [f64; RESULTS.len()] {
-    RESULTS.map(|r| s.get(LOOKUPS, &[("document", DOC), ("kind", "metadata"), ("result", r)]))
+    RESULTS.map(|r| {
+        s.get(
+            LOOKUPS,
+            &[("document", DOC), ("kind", "metadata"), ("result", r)],
+        )
+    })
 }
 
 fn fetches(s: &Scrape, outcome: &str) -> f64 {
-    s.get(FETCHES, &[("document", DOC), ("kind", "metadata"), ("outcome", outcome)])
+    s.get(
+        FETCHES,
+        &[
+            ("document", DOC),
+            ("kind", "metadata"),
+            ("outcome", outcome),
+        ],
+    )
 }
 
 fn all_fetches(s: &Scrape) -> f64 {

@@ -80,7 +80,9 @@ impl KeySetState {
     }
 
     fn on_demand(&self) -> MutexGuard<'_, OnDemand> {
-        self.on_demand.lock().unwrap_or_else(PoisonError::into_inner)
+        self.on_demand
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Whether it follows its metadata's `jwks_uri` (not configured).
@@ -129,9 +131,7 @@ impl KeySetState {
 pub async fn wait(mut rx: watch::Receiver<Option<Revalidation>>, limit: Duration) -> Revalidation {
     let waited = tokio::time::timeout(limit, rx.wait_for(Option::is_some)).await;
     match waited {
-        Ok(Ok(result)) => result
-            .clone()
-            .unwrap_or(Err(FetchError::FetcherStopped)),
+        Ok(Ok(result)) => result.clone().unwrap_or(Err(FetchError::FetcherStopped)),
         Ok(Err(_)) => Err(FetchError::FetcherStopped),
         Err(_) => Err(FetchError::Timeout(limit)),
     }

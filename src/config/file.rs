@@ -1087,7 +1087,10 @@ issuer = "https://c.example"
         let ks = &d.documents[1];
         assert_eq!(&*ks.name, "oauth-authorization-server/t1#jwks");
         assert_eq!(&*ks.routes[0], "/.well-known/jwks.json");
-        assert!(ks.upstream_urls.is_empty(), "follows the metadata's jwks_uri");
+        assert!(
+            ks.upstream_urls.is_empty(),
+            "follows the metadata's jwks_uri"
+        );
         assert_eq!(ks.ttl, Duration::from_secs(3600));
         let c = ks.key_set.as_deref().unwrap();
         assert_eq!(c.refetch_cooldown, Duration::from_secs(10));
@@ -1096,7 +1099,10 @@ issuer = "https://c.example"
         // A configured jwks_uri is the one upstream URL; plain http allowed.
         let d = ok("[[authorization_server]]\nissuer = \"https://a\"\njwks_route = \"/keys\"\njwks_uri = \"http://k/jwks\"\n");
         assert_eq!(&*d.documents[1].upstream_urls[0], "http://k/jwks");
-        assert_eq!(d.documents[1].key_set.as_deref().unwrap().refetch_cooldown, Duration::from_secs(30));
+        assert_eq!(
+            d.documents[1].key_set.as_deref().unwrap().refetch_cooldown,
+            Duration::from_secs(30)
+        );
         for (text, key, needle) in [
             ("[[authorization_server]]\nissuer = \"https://a\"\njwks_uri = \"https://k\"\n", "authorization_server[0].jwks_uri", "needs jwks_route"),
             ("[[authorization_server]]\nissuer = \"https://a\"\njwks_route = \"keys\"\n", "authorization_server[0].jwks_route", "must start with /"),

@@ -22,7 +22,9 @@ pub fn require_node_package(package: &str) {
             "`node --version` failed ({}): install Node.js 18+ (run .ci/install-deps.sh)",
             out.status
         ),
-        Err(e) => panic!("node is not installed ({e}): install Node.js 18+; run .ci/install-deps.sh"),
+        Err(e) => {
+            panic!("node is not installed ({e}): install Node.js 18+; run .ci/install-deps.sh")
+        }
     }
     let manifest = interop_dir().join(format!("node_modules/{package}/package.json"));
     assert!(
@@ -71,6 +73,10 @@ pub async fn run_json(script: &str, args: &[&str]) -> serde_json::Value {
     };
     let stdout = out.join().unwrap_or_default();
     let stderr = err.join().unwrap_or_default();
-    assert!(status.success(), "node {script} failed ({status}):\n{stderr}\n{stdout}");
-    serde_json::from_str(stdout.trim()).unwrap_or_else(|e| panic!("bad output ({e}): {stdout}\n{stderr}"))
+    assert!(
+        status.success(),
+        "node {script} failed ({status}):\n{stderr}\n{stdout}"
+    );
+    serde_json::from_str(stdout.trim())
+        .unwrap_or_else(|e| panic!("bad output ({e}): {stdout}\n{stderr}"))
 }
