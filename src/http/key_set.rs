@@ -42,8 +42,19 @@ impl KeySetRequest {
     }
 }
 
-/// Reads a key-set request; `Err` is the 400 to send.
-pub fn parse(req: &HttpRequest) -> Result<KeySetRequest, HttpResponse> {
+/// A query a key-set route does not take (answered with a JSON 400).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BadQuery(String);
+
+impl BadQuery {
+    /// The JSON `400 invalid_request` answer.
+    pub fn response(&self) -> HttpResponse {
+        json_error(StatusCode::BAD_REQUEST, "invalid_request", &self.0)
+    }
+}
+
+/// Reads a key-set request; `Err` is why its query is refused.
+pub fn parse(req: &HttpRequest) -> Result<KeySetRequest, BadQuery> {
     let mut out = KeySetRequest::default();
     for value in req.headers().get_all(header::CACHE_CONTROL) {
         if let Ok(v) = value.to_str() {
@@ -59,21 +70,17 @@ pub fn parse(req: &HttpRequest) -> Result<KeySetRequest, HttpResponse> {
     }
     for (name, value) in url::form_urlencoded::parse(query.as_bytes()) {
         if name != "kid" {
-            return Err(bad_request(&format!(
+            return Err(BadQuery(format!(
                 "unknown query parameter {name:?}: a key set takes only ?kid=KEY_ID"
             )));
         }
         if value.is_empty() {
-            return Err(bad_request("?kid must name a key id"));
+            return Err(BadQuery("?kid must name a key id".into()));
         }
         if out.kid.is_some() {
-            return Err(bad_request("?kid may be given once"));
+            return Err(BadQuery("?kid may be given once".into()));
         }
         out.kid = Some(value.into_owned());
     }
     Ok(out)
-}
-
-fn bad_request(description: &str) -> HttpResponse {
-    json_error(StatusCode::BAD_REQUEST, "invalid_request", description)
 }

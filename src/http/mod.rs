@@ -205,7 +205,7 @@ async fn key_set_lookup(
     gw: &Generation,
     req: &HttpRequest,
     slot: &Arc<DocumentSlot>,
-) -> Result<Lookup, HttpResponse> {
+) -> Result<Lookup, key_set::BadQuery> {
     let asked = key_set::parse(req)?;
     if asked.revalidate || asked.kid.is_some() {
         let stored = gw.cache.servable(slot).await.map(|(s, _)| s);
@@ -227,7 +227,7 @@ async fn serve(gw: &Generation, req: &HttpRequest, resolved: Resolved<'_>) -> Ht
             let lookup = if slot.kind == DocumentKind::KeySet {
                 match key_set_lookup(gw, req, slot).await {
                     Ok(lookup) => lookup,
-                    Err(bad_request) => return bad_request,
+                    Err(bad) => return bad.response(),
                 }
             } else {
                 gw.cache.lookup(slot).await
@@ -250,7 +250,7 @@ async fn serve(gw: &Generation, req: &HttpRequest, resolved: Resolved<'_>) -> Ht
             let lookup = if t.config.kind == DocumentKind::KeySet {
                 let asked = match key_set::parse(req) {
                     Ok(asked) => asked,
-                    Err(bad_request) => return bad_request,
+                    Err(bad) => return bad.response(),
                 };
                 let stored = match asked.revalidate || asked.kid.is_some() {
                     true => t.stored(tenant).await,
