@@ -186,13 +186,7 @@ pub(crate) fn restore(
     // it to this server), and is used until a fetch reads the metadata.
     let follows = slot.key_set.as_deref().filter(|k| k.follows().is_some());
     let url: Arc<str> = match follows {
-        Some(ks) => {
-            let url: Arc<str> = Arc::from(saved.upstream_url.as_str());
-            if ks.location().is_none() {
-                ks.set_location(url.clone());
-            }
-            url
-        }
+        Some(_) => Arc::from(saved.upstream_url.as_str()),
         None => match slot
             .upstream_urls()
             .iter()
@@ -253,6 +247,13 @@ pub(crate) fn restore(
         last_modified: saved.last_modified,
         ..UpstreamHeaders::default()
     };
+    // Served: until a fetch reads the metadata, the key set is refreshed
+    // from where it came from.
+    if let Some(ks) = follows {
+        if ks.location().is_none() {
+            ks.set_location(url.clone());
+        }
+    }
     Ok(StoredDocument::restored(
         document,
         url,
