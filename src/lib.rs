@@ -222,6 +222,13 @@ fn log_documents(config: &Config) {
     let docs = &config.documents;
     let many = docs.documents.len() + docs.protected_resources.len() > DETAILED;
     for doc in &docs.documents {
+        // A key set without a configured jwks_uri has no upstream URL yet:
+        // it is found in its metadata document.
+        let follows = doc.key_set.as_ref().and_then(|k| k.follows.as_ref());
+        if let (Some(f), false) = (follows, many) {
+            tracing::info!(document = %doc.name, routes = ?doc.routes, follows_jwks_uri_of = %f.document, issuer = doc.issuer.as_str(), "serving");
+            continue;
+        }
         if many {
             tracing::debug!(document = %doc.name, routes = ?doc.routes, upstream = ?doc.upstream_urls, issuer = doc.issuer.as_str(), "serving");
         } else {
