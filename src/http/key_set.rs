@@ -84,3 +84,49 @@ pub fn parse(req: &HttpRequest) -> Result<KeySetRequest, BadQuery> {
     }
     Ok(out)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use actix_web::test::TestRequest;
+
+    fn parsed(uri: &str, cache_control: Option<&str>) -> Result<KeySetRequest, BadQuery> {
+        let mut req = TestRequest::get().uri(uri);
+        if let Some(cc) = cache_control {
+            req = req.insert_header((header::CACHE_CONTROL, cc));
+        }
+        parse(&req.to_http_request())
+    }
+
+    #[test]
+    fn revalidation_is_asked_with_no_cache_or_max_age_0() {
+        assert!(!parsed("/k", None).unwrap().revalidate);
+        assert!(parsed("/k", Some("no-cache")).unwrap().revalidate);
+        assert!(parsed("/k", Some("max-age=0")).unwrap().revalidate);
+        assert!(
+            parsed("/k", Some("max-age=0, must-revalidate"))
+                .unwrap()
+                .revalidate
+        );
+        assert!(!parsed("/k", Some("max-age=60")).unwrap().revalidate);
+        assert!(!parsed("/k", Some("no-store")).unwrap().revalidate);
+    }
+
+    #[test]
+    fn kid_is_the_only_query() {
+        assert_eq!(
+            parsed("/k?kid=a%2Fb", None).unwrap().kid.as_deref(),
+            Some("a/b")
+        );
+        assert!(parsed("/k?", None).unwrap().kid.is_none());
+        for bad in [
+            "/k?kid=",
+            "/k?kid",
+            "/k?kid=a&kid=b",
+            "/k?x=1",
+            "/k?kid=a&alg=RS256",
+        ] {
+            assert!(parsed(bad, None).is_err(), "{bad}");
+        }
+    }
+}
