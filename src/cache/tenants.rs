@@ -243,7 +243,9 @@ impl TemplateCache {
         let lookup = parent.lookup_boxed(tenant.to_string()).await;
         let metadata = match (lookup.stored, lookup.error.as_deref()) {
             (Some(stored), _) => stored,
-            (None, Some(e @ FetchError::HttpStatus(404 | 410))) => return Err(e.clone()),
+            (None, Some(e @ (FetchError::HttpStatus(404 | 410) | FetchError::Busy))) => {
+                return Err(e.clone())
+            }
             (None, error) => {
                 return Err(FetchError::KeySetLocation(format!(
                     "the tenant's metadata document is unavailable: {}",
@@ -433,6 +435,11 @@ impl TemplateCache {
                     None => Arc::new(this.new_slot(&tenant)),
                 };
                 let located = this.locate_key_set(&slot).await;
+                // The metadata template's own bound on cold fetches: not
+                // this tenant's failure (no back-off), the same 503.
+                if matches!(located, Err(FetchError::Busy)) {
+                    return Err(FetchError::Busy);
+                }
                 let state = match this
                     .context()
                     .fetch_located(&slot, Priority::Client, None, None, located)
