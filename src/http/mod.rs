@@ -45,6 +45,7 @@ use actix_web::dev::{Server, Service as _, ServiceFactory, ServiceRequest, Servi
 use actix_web::http::Method;
 use actix_web::{web, App, HttpMessage, HttpRequest, HttpResponse, HttpServer};
 
+use crate::cache::tenants::TemplateCache;
 use crate::cache::{DocumentSlot, Lookup};
 use crate::cache_rules::freshness::ceil_seconds;
 use crate::cache_rules::outcome::CacheOutcome;
@@ -217,6 +218,23 @@ async fn key_set_lookup(
     Ok(gw.cache.lookup(slot).await)
 }
 
+/// [`key_set_lookup`] for a template tenant's key set.
+async fn tenant_key_set_lookup(
+    t: &Arc<TemplateCache>,
+    req: &HttpRequest,
+    tenant: &str,
+) -> Result<Lookup, key_set::BadQuery> {
+    let asked = key_set::parse(req)?;
+    if asked.revalidate || asked.kid.is_some() {
+        let stored = t.stored(tenant).await;
+        if asked.wants_revalidation(stored.as_deref()) {
+            let limit = t.freshness().fetch_budget;
+            return Ok(t.revalidate_on_demand(tenant, limit).await);
+        }
+    }
+    Ok(t.lookup(tenant).await)
+}
+
 /// GET or HEAD of a document.
 async fn serve(gw: &Generation, req: &HttpRequest, resolved: Resolved<'_>) -> HttpResponse {
     match resolved {
@@ -248,19 +266,9 @@ async fn serve(gw: &Generation, req: &HttpRequest, resolved: Resolved<'_>) -> Ht
                 return errors::not_found();
             };
             let lookup = if t.config.kind == DocumentKind::KeySet {
-                let asked = match key_set::parse(req) {
-                    Ok(asked) => asked,
+                match tenant_key_set_lookup(t, req, tenant).await {
+                    Ok(lookup) => lookup,
                     Err(bad) => return bad.response(),
-                };
-                let stored = match asked.revalidate || asked.kid.is_some() {
-                    true => t.stored(tenant).await,
-                    false => None,
-                };
-                if asked.wants_revalidation(stored.as_deref()) {
-                    t.revalidate_on_demand(tenant, t.freshness().fetch_budget)
-                        .await
-                } else {
-                    t.lookup(tenant).await
                 }
             } else {
                 t.lookup(tenant).await
