@@ -34,8 +34,8 @@ use serde_json::{Map, Value};
 use crate::config::UpstreamConfig;
 use crate::discovery::{self, DocumentKind};
 use crate::document::{ExpectedIssuer, ValidatedDocument};
-use crate::upstream::proxy_rules::{ProxyEnv, ProxyRoutes, ProxyRules};
 use crate::key_set;
+use crate::upstream::proxy_rules::{ProxyEnv, ProxyRoutes, ProxyRules};
 use crate::upstream::{Fetcher, RawResponse};
 
 /// Arguments of `check`.

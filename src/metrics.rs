@@ -406,7 +406,7 @@ mod tests {
         let text = text(&m);
         for r in RESULT_LABELS {
             let line = format!(
-                "metadata_gateway_lookups_total{{document=\"oauth-authorization-server\",result=\"{r}\"}} 0"
+                "metadata_gateway_lookups_total{{document=\"oauth-authorization-server\",kind=\"metadata\",result=\"{r}\"}} 0"
             );
             assert!(text.contains(&line), "missing {line}");
         }
@@ -414,6 +414,23 @@ mod tests {
             assert!(text.contains(&format!("outcome=\"{o}\"")));
         }
         assert!(text.contains("metadata_gateway_build_info{version="));
+    }
+
+    #[test]
+    fn key_set_groups_have_the_jwks_kind() {
+        let m = Metrics::new().unwrap();
+        m.group("oauth-authorization-server#jwks", true)
+            .record_lookup(CacheOutcome::Revalidated);
+        m.group("jwks/*", true)
+            .record_lookup(CacheOutcome::RevalidationFailed);
+        let text = text(&m);
+        assert!(text.contains("metadata_gateway_lookups_total{document=\"oauth-authorization-server#jwks\",kind=\"jwks\",result=\"revalidated\"} 1"));
+        assert!(text.contains("metadata_gateway_lookups_total{document=\"jwks/*\",kind=\"jwks\",result=\"revalidation_failed\"} 1"));
+        assert_eq!(
+            group_kind("oauth-authorization-server/{tenant}#jwks"),
+            "jwks"
+        );
+        assert_eq!(group_kind("oauth-authorization-server/*"), "metadata");
     }
 
     #[test]
@@ -426,10 +443,14 @@ mod tests {
         // The same group asked for again shares the series.
         m.group("a", true).record_lookup(CacheOutcome::NegativeHit);
         let text = text(&m);
-        assert!(text.contains("metadata_gateway_lookups_total{document=\"a\",result=\"hit\"} 2"));
-        assert!(text.contains("metadata_gateway_lookups_total{document=\"a\",result=\"miss\"} 1"));
+        assert!(text.contains(
+            "metadata_gateway_lookups_total{document=\"a\",kind=\"metadata\",result=\"hit\"} 2"
+        ));
+        assert!(text.contains(
+            "metadata_gateway_lookups_total{document=\"a\",kind=\"metadata\",result=\"miss\"} 1"
+        ));
         assert!(
-            text.contains("metadata_gateway_lookups_total{document=\"a\",result=\"not_found\"} 1")
+            text.contains("metadata_gateway_lookups_total{document=\"a\",kind=\"metadata\",result=\"not_found\"} 1")
         );
     }
 
@@ -447,13 +468,15 @@ mod tests {
         fetched.record_fetch("ok", Duration::from_millis(1));
         let text = text(&m);
         assert!(text.contains(
-            "metadata_gateway_lookups_total{document=\"oauth-protected-resource/mcp\",result=\"hit\"} 1"
+            "metadata_gateway_lookups_total{document=\"oauth-protected-resource/mcp\",kind=\"metadata\",result=\"hit\"} 1"
         ));
         assert!(text.contains(
-            "metadata_gateway_document_cached{document=\"oauth-protected-resource/mcp\"} 1"
+            "metadata_gateway_document_cached{document=\"oauth-protected-resource/mcp\",kind=\"metadata\"} 1"
         ));
         assert!(!text.contains("upstream_fetches_total{document=\"oauth-protected-resource/mcp\""));
-        assert!(text.contains("upstream_fetches_total{document=\"as\",outcome=\"ok\"} 1"));
+        assert!(text.contains(
+            "upstream_fetches_total{document=\"as\",kind=\"metadata\",outcome=\"ok\"} 1"
+        ));
         assert!(text.contains("metadata_gateway_upstream_fetch_duration_seconds_count 1"));
     }
 
