@@ -741,3 +741,59 @@ async fn the_mcp_sdk_bearer_auth_with_the_documented_verifier_accepts_gateway_ke
         "a token signed by another key: {out}"
     );
 }
+
+#[actix_web::test]
+async fn a_reload_adds_a_key_set_and_a_changed_metadata_keeps_it_following() {
+    let set = key_set(&["k1"]);
+    let upstream = upstream_with(&set).await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("gateway.toml");
+    let write = |text: String| {
+        let tmp = dir.path().join("gateway.toml.tmp");
+        std::fs::write(&tmp, text).unwrap();
+        std::fs::rename(&tmp, &path).unwrap();
+    };
+    let base = upstream.base_url.clone();
+    write(format!("[[authorization_server]]\nissuer = \"{base}\"\n"));
+    let gw = Generation::start(&["--config", path.to_str().unwrap()]).await;
+    assert_eq!(get(&gw.url(AS_PATH)).await.status, 200);
+    assert_eq!(get(&gw.url(ROUTE)).await.status, 404, "no key set yet");
+
+    // SIGHUP's reload: the key set appears.
+    write(format!(
+        "[[authorization_server]]\nissuer = \"{base}\"\njwks_route = \"{ROUTE}\"\njwks_ttl = \"300s\"\njwks_refetch_cooldown = \"0s\"\n"
+    ));
+    gw.reload();
+    let r = poll_until(&gw.url(ROUTE), Duration::from_secs(10), |r| r.status == 200).await;
+    assert_eq!(r.body, set.as_bytes());
+
+    // The metadata's lifetime changes (a new metadata slot) while the key
+    // set's configuration does not (its slot is kept), and the metadata now
+    // names another jwks_uri: the key set follows it.
+    let moved = key_set(&["k2"]);
+    upstream.set_path("/jwks-v2", Behaviour::json(moved.clone()));
+    upstream.set_path(
+        AS_PATH,
+        Behaviour::json(metadata_with_jwks(&base, &format!("{base}/jwks-v2"))),
+    );
+    write(format!(
+        "[[authorization_server]]\nissuer = \"{base}\"\nttl = \"10m\"\njwks_route = \"{ROUTE}\"\njwks_ttl = \"300s\"\njwks_refetch_cooldown = \"0s\"\n"
+    ));
+    gw.reload();
+    // The reloaded metadata (refetched at once) names the new location.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let r = get_with(&gw.url(ROUTE), &[("cache-control", "no-cache")]).await;
+        if r.body == moved.as_bytes() {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{} {}",
+            r.status,
+            r.cache_status()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(upstream.requests_for("/jwks-v2") >= 1);
+}
