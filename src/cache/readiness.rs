@@ -281,6 +281,7 @@ mod tests {
                     issuer: ExpectedIssuer::new(url.as_str()),
                     ttl: Duration::from_secs(300),
                     max_stale: Duration::from_secs(3600),
+                    key_set: None,
                 };
                 let rules = SlotRules::configured(
                     &config,

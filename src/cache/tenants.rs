@@ -348,9 +348,9 @@ impl TemplateCache {
             Err(error) => {
                 let age = Instant::now().saturating_duration_since(stored.fetched_at);
                 if matches!(stored.rules.classify(age), FreshnessState::Expired) {
-                    Lookup::failed(error, &entry.slot)
+                    Lookup::failed(Arc::new(error), &entry.slot)
                 } else {
-                    Lookup::revalidation_failed(stored.clone(), age, error)
+                    Lookup::revalidation_failed(stored.clone(), age, Arc::new(error))
                 }
             }
         }
