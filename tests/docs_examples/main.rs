@@ -368,6 +368,7 @@ fn run_toml(
         ttl: Duration::from_secs(300),
         max_stale: Duration::from_secs(86400),
         template: oauth_metadata_gateway::config::TemplateLimits::default(),
+        jwks_refetch_cooldown: oauth_metadata_gateway::config::DEFAULT_JWKS_REFETCH_COOLDOWN,
     };
     let docs = oauth_metadata_gateway::config::file::load(&path, defaults)
         .map_err(|e| format!("{at}: {e}"))?;
