@@ -1,27 +1,16 @@
 #!/usr/bin/env python3
 """What no tool checks in the Prometheus and Grafana files of oauth-metadata-gateway.
 
-Run by .ci/check-prometheus-files.sh, which lets the tools do the rest:
-promtool check config / check rules / test rules, and `promtool check rules`
-on the dashboard's queries that this script writes with --out-dir (PromQL
-syntax). tests/observability.rs checks every metric name of the dashboard and
-the alerts against a live scrape, and runs the dashboard's queries and the
-alert rules in a real Prometheus. This script checks what ties the files
-together and what Grafana and promtool do not look at:
-
-* the dashboard reaches Prometheus only through its ${datasource} variable (a
-  hard-coded uid breaks it on any other Grafana), defines every variable its
-  queries use, keeps its uid (links point at it), and has unique panel ids;
-* every result/outcome/operation value a query selects is one the gateway
-  exports: a wrong value makes a panel empty and an alert never fire, and
-  promtool's unit tests miss it when the test's input series agrees with it;
-* every job="..." selector names the scrape job of prometheus.yml, which loads
-  alerts.yml and scrapes the gateway's default address at the interval
-  Grafana's datasource assumes for $__rate_interval;
-* every alert has a severity, summary, description and runbook, and a unit
-  test where it fires (with annotations) and one where it stays quiet.
-
-Exit status 0 when every check passed, 1 otherwise.
+Run by .ci/check-prometheus-files.sh, next to promtool check config / check
+rules / test rules, and `promtool check rules` on the dashboard queries this
+script writes with --out-dir. tests/observability.rs checks every metric name
+against a live scrape and runs the queries and rules in a real Prometheus.
+Checked here: the dashboard uses Prometheus only through ${datasource}, defines
+the variables its queries use, keeps its uid and unique panel ids; every
+result/outcome/operation value selected is one the gateway exports; every
+job="..." is the scrape job, which loads alerts.yml and scrapes at the
+datasource's timeInterval; every alert has severity, summary, description and
+runbook, and a unit test where it fires and one where it stays quiet.
 """
 import argparse
 import json
