@@ -120,7 +120,7 @@ def check_alerts(rules_doc, tests_doc, path, tests_path, errors):
             ann = rule.get("annotations") or {}
             for key in ("summary", "description", "runbook_url"):
                 if not ann.get(key) and not (key == "runbook_url" and ann.get("runbook")):
-                    errors.append(f"{where}: no {key} annotation")
+                    errors.append(f"{where}: no {key} annotation" + (" (or runbook)" if key == "runbook_url" else ""))
     firing, quiet = set(), set()
     for i, test in enumerate((tests_doc or {}).get("tests", [])):
         where = f"{tests_path}:tests[{i}]"
