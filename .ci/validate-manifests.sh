@@ -35,10 +35,12 @@ UNIT=deploy/systemd/oauth-metadata-gateway.service
 CRD_API_GROUPS="monitoring.coreos.com"
 
 # --- virtualenv ----------------------------------------------------------------
-want=$(sha256sum "$REQUIREMENTS" | cut -d' ' -f1)
+# Keyed by the requirements and the venv's own path: its scripts' #! lines
+# name that path, so a target/ copied from another checkout needs a new one.
+want="$(sha256sum "$REQUIREMENTS" | cut -d' ' -f1) $ROOT/$VENV"
 if [[ ! -x $VENV/bin/python || "$(cat "$VENV/.requirements.sha256" 2>/dev/null || true)" != "$want" ]]; then
     echo "==> installing validation tools into $VENV (from $REQUIREMENTS)"
-    "$PYTHON" -m venv "$VENV"
+    "$PYTHON" -m venv --clear "$VENV"
     "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -r "$REQUIREMENTS"
     echo "$want" >"$VENV/.requirements.sha256"
 fi
