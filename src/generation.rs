@@ -22,9 +22,12 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
+use actix_web::http::header::HeaderValue;
+
 use crate::cache::slot::SlotRules;
 use crate::cache::tenants::{Shared, TemplateCache};
 use crate::cache::{Backoff, CacheMode, DocumentSlot, MetadataCache, RestoreReport, StateWriter};
+use crate::cache_rules::freshness::whole_seconds;
 use crate::config::{Config, DocumentConfig, Documents, TemplateConfig};
 use crate::discovery::DocumentKind;
 use crate::error::RunError;
@@ -40,6 +43,24 @@ pub struct LocalDocument {
     pub group: Arc<GroupMetrics>,
     /// The document.
     pub document: ProtectedResourceConfig,
+    /// `Cache-Control: public, max-age=<ttl>`, formatted once.
+    pub cache_control: HeaderValue,
+}
+
+impl LocalDocument {
+    /// `document` counted in `group`.
+    pub fn new(group: Arc<GroupMetrics>, document: ProtectedResourceConfig) -> Self {
+        let text = format!(
+            "public, max-age={}",
+            whole_seconds(document.max_age)
+        );
+        Self {
+            group,
+            cache_control: HeaderValue::from_str(&text)
+                .unwrap_or(HeaderValue::from_static("public, max-age=0")),
+            document,
+        }
+    }
 }
 
 /// What stays the same across generations.
@@ -418,10 +439,7 @@ impl Generation {
                     },
                     false,
                 );
-                Arc::new(LocalDocument {
-                    group,
-                    document: doc.clone(),
-                })
+                Arc::new(LocalDocument::new(group, doc.clone()))
             })
             .collect();
         report.removed = old_names

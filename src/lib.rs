@@ -47,6 +47,7 @@ pub mod metadata_gateway;
 pub mod metrics;
 pub mod protected_resource;
 pub mod refresher;
+pub mod request_metrics;
 pub mod routes;
 pub mod tenant;
 pub mod upstream;

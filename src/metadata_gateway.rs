@@ -22,11 +22,27 @@ use crate::refresher::Command;
 
 /// The current generation and what reloads and refreshes need.
 pub struct MetadataGateway {
-    current: ArcSwap<Generation>,
+    /// Shared with every worker's [`GenerationCache`].
+    current: Arc<ArcSwap<Generation>>,
     config_file: Option<ConfigFile>,
     scheduler: Option<mpsc::UnboundedSender<Command>>,
     /// One reload at a time.
     reloading: Mutex<()>,
+}
+
+/// One worker's cached load of the current generation (arc-swap's
+/// [`Cache`](arc_swap::Cache)): it holds its own reference to the
+/// generation it last saw and only goes back to the shared swap when that
+/// changed, so the request path does not write to a cache line that every
+/// worker shares.
+pub struct GenerationCache(arc_swap::Cache<Arc<ArcSwap<Generation>>, Arc<Generation>>);
+
+impl GenerationCache {
+    /// The current generation (the one this cache holds, unless a reload
+    /// swapped in another since).
+    pub fn load(&mut self) -> &Arc<Generation> {
+        self.0.load()
+    }
 }
 
 /// Why a reload changed nothing.
@@ -60,7 +76,7 @@ impl MetadataGateway {
         scheduler: Option<mpsc::UnboundedSender<Command>>,
     ) -> Arc<Self> {
         Arc::new(Self {
-            current: ArcSwap::new(first),
+            current: Arc::new(ArcSwap::new(first)),
             config_file,
             scheduler,
             reloading: Mutex::new(()),
@@ -75,6 +91,13 @@ impl MetadataGateway {
     /// The current generation.
     pub fn current(&self) -> Arc<Generation> {
         self.current.load_full()
+    }
+
+    /// A cached view of the current generation for one worker thread:
+    /// loading it is a pointer comparison while no reload happened, with no
+    /// reference count touched (see [`GenerationCache`]).
+    pub fn generation_cache(&self) -> GenerationCache {
+        GenerationCache(arc_swap::Cache::new(self.current.clone()))
     }
 
     /// Reads the config file again and, if it is good, swaps in the next

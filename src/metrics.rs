@@ -28,14 +28,28 @@
 
 use std::time::Duration;
 
-use prometheus::core::Collector as _;
 use prometheus::{
-    Encoder, Gauge, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec,
+    Encoder, Gauge, GaugeVec, Histogram, HistogramOpts, IntCounter, IntCounterVec,
     IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 use crate::cache_rules::outcome::{CacheOutcome, RESULT_LABELS};
 use crate::discovery::KEY_SET_KIND;
+use crate::request_metrics::HttpSeries;
+
+/// Registers the shared [`HttpSeries`] (the registry takes its collectors
+/// by value).
+struct SharedCollector(std::sync::Arc<HttpSeries>);
+
+impl prometheus::core::Collector for SharedCollector {
+    fn desc(&self) -> Vec<&prometheus::core::Desc> {
+        self.0.desc()
+    }
+
+    fn collect(&self) -> Vec<prometheus::proto::MetricFamily> {
+        self.0.collect()
+    }
+}
 
 /// Every value of the `outcome` label of upstream fetches.
 pub const FETCH_OUTCOMES: [&str; 8] = [
@@ -125,8 +139,7 @@ pub struct Metrics {
     age: GaugeVec,
     stale: IntGaugeVec,
     cached: IntGaugeVec,
-    http_requests: IntCounterVec,
-    http_duration: HistogramVec,
+    http: std::sync::Arc<HttpSeries>,
     state_writes: IntCounterVec,
     reloads: IntCounterVec,
     reload_ok: IntGauge,
@@ -191,23 +204,8 @@ impl Metrics {
             ),
             &["document", "kind"],
         )?;
-        let http_requests = IntCounterVec::new(
-            Opts::new(
-                "metadata_gateway_http_requests_total",
-                "HTTP requests by route pattern and status code.",
-            ),
-            &["route", "status"],
-        )?;
-        let http_duration = HistogramVec::new(
-            HistogramOpts::new(
-                "metadata_gateway_http_request_duration_seconds",
-                "Time to produce an HTTP response, by route pattern.",
-            )
-            .buckets(vec![
-                0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.05, 0.25, 1.0, 5.0,
-            ]),
-            &["route"],
-        )?;
+        // Per-worker cells summed at scrape (crate::request_metrics).
+        let http = std::sync::Arc::new(HttpSeries::new()?);
         let state_writes = IntCounterVec::new(
             Opts::new(
                 "metadata_gateway_state_writes_total",
@@ -247,8 +245,7 @@ impl Metrics {
         registry.register(Box::new(age.clone()))?;
         registry.register(Box::new(stale.clone()))?;
         registry.register(Box::new(cached.clone()))?;
-        registry.register(Box::new(http_requests.clone()))?;
-        registry.register(Box::new(http_duration.clone()))?;
+        registry.register(Box::new(SharedCollector(http.clone())))?;
         registry.register(Box::new(state_writes.clone()))?;
         registry.register(Box::new(reloads.clone()))?;
         registry.register(Box::new(reload_ok.clone()))?;
@@ -266,8 +263,7 @@ impl Metrics {
             age,
             stale,
             cached,
-            http_requests,
-            http_duration,
+            http,
             state_writes,
             reloads,
             reload_ok,
@@ -329,58 +325,19 @@ impl Metrics {
     /// Removes the HTTP series of every route label `keep` refuses (a
     /// reload removed the route).
     pub fn retire_routes(&self, keep: impl Fn(&str) -> bool) {
-        let mut gone: Vec<(String, Option<String>)> = Vec::new();
-        for family in self
-            .http_requests
-            .collect()
-            .iter()
-            .chain(self.http_duration.collect().iter())
-        {
-            for m in family.get_metric() {
-                let label = |n: &str| {
-                    m.get_label()
-                        .iter()
-                        .find(|l| l.name() == n)
-                        .map(|l| l.value().to_string())
-                };
-                if let Some(route) = label("route") {
-                    if !keep(&route) {
-                        gone.push((route, label("status")));
-                    }
-                }
-            }
-        }
-        for (route, status) in gone {
-            match status {
-                Some(status) => {
-                    let _ = self.http_requests.remove_label_values(&[&route, &status]);
-                }
-                None => {
-                    let _ = self.http_duration.remove_label_values(&[&route]);
-                }
-            }
-        }
+        self.http.retire(keep);
     }
 
-    /// Counts one HTTP response. Resolves the labels on every call; the
-    /// request path uses [`crate::http::recorder::HttpRecorder`], which
-    /// resolves each handle once per worker.
+    /// Counts one HTTP response from any thread (found by route under a
+    /// lock). The request path uses [`crate::http::recorder::HttpRecorder`]:
+    /// per-worker cells, found by the route label's dense id.
     pub fn record_http(&self, route: &str, status: u16, elapsed: Duration) {
-        self.http_requests_handle(route, status).inc();
-        self.http_duration_handle(route)
-            .observe(elapsed.as_secs_f64());
+        self.http.record_shared(route, status, elapsed);
     }
 
-    /// The `metadata_gateway_http_requests_total` series of one route and status.
-    pub fn http_requests_handle(&self, route: &str, status: u16) -> IntCounter {
-        let mut buf = itoa::Buffer::new();
-        self.http_requests
-            .with_label_values(&[route, buf.format(status)])
-    }
-
-    /// The `metadata_gateway_http_request_duration_seconds` series of one route.
-    pub fn http_duration_handle(&self, route: &str) -> Histogram {
-        self.http_duration.with_label_values(&[route])
+    /// The HTTP request series (per-worker cells, summed at scrape).
+    pub fn http(&self) -> &std::sync::Arc<HttpSeries> {
+        &self.http
     }
 
     /// Renders the Prometheus text exposition format.

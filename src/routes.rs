@@ -57,20 +57,37 @@ pub enum Resolved<'p> {
 /// drops the label, it is marked retired, so a request still running on
 /// the old table does not bring the label's series back after they were
 /// removed (see [`crate::http::recorder`]).
+///
+/// Each label of a table has a dense [`id`](Self::id) (0, 1, 2, ... in
+/// the order the table made them), so the HTTP metrics of a request are
+/// found by indexing, not by comparing strings.
 #[derive(Debug)]
 pub struct RouteLabel {
     /// The label value.
     pub name: Box<str>,
+    id: usize,
     retired: AtomicBool,
 }
 
 impl RouteLabel {
-    /// A live label.
+    /// A live label with id 0 (a label outside a route table).
     pub fn new(name: &str) -> Self {
+        Self::with_id(name, 0)
+    }
+
+    /// A live label with a table's dense id.
+    pub fn with_id(name: &str, id: usize) -> Self {
         Self {
             name: name.into(),
+            id,
             retired: AtomicBool::new(false),
         }
+    }
+
+    /// Its index among its table's labels (dense: below the number of
+    /// labels the table made).
+    pub fn id(&self) -> usize {
+        self.id
     }
 
     /// Marks the label as gone from the configuration.
@@ -111,9 +128,10 @@ impl RouteTable {
     pub fn build(docs: &Documents, per_document_labels: bool) -> Self {
         let mut labels: HashMap<String, Arc<RouteLabel>> = HashMap::new();
         let mut label = |text: String| -> Arc<RouteLabel> {
+            let id = labels.len();
             labels
                 .entry(text)
-                .or_insert_with_key(|k| Arc::new(RouteLabel::new(k)))
+                .or_insert_with_key(|k| Arc::new(RouteLabel::with_id(k, id)))
                 .clone()
         };
         let mut exact = HashMap::new();
@@ -359,5 +377,23 @@ mod tests {
         );
         assert!(Arc::ptr_eq(l1.unwrap(), l2.unwrap()), "one label shared");
         assert_eq!(t.len(), 2);
+    }
+
+    #[test]
+    fn label_ids_are_dense_and_distinct() {
+        let t = RouteTable::build(
+            &docs(&["https://a/t1", "https://a/t2", "https://a/realms/{tenant}"]),
+            true,
+        );
+        let mut ids: Vec<(usize, &str)> = t.labels().map(|l| (l.id(), &*l.name)).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        let n = ids.len();
+        assert!(n >= 3, "{ids:?}");
+        assert_eq!(
+            ids.iter().map(|(id, _)| *id).collect::<Vec<_>>(),
+            (0..n).collect::<Vec<_>>(),
+            "{ids:?}"
+        );
     }
 }

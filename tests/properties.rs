@@ -11,7 +11,9 @@
 //!   freshness / `Age` arithmetic;
 //! - arbitrary upstream bytes through the real gateway: refused, never served;
 //! - the tenant segment of issuer templates: the check is its grammar, and a
-//!   template route yields only checked tenants and safe upstream URLs.
+//!   template route yields only checked tenants and safe upstream URLs;
+//! - pre-rendered response headers (`Age`, `Cache-Control`, `Cache-Status`)
+//!   equal freshly rendered ones for any age, TTL and state.
 
 mod support;
 
@@ -26,6 +28,8 @@ use oauth_metadata_gateway::cache_rules::freshness::{
 };
 use oauth_metadata_gateway::cache_rules::outcome::{CacheOutcome, StatusDetail, CACHE_NAME};
 use oauth_metadata_gateway::document::{etag_for, ExpectedIssuer, ValidatedDocument};
+use oauth_metadata_gateway::cache::memo::RenderMemo;
+use oauth_metadata_gateway::http::cache_headers;
 use oauth_metadata_gateway::http::conditional::none_match;
 use oauth_metadata_gateway::Generation;
 use proptest::prelude::*;
@@ -840,5 +844,58 @@ proptest! {
         prop_assert_eq!(parsed.no_store, any(|d| matches!(d, Directive::NoStore)), "{}", value);
         prop_assert_eq!(parsed.no_cache, any(|d| matches!(d, Directive::NoCache)), "{}", value);
         prop_assert_eq!(parsed.private, any(|d| matches!(d, Directive::Private)), "{}", value);
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Pre-rendered response headers
+
+/// The inputs of the time-dependent headers of one response: any state
+/// (outcome and `Cache-Status` detail), any age and any TTL, with small
+/// values drawn often so consecutive requests share inputs (the reuse path)
+/// as much as they differ (the re-render path).
+fn header_inputs() -> impl Strategy<Value = cache_headers::Inputs> {
+    let seconds = prop_oneof![0u64..4, 0u64..100_000, any::<u64>()];
+    (
+        outcome(),
+        detail(),
+        seconds.clone(),
+        seconds.clone(),
+        seconds,
+    )
+        .prop_map(
+            |(outcome, detail, age, max_age, stale_if_error)| cache_headers::Inputs {
+                outcome,
+                detail,
+                age,
+                max_age,
+                stale_if_error,
+            },
+        )
+}
+
+proptest! {
+    #![proptest_config(PtConfig::with_cases(512))]
+
+    /// Requests for a few documents in any order, each document keeping
+    /// its own pre-rendered headers: every answer equals the headers
+    /// rendered afresh for that request's inputs.
+    #[test]
+    fn pre_rendered_headers_equal_fresh_ones(
+        requests in prop::collection::vec((0usize..3, header_inputs(), any::<bool>()), 1..40),
+    ) {
+        let documents: [RenderMemo; 3] = Default::default();
+        let mut previous: [Option<cache_headers::Inputs>; 3] = [None; 3];
+        for (doc, inputs, repeat) in requests {
+            // Half the time, the document's previous inputs again (a
+            // request within the same second).
+            let inputs = match previous[doc] {
+                Some(p) if repeat => p,
+                _ => inputs,
+            };
+            previous[doc] = Some(inputs);
+            let reused = cache_headers::for_document(&documents[doc], inputs);
+            prop_assert_eq!(&reused, &cache_headers::render(inputs), "{:?}", inputs);
+        }
     }
 }

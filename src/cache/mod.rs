@@ -30,6 +30,7 @@
 
 pub(crate) mod fetch;
 pub mod key_sets;
+pub mod memo;
 pub mod persist;
 pub mod readiness;
 pub mod slot;
@@ -83,6 +84,9 @@ pub struct StoredDocument {
     /// Loaded from the state directory, not fetched by this process: the
     /// refresher fetches a successor at once.
     pub restored: bool,
+    /// Its response headers as last rendered by the HTTP layer, reused
+    /// while their inputs hold.
+    pub rendered: memo::RenderMemo,
 }
 
 impl StoredDocument {
@@ -168,6 +172,7 @@ impl StoredDocument {
             url,
             headers,
             restored: false,
+            rendered: memo::RenderMemo::default(),
         }
     }
 

@@ -10,16 +10,19 @@
 //!
 //! They depend only on a few small values (outcome, whole seconds of age and
 //! of freshness left, the upstream failure detail), which change at most
-//! once a second under steady traffic. Formatting them per request cost
-//! three allocations and most of the handler's time in the profile
-//! (benches/README.md), so each worker thread keeps the last rendering and
-//! reuses it while the inputs are equal. Rendering is a pure function of
-//! [`Inputs`], so a reused value is byte-identical to a fresh one.
-
-use std::cell::RefCell;
+//! once a second per document under steady traffic. Formatting them per
+//! request cost three allocations and most of the handler's time in the
+//! profile (benches/README.md), so they are pre-rendered per document: each
+//! stored document keeps its last rendering ([`RenderMemo`]) and
+//! [`for_document`] reuses it while the inputs are equal, whichever worker
+//! asks and however many documents are served in turn (a single memo per
+//! worker missed whenever consecutive requests were for different
+//! documents). Rendering is a pure function of [`Inputs`], so a reused value
+//! is byte-identical to a fresh one (a property test checks it).
 
 use actix_web::http::header::HeaderValue;
 
+use crate::cache::memo::RenderMemo;
 use crate::cache_rules::outcome::{CacheOutcome, StatusDetail};
 
 /// Everything the three headers are made from.
@@ -38,7 +41,7 @@ pub struct Inputs {
 }
 
 /// The rendered header values (cheap to clone: shared bytes).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Rendered {
     /// `Age`.
     pub age: HeaderValue,
@@ -48,21 +51,25 @@ pub struct Rendered {
     pub cache_status: HeaderValue,
 }
 
-thread_local! {
-    static LAST: RefCell<Option<(Inputs, Rendered)>> = const { RefCell::new(None) };
+/// A rendering with the inputs it was made from.
+#[derive(Clone)]
+struct PreRendered {
+    inputs: Inputs,
+    rendered: Rendered,
 }
 
-/// The headers for `inputs`, reusing this thread's last rendering when the
-/// inputs are the same.
-pub fn for_inputs(inputs: Inputs) -> Rendered {
-    LAST.with_borrow_mut(|last| match last {
-        Some((key, rendered)) if *key == inputs => rendered.clone(),
-        _ => {
-            let rendered = render(inputs);
-            *last = Some((inputs, rendered.clone()));
-            rendered
-        }
-    })
+/// The headers for `inputs` of the document that keeps `memo`: its kept
+/// rendering while made from the same inputs, else a fresh one (kept for
+/// the next request).
+pub fn for_document(memo: &RenderMemo, inputs: Inputs) -> Rendered {
+    memo.reuse_or_render(
+        |kept: &PreRendered| kept.inputs == inputs,
+        || PreRendered {
+            inputs,
+            rendered: render(inputs),
+        },
+    )
+    .rendered
 }
 
 /// Renders the headers (no reuse).
@@ -132,6 +139,7 @@ mod tests {
 
     #[test]
     fn reuse_never_returns_another_inputs_rendering() {
+        let memo = RenderMemo::default();
         let inputs = [
             hit(0, 300),
             hit(0, 300),
@@ -152,7 +160,7 @@ mod tests {
             hit(1, 298),
         ];
         for i in inputs {
-            assert_eq!(text(&for_inputs(i)), text(&render(i)), "{i:?}");
+            assert_eq!(text(&for_document(&memo, i)), text(&render(i)), "{i:?}");
         }
     }
 }

@@ -1,7 +1,7 @@
 //! Responses for documents the gateway generates itself (RFC 9728
 //! protected resource metadata): the bytes serialised at start-up, a strong
 //! `ETag` with `If-None-Match` → 304, and `Cache-Control: public,
-//! max-age=<ttl>`.
+//! max-age=<ttl>` (formatted once per document, not per request).
 //!
 //! No `Cache-Status` and no `Age`: the gateway is the origin of these
 //! documents, and RFC 9211 §2 says an intermediary should not add a
@@ -12,7 +12,6 @@
 use actix_web::http::header::{self, HeaderValue};
 use actix_web::{HttpRequest, HttpResponse};
 
-use crate::cache_rules::freshness::whole_seconds;
 use crate::generation::LocalDocument;
 
 use super::conditional::none_match;
@@ -28,10 +27,7 @@ pub fn respond(req: &HttpRequest, doc: &LocalDocument) -> HttpResponse {
     } else {
         HttpResponse::Ok()
     };
-    let cache_control = format!("public, max-age={}", whole_seconds(doc.document.max_age));
-    if let Ok(v) = HeaderValue::from_str(&cache_control) {
-        builder.insert_header((header::CACHE_CONTROL, v));
-    }
+    builder.insert_header((header::CACHE_CONTROL, doc.cache_control.clone()));
     builder.insert_header((header::ETAG, etag.clone()));
     if not_modified {
         return builder.finish();

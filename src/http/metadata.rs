@@ -4,7 +4,8 @@
 //! lookup alone: `ETag` (precomputed at fetch time), `Cache-Control` with
 //! the lifetime, `Age` (RFC 9111 §5.1, the upstream's included), and `Cache-Status`
 //! (RFC 9211) rendered from the [`CacheOutcome`](crate::cache_rules::outcome::CacheOutcome);
-//! the time-dependent three come from [`super::cache_headers`].
+//! the time-dependent three come from [`super::cache_headers`], pre-rendered
+//! per document.
 //! `If-None-Match` is answered with 304. HEAD gets the same headers as GET;
 //! actix-web omits the body and keeps `Content-Length`.
 
@@ -110,13 +111,17 @@ fn common_headers(
     max_age: u64,
     stale_if_error: u64,
 ) {
-    let rendered = cache_headers::for_inputs(Inputs {
+    let inputs = Inputs {
         outcome: lookup.outcome,
         detail,
         age,
         max_age,
         stale_if_error,
-    });
+    };
+    let rendered = match &lookup.stored {
+        Some(stored) => cache_headers::for_document(&stored.rendered, inputs),
+        None => cache_headers::render(inputs),
+    };
     b.insert_header((header::AGE, rendered.age));
     b.insert_header((header::CACHE_CONTROL, rendered.cache_control));
     b.insert_header((CACHE_STATUS, rendered.cache_status));

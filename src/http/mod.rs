@@ -18,7 +18,10 @@
 //! The HTTP metrics' `route` label is the target's label from the route
 //! table (a configured path, a document-kind pattern or a template route),
 //! the resource name for the operations routes, or `unmatched`: bounded
-//! cardinality, never the raw request path.
+//! cardinality, never the raw request path. The dispatcher counts its
+//! answers itself by the label's dense id ([`recorder`]); the operations
+//! routes are counted by a wrapper of their own. No middleware runs on
+//! every request except the connection watchdog's in-flight count.
 //!
 //! Client-connection limits and TLS come from [`crate::listener`]; request
 //! bodies on document routes are refused ([`limits`]).
@@ -35,6 +38,7 @@ pub mod metadata;
 pub mod ops;
 pub mod recorder;
 
+use std::cell::RefCell;
 use std::net::TcpListener;
 use std::rc::Rc;
 use std::sync::Arc;
@@ -43,7 +47,7 @@ use std::time::{Duration, Instant};
 use actix_web::body::MessageBody;
 use actix_web::dev::{Server, Service as _, ServiceFactory, ServiceRequest, ServiceResponse};
 use actix_web::http::Method;
-use actix_web::{web, App, HttpMessage, HttpRequest, HttpResponse, HttpServer};
+use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
 
 use crate::cache::tenants::TemplateCache;
 use crate::cache::{DocumentSlot, Lookup};
@@ -53,9 +57,8 @@ use crate::discovery::DocumentKind;
 use crate::error::RunError;
 use crate::generation::Generation;
 use crate::listener::{watchdog, ListenerConfig};
-use crate::metadata_gateway::MetadataGateway;
-use crate::metrics::UNMATCHED_ROUTE;
-use crate::routes::{Resolved, RouteLabel, Target};
+use crate::metadata_gateway::{GenerationCache, MetadataGateway};
+use crate::routes::{Resolved, Target};
 
 /// Server-level settings.
 #[derive(Debug, Clone)]
@@ -97,8 +100,8 @@ pub fn server(
     Ok(server.run())
 }
 
-/// The application one worker runs: every route behind the HTTP metrics
-/// middleware. Public so benchmarks can drive the whole stack in-process.
+/// The application one worker runs. Public so benchmarks can drive the
+/// whole stack in-process.
 pub fn app(
     live: Arc<MetadataGateway>,
 ) -> App<
@@ -110,29 +113,9 @@ pub fn app(
         InitError = (),
     >,
 > {
-    let recorder = Rc::new(recorder::HttpRecorder::new(live.current().metrics.clone()));
     App::new()
-        .wrap_fn(move |req, srv| {
-            let started = Instant::now();
-            let recorder = recorder.clone();
-            let fut = srv.call(req);
-            async move {
-                let res = fut.await?;
-                let status = res.status().as_u16();
-                let elapsed = started.elapsed();
-                match res.request().extensions().get::<RoutedAs>() {
-                    Some(RoutedAs(label)) => recorder.record_label(label, status, elapsed),
-                    None => recorder.record(
-                        res.request().match_name().unwrap_or(UNMATCHED_ROUTE),
-                        status,
-                        elapsed,
-                    ),
-                }
-                Ok(res)
-            }
-        })
-        // Outermost: a request counts as in progress for the
-        // connection watchdog until its response is built.
+        // A request counts as in progress for the connection watchdog
+        // until its response is built.
         .wrap_fn(|req, srv| {
             let in_flight = watchdog::track(req.conn_data::<watchdog::ConnectionHandle>());
             let fut = srv.call(req);
@@ -145,29 +128,56 @@ pub fn app(
         .configure(|cfg| routes(cfg, &live))
 }
 
-/// Registers every route of the gateway.
+/// Registers every route of the gateway for one worker: the operations
+/// routes (counted by their own wrapper) and the dispatcher with this
+/// worker's HTTP metrics recorder and cached load of the generation.
 pub fn routes(cfg: &mut web::ServiceConfig, live: &Arc<MetadataGateway>) {
-    ops::routes(cfg, live);
-    let live = live.clone();
-    cfg.default_service(web::to(move |req: HttpRequest| {
-        let gw = live.current();
-        dispatch(gw, req)
-    }));
+    let recorder = Rc::new(recorder::HttpRecorder::new(&live.current().metrics));
+    ops::routes_recorded(cfg, live, Some(recorder.clone()));
+    let worker = Rc::new(Worker::new(live, recorder));
+    cfg.default_service(web::to(move |req: HttpRequest| dispatch(worker.clone(), req)));
 }
 
-/// The metrics `route` label a dispatched request was answered under.
-#[derive(Debug, Clone)]
-pub struct RoutedAs(pub Arc<RouteLabel>);
+/// What the dispatcher keeps per worker thread.
+struct Worker {
+    recorder: Rc<recorder::HttpRecorder>,
+    /// The cached load of the live generation and the handle last handed
+    /// out: while no reload happened, a request costs a pointer comparison
+    /// and a non-atomic reference count.
+    generation: RefCell<(GenerationCache, Rc<Arc<Generation>>)>,
+}
+
+impl Worker {
+    fn new(live: &Arc<MetadataGateway>, recorder: Rc<recorder::HttpRecorder>) -> Self {
+        let mut cache = live.generation_cache();
+        let held = Rc::new(cache.load().clone());
+        Self {
+            recorder,
+            generation: RefCell::new((cache, held)),
+        }
+    }
+
+    /// The current generation.
+    fn generation(&self) -> Rc<Arc<Generation>> {
+        let mut state = self.generation.borrow_mut();
+        let (cache, held) = &mut *state;
+        let current = cache.load();
+        if !Arc::ptr_eq(current, held) {
+            *held = Rc::new(current.clone());
+        }
+        held.clone()
+    }
+}
 
 /// Every request that is not for an operations route: look the path up
-/// in the route table and answer (see the module docs).
-async fn dispatch(gw: Arc<Generation>, req: HttpRequest) -> HttpResponse {
+/// in the route table, answer (see the module docs) and count the answer
+/// under the route's label.
+async fn dispatch(worker: Rc<Worker>, req: HttpRequest) -> HttpResponse {
+    let started = Instant::now();
+    let gw = worker.generation();
     let (resolved, label) = gw
         .routes
         .resolve(req.match_info().as_str(), req.uri().path());
-    if let Some(label) = label {
-        req.extensions_mut().insert(RoutedAs(label.clone()));
-    }
     let mut res = match resolved {
         Resolved::NotFound => {
             if req.method() == Method::OPTIONS {
@@ -182,6 +192,13 @@ async fn dispatch(gw: Arc<Generation>, req: HttpRequest) -> HttpResponse {
         },
     };
     cors::add_response_headers(res.headers_mut());
+    let status = res.status().as_u16();
+    match label {
+        Some(label) => worker
+            .recorder
+            .record_label(label, status, started.elapsed()),
+        None => worker.recorder.record_unmatched(status, started.elapsed()),
+    }
     res
 }
 

@@ -2,6 +2,7 @@
 //! (liveness: the process answers) and `/readyz` (readiness: every
 //! configured document is servable, fresh or within max-stale).
 
+use std::rc::Rc;
 use std::sync::Arc;
 
 use actix_web::http::header::{self, HeaderValue};
@@ -12,15 +13,30 @@ use crate::generation::Generation;
 use crate::metadata_gateway::MetadataGateway;
 
 use super::errors::{self, json_error};
+use super::recorder::{HttpRecorder, OpsRecording};
 
 /// Registers `/metrics`, `/healthz` and `/readyz` (GET and HEAD; 405 with
 /// `Allow: GET, HEAD` otherwise), each answered from the current
-/// generation. The public and the admin listener both serve them.
+/// generation. The public and the admin listener both serve them; only the
+/// public listener's are counted in the HTTP metrics
+/// ([`routes_recorded`]).
 pub fn routes(cfg: &mut web::ServiceConfig, live: &Arc<MetadataGateway>) {
+    routes_recorded(cfg, live, None);
+}
+
+/// [`routes`], each response counted under the resource's name by
+/// `recorder` (the worker's) when one is given.
+pub fn routes_recorded(
+    cfg: &mut web::ServiceConfig,
+    live: &Arc<MetadataGateway>,
+    recorder: Option<Rc<HttpRecorder>>,
+) {
     let (m, r) = (live.clone(), live.clone());
+    let recorded = |route| OpsRecording::new(recorder.clone(), route);
     cfg.service(
         web::resource("/metrics")
             .name("/metrics")
+            .wrap(recorded("/metrics"))
             .route(web::get().to({
                 let m = m.clone();
                 move || metrics(m.current())
@@ -31,6 +47,7 @@ pub fn routes(cfg: &mut web::ServiceConfig, live: &Arc<MetadataGateway>) {
     .service(
         web::resource("/healthz")
             .name("/healthz")
+            .wrap(recorded("/healthz"))
             .route(web::get().to(healthz))
             .route(web::head().to(healthz))
             .default_service(web::to(errors::ops_method_not_allowed)),
@@ -38,6 +55,7 @@ pub fn routes(cfg: &mut web::ServiceConfig, live: &Arc<MetadataGateway>) {
     .service(
         web::resource("/readyz")
             .name("/readyz")
+            .wrap(recorded("/readyz"))
             .route(web::get().to({
                 let r = r.clone();
                 move || readyz(r.current())

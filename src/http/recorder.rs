@@ -1,46 +1,69 @@
 //! Per-worker recorder of the HTTP metrics (`metadata_gateway_http_*`).
 //!
-//! `prometheus`'s `with_label_values` hashes the label values and takes a
-//! read lock on every call; at the request rates this gateway is built for,
-//! two of those per request showed up in the profile (benches/README.md).
-//! Each actix-web worker therefore keeps its own small table of resolved
-//! handles, filled the first time a route or status is seen: a series still
-//! appears in `/metrics` only once it has a request, exactly as before, and
-//! later requests cost a short scan and two atomic updates. Workers are
-//! single-threaded, so the table needs no lock. Routes and statuses are
-//! bounded (route patterns, HTTP status codes), and so is the table.
+//! The dispatcher records each response itself, after building it: no
+//! middleware, no request extension. It finds the worker's counters for the
+//! route by the route label's dense id ([`RouteLabel::id`]), one index and
+//! one pointer comparison, and updates this worker's own
+//! [`RouteCells`](crate::request_metrics::RouteCells), which a scrape sums
+//! over the workers ([`crate::request_metrics`]). Workers are
+//! single-threaded, so the table needs no lock. A series still appears in
+//! `/metrics` only once it has a request, exactly as before.
+//!
+//! The operations routes (`/metrics`, `/healthz`, `/readyz`) keep their own
+//! path: a thin wrapper on those resources only ([`OpsRecording`]), by name.
 
 use std::cell::RefCell;
+use std::collections::HashMap;
+use std::future::{ready, Future, Ready};
+use std::pin::Pin;
+use std::rc::Rc;
 use std::sync::Arc;
-use std::time::Duration;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
 
-use prometheus::{Histogram, IntCounter};
+use actix_web::dev::{Service, ServiceRequest, ServiceResponse, Transform};
 
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, UNMATCHED_ROUTE};
+use crate::request_metrics::{HttpSeries, RouteCells};
 use crate::routes::RouteLabel;
 
-/// Resolved handles of one worker; not `Send` on purpose (one per worker).
+/// One worker's counters; not `Send` on purpose (one per worker).
 pub struct HttpRecorder {
-    metrics: Arc<Metrics>,
-    routes: RefCell<Vec<RouteHandles>>,
+    series: Arc<HttpSeries>,
+    table: RefCell<Table>,
 }
 
-struct RouteHandles {
-    route: Box<str>,
-    /// The route table label the handles were resolved for, if any: a
-    /// reload hands out new labels, and a label dropped and later added
-    /// again must get fresh handles (the old series were removed).
-    label: Option<Arc<RouteLabel>>,
-    duration: Histogram,
-    statuses: Vec<(u16, IntCounter)>,
+#[derive(Default)]
+struct Table {
+    /// By route label id: the label the cells were found for (a reload
+    /// hands out new labels with the same ids) and the cells.
+    by_id: Vec<Option<(Arc<RouteLabel>, Arc<RouteCells>)>>,
+    /// This worker's cells by route, so a label handed out again by a
+    /// reload keeps counting in the same cells.
+    by_route: HashMap<Box<str>, Arc<RouteCells>>,
+    unmatched: Option<Arc<RouteCells>>,
+}
+
+impl Table {
+    /// This worker's live cells of `route`, made on first use.
+    fn cells(&mut self, series: &HttpSeries, route: &str) -> Arc<RouteCells> {
+        match self.by_route.get(route) {
+            Some(c) if !c.is_removed() => c.clone(),
+            _ => {
+                let c = series.cells(route);
+                self.by_route.insert(route.into(), c.clone());
+                c
+            }
+        }
+    }
 }
 
 impl HttpRecorder {
     /// An empty table over `metrics`.
-    pub fn new(metrics: Arc<Metrics>) -> Self {
+    pub fn new(metrics: &Metrics) -> Self {
         Self {
-            metrics,
-            routes: RefCell::new(Vec::new()),
+            series: metrics.http().clone(),
+            table: RefCell::new(Table::default()),
         }
     }
 
@@ -51,58 +74,114 @@ impl HttpRecorder {
         if label.is_retired() {
             return;
         }
-        self.record_inner(&label.name, Some(label), status, elapsed);
-    }
-
-    /// Counts one response of `route` (an operations route or `unmatched`).
-    pub fn record(&self, route: &str, status: u16, elapsed: Duration) {
-        self.record_inner(route, None, status, elapsed);
-    }
-
-    fn record_inner(
-        &self,
-        route: &str,
-        label: Option<&Arc<RouteLabel>>,
-        status: u16,
-        elapsed: Duration,
-    ) {
-        let mut routes = self.routes.borrow_mut();
-        let same_label = |h: &RouteHandles| match (&h.label, label) {
-            (Some(a), Some(b)) => Arc::ptr_eq(a, b),
-            (None, None) => true,
-            _ => false,
-        };
-        let index = match routes.iter().position(|r| &*r.route == route) {
-            Some(i) if same_label(&routes[i]) => i,
-            found => {
-                let handles = RouteHandles {
-                    route: route.into(),
-                    label: label.cloned(),
-                    duration: self.metrics.http_duration_handle(route),
-                    statuses: Vec::new(),
-                };
-                match found {
-                    Some(i) => {
-                        routes[i] = handles;
-                        i
-                    }
-                    None => {
-                        routes.push(handles);
-                        routes.len() - 1
-                    }
-                }
-            }
-        };
-        let handles = &mut routes[index];
-        handles.duration.observe(elapsed.as_secs_f64());
-        match handles.statuses.iter().find(|(s, _)| *s == status) {
-            Some((_, counter)) => counter.inc(),
-            None => {
-                let counter = self.metrics.http_requests_handle(route, status);
-                counter.inc();
-                handles.statuses.push((status, counter));
+        let mut table = self.table.borrow_mut();
+        let id = label.id();
+        if let Some(Some((known, cells))) = table.by_id.get(id) {
+            if Arc::ptr_eq(known, label) && !cells.is_removed() {
+                cells.record(status, elapsed);
+                return;
             }
         }
+        let cells = table.cells(&self.series, &label.name);
+        if table.by_id.len() <= id {
+            // Ids are dense per route table: bounded by its label count.
+            table.by_id.resize(id + 1, None);
+        }
+        table.by_id[id] = Some((label.clone(), cells.clone()));
+        cells.record(status, elapsed);
+    }
+
+    /// Counts one response for a path no route serves.
+    pub fn record_unmatched(&self, status: u16, elapsed: Duration) {
+        let mut table = self.table.borrow_mut();
+        let cells = match &table.unmatched {
+            Some(c) if !c.is_removed() => c.clone(),
+            _ => {
+                let c = table.cells(&self.series, UNMATCHED_ROUTE);
+                table.unmatched = Some(c.clone());
+                c
+            }
+        };
+        cells.record(status, elapsed);
+    }
+
+    /// Counts one response of a route known by name (the operations
+    /// routes).
+    pub fn record(&self, route: &str, status: u16, elapsed: Duration) {
+        let cells = self.table.borrow_mut().cells(&self.series, route);
+        cells.record(status, elapsed);
+    }
+}
+
+/// Middleware for the operations resources: counts each response under
+/// the resource's name with this worker's recorder. With no recorder (the
+/// admin listener) it only passes requests on.
+#[derive(Clone)]
+pub struct OpsRecording {
+    recorder: Option<Rc<HttpRecorder>>,
+    route: &'static str,
+}
+
+impl OpsRecording {
+    /// Counts responses of `route` with `recorder`, if any.
+    pub fn new(recorder: Option<Rc<HttpRecorder>>, route: &'static str) -> Self {
+        Self { recorder, route }
+    }
+}
+
+impl<S, B> Transform<S, ServiceRequest> for OpsRecording
+where
+    S: Service<ServiceRequest, Response = ServiceResponse<B>, Error = actix_web::Error> + 'static,
+    B: 'static,
+{
+    type Response = ServiceResponse<B>;
+    type Error = actix_web::Error;
+    type Transform = OpsRecordingService<S>;
+    type InitError = ();
+    type Future = Ready<Result<Self::Transform, Self::InitError>>;
+
+    fn new_transform(&self, service: S) -> Self::Future {
+        ready(Ok(OpsRecordingService {
+            service: Rc::new(service),
+            recording: self.clone(),
+        }))
+    }
+}
+
+/// The service [`OpsRecording`] wraps a resource in.
+pub struct OpsRecordingService<S> {
+    service: Rc<S>,
+    recording: OpsRecording,
+}
+
+impl<S, B> Service<ServiceRequest> for OpsRecordingService<S>
+where
+    S: Service<ServiceRequest, Response = ServiceResponse<B>, Error = actix_web::Error> + 'static,
+    B: 'static,
+{
+    type Response = ServiceResponse<B>;
+    type Error = actix_web::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>>>>;
+
+    fn poll_ready(&self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.service.poll_ready(cx)
+    }
+
+    fn call(&self, req: ServiceRequest) -> Self::Future {
+        let started = Instant::now();
+        let fut = self.service.call(req);
+        let recording = self.recording.clone();
+        Box::pin(async move {
+            let res = fut.await?;
+            if let Some(recorder) = &recording.recorder {
+                recorder.record(
+                    recording.route,
+                    res.status().as_u16(),
+                    started.elapsed(),
+                );
+            }
+            Ok(res)
+        })
     }
 }
 
@@ -110,27 +189,40 @@ impl HttpRecorder {
 mod tests {
     use super::*;
 
+    fn text(metrics: &Metrics) -> String {
+        String::from_utf8(metrics.render().unwrap()).unwrap()
+    }
+
     #[test]
     fn counts_like_record_http() {
         let metrics = Arc::new(Metrics::new().unwrap());
-        let recorder = HttpRecorder::new(metrics.clone());
-        let before = String::from_utf8(metrics.render().unwrap()).unwrap();
+        let recorder = HttpRecorder::new(&metrics);
+        let other_worker = HttpRecorder::new(&metrics);
         assert!(
-            !before.contains("route=\"/a\""),
+            !text(&metrics).contains("route=\"/a\""),
             "no series before a request"
         );
-        for status in [200, 200, 304, 200] {
-            recorder.record("/a", status, Duration::from_micros(80));
+        let a = Arc::new(RouteLabel::with_id("/a", 0));
+        let b = Arc::new(RouteLabel::with_id("/b", 1));
+        for status in [200, 200, 304] {
+            recorder.record_label(&a, status, Duration::from_micros(80));
         }
-        recorder.record("/b", 404, Duration::from_millis(2));
+        other_worker.record_label(&a, 200, Duration::from_micros(80));
+        recorder.record_label(&b, 404, Duration::from_millis(2));
+        recorder.record_unmatched(404, Duration::from_micros(20));
+        recorder.record("/metrics", 200, Duration::from_micros(20));
         metrics.record_http("/a", 200, Duration::from_micros(80));
-        let text = String::from_utf8(metrics.render().unwrap()).unwrap();
+        let text = text(&metrics);
         for line in [
             "metadata_gateway_http_requests_total{route=\"/a\",status=\"200\"} 4",
             "metadata_gateway_http_requests_total{route=\"/a\",status=\"304\"} 1",
             "metadata_gateway_http_requests_total{route=\"/b\",status=\"404\"} 1",
+            "metadata_gateway_http_requests_total{route=\"unmatched\",status=\"404\"} 1",
+            "metadata_gateway_http_requests_total{route=\"/metrics\",status=\"200\"} 1",
             "metadata_gateway_http_request_duration_seconds_count{route=\"/a\"} 5",
             "metadata_gateway_http_request_duration_seconds_count{route=\"/b\"} 1",
+            "metadata_gateway_http_request_duration_seconds_bucket{route=\"/a\",le=\"0.0001\"} 5",
+            "metadata_gateway_http_request_duration_seconds_bucket{route=\"/a\",le=\"+Inf\"} 5",
         ] {
             assert!(text.contains(line), "missing {line} in\n{text}");
         }
@@ -139,23 +231,40 @@ mod tests {
     #[test]
     fn retired_labels_stay_gone_and_come_back_fresh() {
         let metrics = Arc::new(Metrics::new().unwrap());
-        let recorder = HttpRecorder::new(metrics.clone());
-        let old = Arc::new(RouteLabel::new("/x"));
+        let recorder = HttpRecorder::new(&metrics);
+        let old = Arc::new(RouteLabel::with_id("/x", 0));
         recorder.record_label(&old, 200, Duration::from_micros(50));
         old.retire();
         metrics.retire_routes(|_| false);
         recorder.record_label(&old, 200, Duration::from_micros(50));
-        let text = String::from_utf8(metrics.render().unwrap()).unwrap();
+        let after = text(&metrics);
         assert!(
-            !text.contains("route=\"/x\""),
-            "retired series came back:\n{text}"
+            !after.contains("route=\"/x\""),
+            "retired series came back:\n{after}"
         );
         // The route is configured again: a new label, new series.
-        let new = Arc::new(RouteLabel::new("/x"));
+        let new = Arc::new(RouteLabel::with_id("/x", 0));
         recorder.record_label(&new, 200, Duration::from_micros(50));
-        let text = String::from_utf8(metrics.render().unwrap()).unwrap();
+        let again = text(&metrics);
         assert!(
-            text.contains("metadata_gateway_http_requests_total{route=\"/x\",status=\"200\"} 1"),
+            again.contains("metadata_gateway_http_requests_total{route=\"/x\",status=\"200\"} 1"),
+            "{again}"
+        );
+    }
+
+    #[test]
+    fn a_reloaded_label_keeps_counting_in_the_same_series() {
+        let metrics = Arc::new(Metrics::new().unwrap());
+        let recorder = HttpRecorder::new(&metrics);
+        let first = Arc::new(RouteLabel::with_id("/k", 3));
+        recorder.record_label(&first, 200, Duration::from_micros(50));
+        // A reload keeps the route: a new label, another id.
+        let again = Arc::new(RouteLabel::with_id("/k", 0));
+        recorder.record_label(&again, 200, Duration::from_micros(50));
+        recorder.record_label(&first, 200, Duration::from_micros(50));
+        let text = text(&metrics);
+        assert!(
+            text.contains("metadata_gateway_http_requests_total{route=\"/k\",status=\"200\"} 3"),
             "{text}"
         );
     }
