@@ -10,6 +10,9 @@
 //!   open_loop --addr 127.0.0.1:PORT --path /x --rate 50000 --seconds 10 \
 //!             --connections 64
 //!
+//! A path ending in `{1..N}` (e.g. `/t{1..1000}`) stands for N paths
+//! (`/t1` ... `/t1000`), requested round-robin.
+//!
 //! Prints one line: `requests N errors E late L rate R p50_us A p90_us B
 //! p99_us C p999_us D max_us M` (errors: answers other than 2xx/3xx and
 //! broken connections; late: requests still unanswered when the run ended
@@ -32,7 +35,8 @@ use mio::{Events, Interest, Poll, Token};
 struct Conn {
     stream: TcpStream,
     connected: bool,
-    queue: VecDeque<Instant>,
+    /// Scheduled times and which path each request asks for.
+    queue: VecDeque<(Instant, usize)>,
     in_flight: Option<Instant>,
     input: Vec<u8>,
     out: Vec<u8>,
@@ -64,6 +68,20 @@ fn complete(buf: &[u8]) -> Result<Option<(usize, bool)>, String> {
     Ok((buf.len() >= total).then_some((total, (200..400).contains(&status))))
 }
 
+/// The paths `path` stands for: itself, or N paths for a `{1..N}` suffix.
+fn expand(path: &str) -> Result<Vec<String>, String> {
+    let Some((stem, range)) = path.strip_suffix('}').and_then(|p| p.rsplit_once("{1..")) else {
+        return Ok(vec![path.to_string()]);
+    };
+    let n: usize = range
+        .parse()
+        .map_err(|_| format!("--path: {path:?}: not a {{1..N}} suffix"))?;
+    if n == 0 {
+        return Err(format!("--path: {path:?}: N must be positive"));
+    }
+    Ok((1..=n).map(|i| format!("{stem}{i}")).collect())
+}
+
 fn percentile(sorted: &[u64], p: f64) -> u64 {
     if sorted.is_empty() {
         return 0;
@@ -89,7 +107,10 @@ fn run() -> Result<(), String> {
     if !(rate > 0.0 && seconds > 0.0 && connections > 0) {
         return Err("--rate, --seconds and --connections must be positive".into());
     }
-    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\n\r\n").into_bytes();
+    let requests: Vec<Vec<u8>> = expand(&path)?
+        .iter()
+        .map(|p| format!("GET {p} HTTP/1.1\r\nHost: {addr}\r\n\r\n").into_bytes())
+        .collect();
     let total = (rate * seconds) as u64;
     let mut poll = Poll::new().map_err(|e| e.to_string())?;
     let mut conns = Vec::with_capacity(connections);
@@ -144,15 +165,15 @@ fn run() -> Result<(), String> {
             }
             conns[(scheduled % connections as u64) as usize]
                 .queue
-                .push_back(due);
+                .push_back((due, (scheduled % requests.len() as u64) as usize));
             scheduled += 1;
         }
         // Idle connections send their next request.
         for c in conns.iter_mut() {
             if c.in_flight.is_none() {
-                if let Some(due) = c.queue.pop_front() {
+                if let Some((due, path)) = c.queue.pop_front() {
                     c.in_flight = Some(due);
-                    c.out.extend_from_slice(&request);
+                    c.out.extend_from_slice(&requests[path]);
                 }
             }
             while c.written < c.out.len() {

@@ -9,7 +9,9 @@
 //! responses served from a cache (RFC 9111 §5.1). In the metrics each
 //! request counts as a `hit`: it is served from memory with no upstream.
 
+use actix_web::body::BoxBody;
 use actix_web::http::header::{self, HeaderValue};
+use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse};
 
 use crate::generation::LocalDocument;
@@ -22,17 +24,16 @@ const JSON: HeaderValue = HeaderValue::from_static("application/json");
 pub fn respond(req: &HttpRequest, doc: &LocalDocument) -> HttpResponse {
     let etag = &doc.document.etag;
     let not_modified = none_match(req.headers(), etag);
-    let mut builder = if not_modified {
-        HttpResponse::NotModified()
+    let mut res = if not_modified {
+        HttpResponse::new(StatusCode::NOT_MODIFIED)
     } else {
-        HttpResponse::Ok()
+        HttpResponse::with_body(StatusCode::OK, BoxBody::new(doc.document.body.clone()))
     };
-    builder.insert_header((header::CACHE_CONTROL, doc.cache_control.clone()));
-    builder.insert_header((header::ETAG, etag.clone()));
-    if not_modified {
-        return builder.finish();
+    let headers = res.headers_mut();
+    headers.insert(header::CACHE_CONTROL, doc.cache_control.clone());
+    headers.insert(header::ETAG, etag.clone());
+    if !not_modified {
+        headers.insert(header::CONTENT_TYPE, JSON);
     }
-    builder
-        .insert_header((header::CONTENT_TYPE, JSON))
-        .body(doc.document.body.clone())
+    res
 }

@@ -11,7 +11,8 @@
 
 use actix_web::http::header::{self, HeaderName, HeaderValue};
 use actix_web::http::StatusCode;
-use actix_web::{HttpRequest, HttpResponse, HttpResponseBuilder};
+use actix_web::body::BoxBody;
+use actix_web::{HttpRequest, HttpResponse};
 
 use crate::cache::Lookup;
 use crate::cache_rules::freshness::{ceil_seconds, whole_seconds, FreshnessState};
@@ -87,44 +88,33 @@ pub fn respond(req: &HttpRequest, lookup: &Lookup) -> HttpResponse {
     };
     let etag = &stored.document.etag;
     let not_modified = none_match(req.headers(), etag);
-    let mut builder = if not_modified {
-        HttpResponse::NotModified()
+    let rendered = cache_headers::for_document(
+        &stored.rendered,
+        Inputs {
+            outcome: lookup.outcome,
+            detail,
+            age: whole_seconds(stored.age_after(lookup.age)),
+            max_age,
+            stale_if_error,
+        },
+    );
+    // Built directly rather than through `HttpResponseBuilder`: every
+    // header is already a typed name and value, so the builder's
+    // conversions and error slot are per-request work for nothing.
+    let mut res = if not_modified {
+        HttpResponse::new(StatusCode::NOT_MODIFIED)
     } else {
-        HttpResponse::Ok()
+        HttpResponse::with_body(StatusCode::OK, BoxBody::new(stored.document.body.clone()))
     };
-    let age = whole_seconds(stored.age_after(lookup.age));
-    common_headers(&mut builder, lookup, detail, age, max_age, stale_if_error);
-    builder.insert_header((header::ETAG, etag.clone()));
-    if not_modified {
-        return builder.finish();
+    let headers = res.headers_mut();
+    headers.insert(header::AGE, rendered.age);
+    headers.insert(header::CACHE_CONTROL, rendered.cache_control);
+    headers.insert(CACHE_STATUS, rendered.cache_status);
+    headers.insert(header::ETAG, etag.clone());
+    if !not_modified {
+        headers.insert(header::CONTENT_TYPE, JSON);
     }
-    builder
-        .insert_header((header::CONTENT_TYPE, JSON))
-        .body(stored.document.body.clone())
-}
-
-fn common_headers(
-    b: &mut HttpResponseBuilder,
-    lookup: &Lookup,
-    detail: StatusDetail,
-    age: u64,
-    max_age: u64,
-    stale_if_error: u64,
-) {
-    let inputs = Inputs {
-        outcome: lookup.outcome,
-        detail,
-        age,
-        max_age,
-        stale_if_error,
-    };
-    let rendered = match &lookup.stored {
-        Some(stored) => cache_headers::for_document(&stored.rendered, inputs),
-        None => cache_headers::render(inputs),
-    };
-    b.insert_header((header::AGE, rendered.age));
-    b.insert_header((header::CACHE_CONTROL, rendered.cache_control));
-    b.insert_header((CACHE_STATUS, rendered.cache_status));
+    res
 }
 
 /// A template tenant the upstream does not know: the JSON 404 every

@@ -1,0 +1,78 @@
+#!/usr/bin/env bash
+# Instructions per request of the gateway's hot path, under valgrind's
+# callgrind: repeatable on a shared machine (instruction counts do not
+# depend on what else runs), unlike wall-clock figures. The gateway (one
+# worker, one configured issuer, or an issuer template with TENANTS tenants
+# requested round-robin when MODE=rr) serves REQUESTS requests at a low fixed
+# rate from benches/comparators/open_loop.rs; the counters are zeroed after
+# the warm-up and dumped after the run, so start-up is not counted. Kernel
+# time (syscalls) is not in the figure: callgrind sees user space only.
+#
+#   bash benches/callgrind.sh                      # one document
+#   MODE=rr bash benches/callgrind.sh              # 1,000 tenants round-robin
+#
+# Settings: GATEWAY_BIN (default: build target/release), EXAMPLES_DIR (open_loop;
+# default: build it), REQUESTS=5000, RATE=250, TENANTS=1000, OUT=dir for the
+# callgrind file (default: a scratch directory, removed), TOP=25 functions shown.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+MODE=${MODE:-one}
+REQUESTS=${REQUESTS:-5000}
+RATE=${RATE:-250}
+TENANTS=${TENANTS:-1000}
+TOP=${TOP:-25}
+PATH_AS=/.well-known/oauth-authorization-server
+
+# shellcheck source=benches/lib.sh
+. benches/lib.sh
+case "$MODE" in one | rr) ;; *) die "MODE: \"$MODE\" is neither one nor rr" ;; esac
+install_missing curl python3 valgrind
+build_gateway
+if [ -z "${EXAMPLES_DIR:-}" ]; then
+    cargo build --release --locked --example open_loop >&2
+    EXAMPLES_DIR=target/release/examples
+fi
+init_work gateway-callgrind
+P_UP=$(free_port)
+P_GW=$(free_port)
+start upstream python3 benches/tenant_upstream.py --delay 0 --max-seconds 3600 --port "$P_UP"
+wait_ready "http://127.0.0.1:$P_UP/_stats" upstream
+if [ "$MODE" = one ]; then
+    printf '[[authorization_server]]\nissuer = "http://127.0.0.1:%s/single"\n' "$P_UP" >"$WORK/gw.toml"
+else
+    printf '[[authorization_server]]\nissuer = "http://127.0.0.1:%s/{tenant}"\nmax_tenants = %s\n' "$P_UP" $((TENANTS * 2)) >"$WORK/gw.toml"
+fi
+RUST_LOG=warn start gateway valgrind --tool=callgrind --callgrind-out-file="$WORK/callgrind.out" \
+    "$GATEWAY_BIN" --config "$WORK/gw.toml" --listen "127.0.0.1:$P_GW" --workers 1 --ttl 300s --shutdown-timeout 1s
+GW_PID=$LAST_PID
+# Under valgrind start-up takes a while: up to 60 s.
+for _ in $(seq 600); do
+    [ "$(http_code "http://127.0.0.1:$P_GW/healthz")" = 200 ] && break
+    sleep 0.1
+done
+wait_ready "http://127.0.0.1:$P_GW/healthz" gateway
+if [ "$MODE" = one ]; then
+    URL_PATH=$PATH_AS/single
+    wait_ready "http://127.0.0.1:$P_GW$URL_PATH" gateway-document
+else
+    for i in $(seq "$TENANTS"); do
+        curl -s -o /dev/null --max-time 30 "http://127.0.0.1:$P_GW$PATH_AS/t$i"
+    done
+    URL_PATH="$PATH_AS/t{1..$TENANTS}"
+fi
+# Warm-up, then zero the counters, run, dump.
+run_load() { # requests
+    local seconds
+    seconds=$(awk -v n="$1" -v r="$RATE" 'BEGIN { printf "%.3f", n / r }')
+    "$EXAMPLES_DIR/open_loop" --addr "127.0.0.1:$P_GW" --path "$URL_PATH" --rate "$RATE" --seconds "$seconds" --connections 16
+}
+run_load 500 >/dev/null
+callgrind_control -z "$GW_PID" >/dev/null
+log "load: $(run_load "$REQUESTS")"
+callgrind_control -d "$GW_PID" >/dev/null
+sleep 1
+dump=$(ls "$WORK"/callgrind.out.* | sort | tail -1)
+total=$(awk '/^summary:|^totals:/ {print $2; exit}' "$dump")
+echo "mode $MODE: $REQUESTS requests, $total instructions in user space: $((total / REQUESTS)) per request ($GATEWAY_BIN)"
+callgrind_annotate --inclusive=no "$dump" 2>/dev/null | sed -n "1,$((TOP + 25))p" | grep -E '^ *[0-9,]+ ' | head -"$TOP"
+[ -z "${OUT:-}" ] || { mkdir -p "$OUT"; cp "$dump" "$OUT/"; }
