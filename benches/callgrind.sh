@@ -10,6 +10,10 @@
 #
 #   bash benches/callgrind.sh                      # one document
 #   MODE=rr bash benches/callgrind.sh              # 1,000 tenants round-robin
+#   MODE=bare bash benches/callgrind.sh            # the bare actix-web handler
+#                                                  # (benches/comparators) sending
+#                                                  # the gateway's response for
+#                                                  # the one document, same path
 #
 # Settings: GATEWAY_BIN (default: build target/release), EXAMPLES_DIR (open_loop;
 # default: build it), REQUESTS=5000, RATE=250, TENANTS=1000, OUT=dir for the
@@ -25,11 +29,11 @@ PATH_AS=/.well-known/oauth-authorization-server
 
 # shellcheck source=benches/lib.sh
 . benches/lib.sh
-case "$MODE" in one | rr) ;; *) die "MODE: \"$MODE\" is neither one nor rr" ;; esac
+case "$MODE" in one | rr | bare) ;; *) die "MODE: \"$MODE\" is not one of one, rr, bare" ;; esac
 install_missing curl python3 valgrind
 build_gateway
 if [ -z "${EXAMPLES_DIR:-}" ]; then
-    cargo build --release --locked --example open_loop >&2
+    cargo build --release --locked --example open_loop --example bare_actix >&2
     EXAMPLES_DIR=target/release/examples
 fi
 init_work gateway-callgrind
@@ -37,21 +41,33 @@ P_UP=$(free_port)
 P_GW=$(free_port)
 start upstream python3 benches/tenant_upstream.py --delay 0 --max-seconds 3600 --port "$P_UP"
 wait_ready "http://127.0.0.1:$P_UP/_stats" upstream
-if [ "$MODE" = one ]; then
+if [ "$MODE" != rr ]; then
     printf '[[authorization_server]]\nissuer = "http://127.0.0.1:%s/single"\n' "$P_UP" >"$WORK/gw.toml"
 else
     printf '[[authorization_server]]\nissuer = "http://127.0.0.1:%s/{tenant}"\nmax_tenants = %s\n' "$P_UP" $((TENANTS * 2)) >"$WORK/gw.toml"
 fi
-RUST_LOG=warn start gateway valgrind --tool=callgrind --callgrind-out-file="$WORK/callgrind.out" \
-    "$GATEWAY_BIN" --config "$WORK/gw.toml" --listen "127.0.0.1:$P_GW" --workers 1 --ttl 300s --shutdown-timeout 1s
+VALGRIND=(valgrind --tool=callgrind --callgrind-out-file="$WORK/callgrind.out")
+PROFILED=$GATEWAY_BIN
+if [ "$MODE" = bare ]; then
+    # The gateway (not profiled) once, for the response the handler sends.
+    RUST_LOG=warn start gateway "$GATEWAY_BIN" --config "$WORK/gw.toml" --listen "127.0.0.1:$P_GW" --workers 1 --ttl 300s
+    wait_ready "http://127.0.0.1:$P_GW$PATH_AS/single" gateway
+    curl -s --include --raw --max-time 5 "http://127.0.0.1:$P_GW$PATH_AS/single" >"$WORK/response"
+    stop_pid "$LAST_PID"
+    PROFILED=$EXAMPLES_DIR/bare_actix
+    start bare "${VALGRIND[@]}" "$PROFILED" --response "$WORK/response" --listen "127.0.0.1:$P_GW"
+else
+    RUST_LOG=warn start gateway "${VALGRIND[@]}" \
+        "$GATEWAY_BIN" --config "$WORK/gw.toml" --listen "127.0.0.1:$P_GW" --workers 1 --ttl 300s --shutdown-timeout 1s
+fi
 GW_PID=$LAST_PID
 # Under valgrind start-up takes a while: up to 60 s.
 for _ in $(seq 600); do
+    [ "$(http_code "http://127.0.0.1:$P_GW$PATH_AS/single")" = 200 ] && break
     [ "$(http_code "http://127.0.0.1:$P_GW/healthz")" = 200 ] && break
     sleep 0.1
 done
-wait_ready "http://127.0.0.1:$P_GW/healthz" gateway
-if [ "$MODE" = one ]; then
+if [ "$MODE" != rr ]; then
     URL_PATH=$PATH_AS/single
     wait_ready "http://127.0.0.1:$P_GW$URL_PATH" gateway-document
 else
@@ -67,12 +83,12 @@ run_load() { # requests
     "$EXAMPLES_DIR/open_loop" --addr "127.0.0.1:$P_GW" --path "$URL_PATH" --rate "$RATE" --seconds "$seconds" --connections 16
 }
 run_load 500 >/dev/null
-callgrind_control -z "$GW_PID" >/dev/null
+callgrind_control -z "$GW_PID" >/dev/null 2>&1
 log "load: $(run_load "$REQUESTS")"
-callgrind_control -d "$GW_PID" >/dev/null
+callgrind_control -d "$GW_PID" >/dev/null 2>&1
 sleep 1
 dump=$(ls "$WORK"/callgrind.out.* | sort | tail -1)
 total=$(awk '/^summary:|^totals:/ {print $2; exit}' "$dump")
-echo "mode $MODE: $REQUESTS requests, $total instructions in user space: $((total / REQUESTS)) per request ($GATEWAY_BIN)"
-callgrind_annotate --inclusive=no "$dump" 2>/dev/null | sed -n "1,$((TOP + 25))p" | grep -E '^ *[0-9,]+ ' | head -"$TOP"
+echo "mode $MODE: $REQUESTS requests, $total instructions in user space: $((total / REQUESTS)) per request ($PROFILED)"
+callgrind_annotate --inclusive=no --threshold=100 "$dump" 2>/dev/null | sed -n "1,$((TOP + 25))p" | grep -E '^ *[0-9,]+ ' | grep -vE 'PROGRAM TOTALS|clone.S:clone|start_thread|thread_start|call_once{{vtable' | head -"$TOP"
 [ -z "${OUT:-}" ] || { mkdir -p "$OUT"; cp "$dump" "$OUT/"; }

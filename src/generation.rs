@@ -50,10 +50,7 @@ pub struct LocalDocument {
 impl LocalDocument {
     /// `document` counted in `group`.
     pub fn new(group: Arc<GroupMetrics>, document: ProtectedResourceConfig) -> Self {
-        let text = format!(
-            "public, max-age={}",
-            whole_seconds(document.max_age)
-        );
+        let text = format!("public, max-age={}", whole_seconds(document.max_age));
         Self {
             group,
             cache_control: HeaderValue::from_str(&text)

@@ -359,7 +359,11 @@ mod tests {
         assert_eq!(families[1].get_metric().len(), 1);
         let h = families[1].get_metric()[0].get_histogram();
         assert_eq!(h.get_sample_count(), 3);
-        let counts: Vec<u64> = h.get_bucket().iter().map(|b| b.cumulative_count()).collect();
+        let counts: Vec<u64> = h
+            .get_bucket()
+            .iter()
+            .map(|b| b.cumulative_count())
+            .collect();
         assert_eq!(counts, [1, 1, 1, 2, 2, 2, 2, 2, 3, 3, 3, 3]);
         assert!((h.get_sample_sum() - 0.02034).abs() < 1e-9);
         drop(b);

@@ -23,12 +23,12 @@ use std::time::Duration;
 use actix_web::http::header::{HeaderMap, HeaderValue, IF_NONE_MATCH};
 use actix_web::{test as atest, App};
 use bytes::Bytes;
+use oauth_metadata_gateway::cache::memo::RenderMemo;
 use oauth_metadata_gateway::cache_rules::freshness::{
     ceil_seconds, whole_seconds, Freshness, FreshnessState, MAX_DELTA_SECONDS,
 };
 use oauth_metadata_gateway::cache_rules::outcome::{CacheOutcome, StatusDetail, CACHE_NAME};
 use oauth_metadata_gateway::document::{etag_for, ExpectedIssuer, ValidatedDocument};
-use oauth_metadata_gateway::cache::memo::RenderMemo;
 use oauth_metadata_gateway::http::cache_headers;
 use oauth_metadata_gateway::http::conditional::none_match;
 use oauth_metadata_gateway::Generation;

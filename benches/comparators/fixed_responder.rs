@@ -45,7 +45,10 @@ impl Conn {
             }
         }
         let mut start = 0;
-        while let Some(end) = self.input[start..].windows(4).position(|w| w == b"\r\n\r\n") {
+        while let Some(end) = self.input[start..]
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")
+        {
             self.output.extend_from_slice(response);
             start += end + 4;
         }
@@ -102,7 +105,11 @@ fn run() -> Result<(), String> {
                             let token = Token(next);
                             if poll
                                 .registry()
-                                .register(&mut stream, token, Interest::READABLE | Interest::WRITABLE)
+                                .register(
+                                    &mut stream,
+                                    token,
+                                    Interest::READABLE | Interest::WRITABLE,
+                                )
                                 .is_ok()
                             {
                                 conns.insert(

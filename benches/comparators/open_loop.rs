@@ -117,7 +117,11 @@ fn run() -> Result<(), String> {
     for i in 0..connections {
         let mut stream = TcpStream::connect(addr).map_err(|e| format!("{addr}: {e}"))?;
         poll.registry()
-            .register(&mut stream, Token(i), Interest::READABLE | Interest::WRITABLE)
+            .register(
+                &mut stream,
+                Token(i),
+                Interest::READABLE | Interest::WRITABLE,
+            )
             .map_err(|e| e.to_string())?;
         conns.push(Conn {
             stream,

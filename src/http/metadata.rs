@@ -9,9 +9,9 @@
 //! `If-None-Match` is answered with 304. HEAD gets the same headers as GET;
 //! actix-web omits the body and keeps `Content-Length`.
 
+use actix_web::body::BoxBody;
 use actix_web::http::header::{self, HeaderName, HeaderValue};
 use actix_web::http::StatusCode;
-use actix_web::body::BoxBody;
 use actix_web::{HttpRequest, HttpResponse};
 
 use crate::cache::Lookup;

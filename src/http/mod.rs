@@ -135,8 +135,17 @@ pub fn routes(cfg: &mut web::ServiceConfig, live: &Arc<MetadataGateway>) {
     let recorder = Rc::new(recorder::HttpRecorder::new(&live.current().metrics));
     ops::routes_recorded(cfg, live, Some(recorder.clone()));
     let worker = Rc::new(Worker::new(live, recorder));
-    cfg.default_service(web::to(move |req: HttpRequest| dispatch(worker.clone(), req)));
+    cfg.default_service(web::to(move |req: HttpRequest| {
+        dispatch(worker.clone(), req)
+    }));
 }
+
+/// A worker's handle on a generation. The `Rc` around the `Arc` is on
+/// purpose: it costs one allocation per worker and reload, and makes
+/// handing the generation to a request a non-atomic count instead of an
+/// atomic one on a cache line that every worker shares.
+#[allow(clippy::redundant_allocation)]
+type WorkerGeneration = Rc<Arc<Generation>>;
 
 /// What the dispatcher keeps per worker thread.
 struct Worker {
@@ -144,7 +153,7 @@ struct Worker {
     /// The cached load of the live generation and the handle last handed
     /// out: while no reload happened, a request costs a pointer comparison
     /// and a non-atomic reference count.
-    generation: RefCell<(GenerationCache, Rc<Arc<Generation>>)>,
+    generation: RefCell<(GenerationCache, WorkerGeneration)>,
 }
 
 impl Worker {
@@ -158,7 +167,7 @@ impl Worker {
     }
 
     /// The current generation.
-    fn generation(&self) -> Rc<Arc<Generation>> {
+    fn generation(&self) -> WorkerGeneration {
         let mut state = self.generation.borrow_mut();
         let (cache, held) = &mut *state;
         let current = cache.load();

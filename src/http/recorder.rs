@@ -174,11 +174,7 @@ where
         Box::pin(async move {
             let res = fut.await?;
             if let Some(recorder) = &recording.recorder {
-                recorder.record(
-                    recording.route,
-                    res.status().as_u16(),
-                    started.elapsed(),
-                );
+                recorder.record(recording.route, res.status().as_u16(), started.elapsed());
             }
             Ok(res)
         })
