@@ -50,7 +50,8 @@
 #   EXAMPLES_DIR=    where the comparators are (default: build them into
 #                    target/release/examples)
 #   RESULTS=         also write the report to this file
-#   LOGS=            copy the processes' output to this directory
+#   LOGS=            copy the processes' output and every run's figures
+#                    (closed.log, open.log) to this directory
 #
 # Needs 2 CPUs, wrk, nginx, curl and python3 (installed with apt-get when
 # missing) and cargo unless GATEWAY_BIN and EXAMPLES_DIR are given. Every
@@ -180,7 +181,7 @@ log "comparators send the gateway's $(sed '1,/^\r$/d' "$WORK/response" | wc -c)-
 warm_tenants() { # base url
     awk -v n="$TENANTS" -v u="$1$PATH_AS/t" 'BEGIN {
         for (i = 1; i <= n; i++) printf "url = \"%s%d\"\noutput = \"/dev/null\"\n", u, i }' >"$WORK/warm.curl"
-    curl -s --parallel --parallel-max 32 --max-time 30 -w '%{http_code}\n' --config "$WORK/warm.curl" >"$WORK/warm.codes" || true
+    curl -s --no-progress-meter --parallel --parallel-max 16 --max-time 30 -w '%{http_code}\n' --config "$WORK/warm.curl" >"$WORK/warm.codes" || true
     [ "$(grep -c '^200$' "$WORK/warm.codes")" = "$TENANTS" ] ||
         die "warming $TENANTS tenants at $1 got $(sort "$WORK/warm.codes" | uniq -c | tr '\n' ' ')"
 }
@@ -257,8 +258,8 @@ closed_run() { # target, seconds, record (1) or warm-up (0)
     requests=$(awk '/requests in/ {print $1}' <<<"$out")
     awk -v t="$t" -v d=$((ticks1 - ticks0)) -v hz="$(getconf CLK_TCK)" -v n="$requests" \
         -v rps="$(awk '/^Requests\/sec:/ {print $2}' <<<"$out")" -v p99="$(to_us "$(awk '$1 == "99%" {print $2}' <<<"$out")")" \
-        'BEGIN { printf "%s %.0f %s %.3f\n", t, rps, p99, d / hz * 1e6 / n }' >>"$WORK/closed"
-    log "$(tail -1 "$WORK/closed" | awk '{printf "%-14s %9s req/s  p99 %6s us  %s us CPU/request", $1, $2, $3, $4}')"
+        'BEGIN { printf "%s %.0f %s %.3f\n", t, rps, p99, d / hz * 1e6 / n }' >>"$WORK/closed.log"
+    log "$(tail -1 "$WORK/closed.log" | awk '{printf "%-14s %9s req/s  p99 %6s us  %s us CPU/request", $1, $2, $3, $4}')"
 }
 # One open-loop run: appends "target p50 p99 p999 requests errors late".
 open_run() { # target
@@ -269,13 +270,13 @@ open_run() { # target
     out=$(timeout $((OPEN_SECONDS + 30)) taskset -c "$WRK_CPUS" "$EXAMPLES_DIR/open_loop" --addr "$addr" --path "$path" \
         --rate "$RATE" --seconds "$OPEN_SECONDS" --connections "$CONNECTIONS") || die "open_loop failed against $t"
     awk -v t="$t" '{ for (i = 1; i < NF; i += 2) v[$i] = $(i + 1)
-        printf "%s %s %s %s %s %s %s %s\n", t, v["p50_us"], v["p99_us"], v["p999_us"], v["requests"], v["errors"], v["late"], v["rate"] }' <<<"$out" >>"$WORK/open"
-    log "$(tail -1 "$WORK/open" | awk '{printf "open loop %-12s p50 %s us  p99 %s us  p99.9 %s us  answered %s  errors %s  late %s  rate %s/s", $1, $2, $3, $4, $5, $6, $7, $8}')"
+        printf "%s %s %s %s %s %s %s %s\n", t, v["p50_us"], v["p99_us"], v["p999_us"], v["requests"], v["errors"], v["late"], v["rate"] }' <<<"$out" >>"$WORK/open.log"
+    log "$(tail -1 "$WORK/open.log" | awk '{printf "open loop %-12s p50 %s us  p99 %s us  p99.9 %s us  answered %s  errors %s  late %s  rate %s/s", $1, $2, $3, $4, $5, $6, $7, $8}')"
 }
 
 for t in "${TARGETS[@]}"; do closed_run "$t" 1 0; done
-: >"$WORK/closed"
-: >"$WORK/open"
+: >"$WORK/closed.log"
+: >"$WORK/open.log"
 for round in $(seq "$ROUNDS"); do
     log "round $round of $ROUNDS"
     for t in "${TARGETS[@]}"; do closed_run "$t" "$DURATION" 1; done
@@ -308,28 +309,28 @@ report() {
     echo "|---|---:|---:|---:|"
     local t cpu
     for t in "${TARGETS[@]}"; do
-        read -r -a cpu <<<"$(stat_of "$WORK/closed" "$t" 4)"
+        read -r -a cpu <<<"$(stat_of "$WORK/closed.log" "$t" 4)"
         printf '| %s | **%.2f** (%.2f-%.2f) | %.0f | %.0f |\n' "$t" "${cpu[0]}" "${cpu[1]}" "${cpu[2]}" \
-            "$(med "$WORK/closed" "$t" 2)" "$(med "$WORK/closed" "$t" 3)"
+            "$(med "$WORK/closed.log" "$t" 2)" "$(med "$WORK/closed.log" "$t" 3)"
     done
     echo
     echo "| open loop at $RATE req/s | p50, us | p99, us | p99.9, us | answered (median) | errors + late (all runs) |"
     echo "|---|---:|---:|---:|---:|---:|"
     for t in "${OPEN_TARGETS[@]}"; do
         local p99
-        read -r -a p99 <<<"$(stat_of "$WORK/open" "$t" 3)"
-        printf '| %s | %s | **%s** (%s-%s) | %s | %s | %s |\n' "$t" "$(med "$WORK/open" "$t" 2)" "${p99[0]}" "${p99[1]}" "${p99[2]}" \
-            "$(med "$WORK/open" "$t" 4)" "$(med "$WORK/open" "$t" 5)" \
-            "$(awk -v t="$t" '$1 == t { n += $6 + $7 } END { print n + 0 }' "$WORK/open")"
+        read -r -a p99 <<<"$(stat_of "$WORK/open.log" "$t" 3)"
+        printf '| %s | %s | **%s** (%s-%s) | %s | %s | %s |\n' "$t" "$(med "$WORK/open.log" "$t" 2)" "${p99[0]}" "${p99[1]}" "${p99[2]}" \
+            "$(med "$WORK/open.log" "$t" 4)" "$(med "$WORK/open.log" "$t" 5)" \
+            "$(awk -v t="$t" '$1 == t { n += $6 + $7 } END { print n + 0 }' "$WORK/open.log")"
     done
     echo
     local gw bare rr one zg zn r1 r2 r3
-    gw=$(med "$WORK/closed" gateway-one 4)
-    bare=$(med "$WORK/closed" bare-one 4)
-    one=$(med "$WORK/closed" template-one 4)
-    rr=$(med "$WORK/closed" template-rr 4)
-    zg=$(med "$WORK/closed" template-zipf 4)
-    zn=$(med "$WORK/closed" nginx-zipf 4)
+    gw=$(med "$WORK/closed.log" gateway-one 4)
+    bare=$(med "$WORK/closed.log" bare-one 4)
+    one=$(med "$WORK/closed.log" template-one 4)
+    rr=$(med "$WORK/closed.log" template-rr 4)
+    zg=$(med "$WORK/closed.log" template-zipf 4)
+    zn=$(med "$WORK/closed.log" nginx-zipf 4)
     r1=$(ratio "$gw" "$bare")
     r2=$(ratio "$rr" "$one")
     r3=$(ratio "$zn" "$zg")
@@ -339,11 +340,11 @@ report() {
     echo "| $TENANTS tenants round-robin / one tenant, CPU per request | ${r2}x | <= 1.05x | $(verdict "$r2" "<=" 1.05) |"
     echo "| nginx / gateway, Zipf over $TENANTS tenants, CPU per request | ${r3}x | >= 1.6x | $(verdict "$r3" ">=" 1.6) |"
     local pg pn
-    pg=$(med "$WORK/open" gateway-one 3)
-    pn=$(med "$WORK/open" nginx-one 3)
+    pg=$(med "$WORK/open.log" gateway-one 3)
+    pn=$(med "$WORK/open.log" nginx-one 3)
     echo "| open loop at $RATE req/s: gateway p99 / nginx p99 | ${pg} / ${pn} us | gateway <= nginx | $(verdict "$pn" ">=" "$pg") |"
-    echo "| (for scale) fixed responder / bare actix-web, CPU per request | $(ratio "$(med "$WORK/closed" fixed-one 4)" "$bare")x | | |"
-    echo "| (for scale) nginx / gateway, one document, CPU per request | $(ratio "$(med "$WORK/closed" nginx-one 4)" "$gw")x | | |"
+    echo "| (for scale) fixed responder / bare actix-web, CPU per request | $(ratio "$(med "$WORK/closed.log" fixed-one 4)" "$bare")x | | |"
+    echo "| (for scale) nginx / gateway, one document, CPU per request | $(ratio "$(med "$WORK/closed.log" nginx-one 4)" "$gw")x | | |"
 }
 if [ -n "${RESULTS:-}" ]; then
     report | tee "$RESULTS"

@@ -13,10 +13,10 @@
 //! A path ending in `{1..N}` (e.g. `/t{1..1000}`) stands for N paths
 //! (`/t1` ... `/t1000`), requested round-robin.
 //!
-//! Prints one line: `requests N errors E late L rate R p50_us A p90_us B
-//! p99_us C p999_us D max_us M` (errors: answers other than 2xx/3xx and
-//! broken connections; late: requests still unanswered when the run ended
-//! plus 2 s).
+//! Prints one line: `requests N errors E late L reconnects K rate R p50_us
+//! A p90_us B p99_us C p999_us D max_us M` (errors: answers other than
+//! 2xx/3xx; late: requests still unanswered 2 s after the last was due;
+//! reconnects: connections the server closed, opened again).
 
 #![forbid(unsafe_code)]
 
@@ -37,7 +37,7 @@ struct Conn {
     connected: bool,
     /// Scheduled times and which path each request asks for.
     queue: VecDeque<(Instant, usize)>,
-    in_flight: Option<Instant>,
+    in_flight: Option<(Instant, usize)>,
     input: Vec<u8>,
     out: Vec<u8>,
     written: usize,
@@ -158,6 +158,7 @@ fn run() -> Result<(), String> {
     let mut scheduled = 0u64;
     let mut latencies: Vec<u64> = Vec::with_capacity(total as usize);
     let mut errors = 0u64;
+    let mut reconnects = 0u64;
     let mut buf = vec![0u8; 64 * 1024];
     loop {
         let now = Instant::now();
@@ -176,7 +177,7 @@ fn run() -> Result<(), String> {
         for c in conns.iter_mut() {
             if c.in_flight.is_none() {
                 if let Some((due, path)) = c.queue.pop_front() {
-                    c.in_flight = Some(due);
+                    c.in_flight = Some((due, path));
                     c.out.extend_from_slice(&requests[path]);
                 }
             }
@@ -211,10 +212,15 @@ fn run() -> Result<(), String> {
             if !e.is_readable() {
                 continue;
             }
-            let c = &mut conns[e.token().0];
+            let token = e.token();
+            let c = &mut conns[token.0];
+            let mut closed = false;
             loop {
                 match c.stream.read(&mut buf) {
-                    Ok(0) => return Err("the server closed a connection".into()),
+                    Ok(0) => {
+                        closed = true;
+                        break;
+                    }
                     Ok(n) => c.input.extend_from_slice(&buf[..n]),
                     Err(e) if e.kind() == ErrorKind::WouldBlock => break,
                     Err(e) if e.kind() == ErrorKind::Interrupted => continue,
@@ -225,10 +231,38 @@ fn run() -> Result<(), String> {
                 let done = Instant::now();
                 c.input.drain(..len);
                 match c.in_flight.take() {
-                    Some(due) if ok => latencies.push(done.duration_since(due).as_micros() as u64),
+                    Some((due, _)) if ok => {
+                        latencies.push(done.duration_since(due).as_micros() as u64)
+                    }
                     Some(_) => errors += 1,
                     None => return Err("a response nobody asked for".into()),
                 }
+            }
+            if closed {
+                // The server ended the keep-alive connection (nginx does
+                // after `keepalive_requests`, 1,000 by default): connect
+                // again, and send an unanswered request again, still timed
+                // from its scheduled time (as wrk reconnects).
+                let _ = poll.registry().deregister(&mut c.stream);
+                let fresh =
+                    std::net::TcpStream::connect(addr).map_err(|e| format!("{addr}: {e}"))?;
+                fresh.set_nonblocking(true).map_err(|e| e.to_string())?;
+                let _ = fresh.set_nodelay(true);
+                c.stream = TcpStream::from_std(fresh);
+                poll.registry()
+                    .register(
+                        &mut c.stream,
+                        token,
+                        Interest::READABLE | Interest::WRITABLE,
+                    )
+                    .map_err(|e| e.to_string())?;
+                c.input.clear();
+                c.out.clear();
+                c.written = 0;
+                if let Some(unanswered) = c.in_flight.take() {
+                    c.queue.push_front(unanswered);
+                }
+                reconnects += 1;
             }
         }
     }
@@ -236,7 +270,7 @@ fn run() -> Result<(), String> {
     let late = total - latencies.len() as u64 - errors;
     latencies.sort_unstable();
     println!(
-        "requests {} errors {errors} late {late} rate {:.0} p50_us {} p90_us {} p99_us {} p999_us {} max_us {}",
+        "requests {} errors {errors} late {late} reconnects {reconnects} rate {:.0} p50_us {} p90_us {} p99_us {} p999_us {} max_us {}",
         latencies.len(),
         latencies.len() as f64 / elapsed.min(seconds + 2.0),
         percentile(&latencies, 0.50),
