@@ -102,12 +102,17 @@ start() { # name, command...
     PIDS+=("$LAST_PID")
 }
 
-# A free TCP port on 127.0.0.1 (nothing listening, not handed out before).
+# A free TCP port on 127.0.0.1 (nothing listening, not handed out before),
+# below the kernel's ephemeral range (ip_local_port_range, 32768 and up by
+# default): a port there can be taken by any outgoing connection on the
+# machine between this check and the bind.
 USED_PORTS=" "
 free_port() {
-    local port
+    local port low
+    low=$(awk '{print $1}' /proc/sys/net/ipv4/ip_local_port_range 2>/dev/null || echo 32768)
+    [ "$low" -gt 21000 ] || low=32768
     for _ in $(seq 200); do
-        port=$((20000 + RANDOM % 40000))
+        port=$((20000 + RANDOM % (low - 20000)))
         case "$USED_PORTS" in *" $port "*) continue ;; esac
         if [ -z "$(ss -Htln "sport = :$port")" ]; then
             USED_PORTS="$USED_PORTS$port "
