@@ -24,6 +24,7 @@ use std::time::{Duration, Instant};
 
 use actix_web::http::header::HeaderValue;
 
+use crate::cache::disk_tier::{DiskTier, MAX_DISK_LOADS};
 use crate::cache::slot::SlotRules;
 use crate::cache::tenants::{Shared, TemplateCache};
 use crate::cache::{Backoff, CacheMode, DocumentSlot, MetadataCache, RestoreReport, StateWriter};
@@ -214,6 +215,7 @@ impl Generation {
                 fetch_timeout: config.upstream.timeout,
                 upstream: config.upstream.freshness,
                 state,
+                disk_loads: Arc::new(tokio::sync::Semaphore::new(MAX_DISK_LOADS)),
             },
             metrics_document_labels: config.metrics_document_labels,
             ready_min_percent: config.ready_min_percent,
@@ -395,10 +397,30 @@ impl Generation {
                 let reused = old_templates.remove(t);
                 note(&mut report, &t.name, reused.is_some());
                 reused.unwrap_or_else(|| {
+                    // A changed template keeps its predecessor's disk tier
+                    // (the same files), under its new bound.
+                    let inherited = previous
+                        .and_then(|p| p.templates.iter().find(|o| o.name.as_ref() == t.name))
+                        .and_then(|o| o.disk().cloned());
+                    let disk = match (inherited, &lasting.shared.state) {
+                        (Some(disk), _) => {
+                            disk.set_bound(t.max_tenants_on_disk);
+                            Some(disk)
+                        }
+                        (None, Some(state)) => Some(Arc::new(DiskTier::new(
+                            Arc::from(t.name.as_str()),
+                            state.clone(),
+                            t.max_tenants_on_disk,
+                            lasting.shared.disk_loads.clone(),
+                            lasting.metrics.disk_tier(&t.name),
+                        ))),
+                        (None, None) => None,
+                    };
                     Arc::new(TemplateCache::new(
                         t.clone(),
                         groups.get(t.name.clone(), true),
                         lasting.shared.clone(),
+                        disk,
                     ))
                 })
             })
@@ -545,9 +567,11 @@ impl Generation {
         state.remove_orphans(configured, templates).await;
     }
 
-    /// Restores the saved tenants of the templates with nothing cached (all
-    /// of them at start-up, the added ones after a reload); reads the state
-    /// directory only if there is such a template.
+    /// The disk tiers of the templates with nothing cached (all of them at
+    /// start-up, the added ones after a reload): tenant files of an
+    /// earlier version (named by hash) are read once and renamed, then the
+    /// directory is listed, not read, into each tier's index, and the
+    /// newest `max_tenants` of each are restored into memory.
     async fn restore_tenants(&self) -> RestoreReport {
         let Some(state) = &self.lasting.shared.state else {
             return RestoreReport::default();
@@ -561,12 +585,24 @@ impl Generation {
         if empty.is_empty() {
             return RestoreReport::default();
         }
-        let names = empty.iter().map(|t| t.name.clone()).collect();
+        let names: Vec<Arc<str>> = empty.iter().map(|t| t.name.clone()).collect();
         let configured = self.slots.iter().map(|s| s.state_key()).collect();
-        let saved = state.load_tenants(names, configured).await;
+        let earlier = state.load_tenants(names.clone(), configured).await;
+        let earlier: Vec<_> = earlier.into_iter().flatten().map(|(_, doc)| doc).collect();
+        state.migrate_tenants(earlier).await;
+        let listed = state.list_tenants(names).await;
         let mut report = RestoreReport::default();
-        for (t, saved) in empty.into_iter().zip(saved) {
-            let r = t.restore(saved).await;
+        for (t, listed) in empty.into_iter().zip(listed) {
+            let on_disk = t.rebuild_disk(listed);
+            let r = t.restore_from_disk().await;
+            if on_disk > 0 {
+                tracing::info!(
+                    document = &*t.name,
+                    on_disk,
+                    in_memory = r.restored,
+                    "tenants in the state dir's disk tier"
+                );
+            }
             report.restored += r.restored;
             report.ignored += r.ignored;
         }

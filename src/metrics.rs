@@ -74,6 +74,13 @@ pub fn group_kind(name: &str) -> &'static str {
     }
 }
 
+/// Every value of the `outcome` label of loads from a template's disk
+/// tier: a fresh copy (served as a hit), a stale one (revalidated), one
+/// past its max-stale (removed), a damaged or mismatched one (removed, never
+/// served), and a file the index listed but that was not there (its save
+/// still queued, or deleted by hand).
+pub const DISK_LOAD_OUTCOMES: [&str; 5] = ["fresh", "stale", "expired", "corrupt", "missing"];
+
 /// Label used for requests that matched no route.
 pub const UNMATCHED_ROUTE: &str = "unmatched";
 
@@ -143,6 +150,29 @@ pub struct Metrics {
     state_writes: IntCounterVec,
     reloads: IntCounterVec,
     reload_ok: IntGauge,
+    disk_loads: IntCounterVec,
+    disk_tenants: IntGaugeVec,
+    disk_bytes: IntGaugeVec,
+}
+
+/// The disk-tier series of one template (`--state-dir` only).
+#[derive(Debug, Clone)]
+pub struct DiskTierMetrics {
+    /// Loads by outcome, indexed like [`DISK_LOAD_OUTCOMES`].
+    pub loads: [IntCounter; DISK_LOAD_OUTCOMES.len()],
+    /// Tenants with a file in the disk tier.
+    pub tenants: IntGauge,
+    /// Their files' bytes.
+    pub bytes: IntGauge,
+}
+
+impl DiskTierMetrics {
+    /// Counts one load with `outcome` (one of [`DISK_LOAD_OUTCOMES`]).
+    pub fn record_load(&self, outcome: &str) {
+        if let Some(i) = DISK_LOAD_OUTCOMES.iter().position(|o| *o == outcome) {
+            self.loads[i].inc();
+        }
+    }
 }
 
 /// The state of one group's cached documents, read at scrape time.
@@ -249,6 +279,30 @@ impl Metrics {
         registry.register(Box::new(state_writes.clone()))?;
         registry.register(Box::new(reloads.clone()))?;
         registry.register(Box::new(reload_ok.clone()))?;
+        let disk_loads = IntCounterVec::new(
+            Opts::new(
+                "metadata_gateway_tenant_disk_loads_total",
+                "Template tenants read back from the state directory's disk tier on request, by outcome (fresh, stale, expired, corrupt, missing); absent without a state directory.",
+            ),
+            &["document", "outcome"],
+        )?;
+        let disk_tenants = IntGaugeVec::new(
+            Opts::new(
+                "metadata_gateway_tenants_on_disk",
+                "Tenants of the template with a saved copy in the state directory (its disk tier, bounded by max_tenants_on_disk).",
+            ),
+            &["document"],
+        )?;
+        let disk_bytes = IntGaugeVec::new(
+            Opts::new(
+                "metadata_gateway_tenants_on_disk_bytes",
+                "Bytes of the template's files in the state directory (its disk tier).",
+            ),
+            &["document"],
+        )?;
+        registry.register(Box::new(disk_loads.clone()))?;
+        registry.register(Box::new(disk_tenants.clone()))?;
+        registry.register(Box::new(disk_bytes.clone()))?;
         registry.register(Box::new(build_info))?;
         #[cfg(target_os = "linux")]
         registry.register(Box::new(
@@ -267,7 +321,20 @@ impl Metrics {
             state_writes,
             reloads,
             reload_ok,
+            disk_loads,
+            disk_tenants,
+            disk_bytes,
         })
+    }
+
+    /// The disk-tier series of template `name`, created at 0 (only for a
+    /// template with a state directory); removed by [`Self::retire_group`].
+    pub fn disk_tier(&self, name: &str) -> DiskTierMetrics {
+        DiskTierMetrics {
+            loads: DISK_LOAD_OUTCOMES.map(|o| self.disk_loads.with_label_values(&[name, o])),
+            tenants: self.disk_tenants.with_label_values(&[name]),
+            bytes: self.disk_bytes.with_label_values(&[name]),
+        }
     }
 
     /// Counts a config reload: swapped in (`true`) or refused.
@@ -317,6 +384,11 @@ impl Metrics {
         for o in FETCH_OUTCOMES {
             let _ = self.fetches.remove_label_values(&[name, kind, o]);
         }
+        for o in DISK_LOAD_OUTCOMES {
+            let _ = self.disk_loads.remove_label_values(&[name, o]);
+        }
+        let _ = self.disk_tenants.remove_label_values(&[name]);
+        let _ = self.disk_bytes.remove_label_values(&[name]);
         let _ = self.age.remove_label_values(&[name, kind]);
         let _ = self.stale.remove_label_values(&[name, kind]);
         let _ = self.cached.remove_label_values(&[name, kind]);

@@ -28,6 +28,7 @@
 //!   ([`CacheOutcome::Bypass`]). It exists as the baseline the benchmarks
 //!   compare against.
 
+pub mod disk_tier;
 pub(crate) mod fetch;
 pub mod key_sets;
 pub mod memo;

@@ -15,6 +15,11 @@ pub const CACHE_NAME: &str = "oauth-metadata-gateway";
 pub enum CacheOutcome {
     /// A fresh stored document was served.
     Hit,
+    /// A template tenant not held in memory was served fresh from its
+    /// saved copy in the state directory (the disk tier), checked like a
+    /// restore, without an upstream request: `Cache-Status: …; hit;
+    /// detail=disk`, counted as a `hit`, logged as `disk_hit`.
+    DiskHit,
     /// A stored document past its TTL (within `--max-stale`) was served,
     /// because the upstream is failing or a refresh is still under way.
     Stale,
@@ -75,7 +80,7 @@ impl CacheOutcome {
     /// The `result` label: hit, stale, miss or error.
     pub const fn result_label(self) -> &'static str {
         match self {
-            Self::Hit => "hit",
+            Self::Hit | Self::DiskHit => "hit",
             Self::Stale => "stale",
             Self::Miss | Self::Collapsed | Self::Bypass => "miss",
             Self::Error => "error",
@@ -88,7 +93,7 @@ impl CacheOutcome {
     /// Index of [`Self::result_label`] in [`RESULT_LABELS`].
     pub const fn result_index(self) -> usize {
         match self {
-            Self::Hit => 0,
+            Self::Hit | Self::DiskHit => 0,
             Self::Stale => 1,
             Self::Miss | Self::Collapsed | Self::Bypass => 2,
             Self::Error => 3,
@@ -107,7 +112,7 @@ impl CacheOutcome {
         let mut s = String::with_capacity(64);
         s.push_str(CACHE_NAME);
         match self {
-            Self::Hit | Self::NegativeHit => s.push_str("; hit"),
+            Self::Hit | Self::NegativeHit | Self::DiskHit => s.push_str("; hit"),
             Self::Stale => s.push_str("; fwd=stale"),
             Self::Miss | Self::Collapsed | Self::Error | Self::NotFound => s.push_str("; fwd=miss"),
             Self::Bypass => s.push_str("; fwd=bypass"),
@@ -126,8 +131,13 @@ impl CacheOutcome {
             let ttl = ttl.clamp(-SF_INTEGER_MAX, SF_INTEGER_MAX);
             let _ = write!(s, "; ttl={ttl}");
         }
-        if let Some(detail) = d.detail {
-            let _ = write!(s, "; detail={detail}");
+        match (self, d.detail) {
+            (_, Some(detail)) => {
+                let _ = write!(s, "; detail={detail}");
+            }
+            // RFC 9211 §2.8: implementation-specific detail.
+            (Self::DiskHit, None) => s.push_str("; detail=disk"),
+            _ => {}
         }
         // Only ASCII tokens and integers are written above.
         HeaderValue::from_str(&s).unwrap_or_else(|_| HeaderValue::from_static(CACHE_NAME))
@@ -140,6 +150,7 @@ impl std::fmt::Display for CacheOutcome {
             Self::Collapsed => "collapsed",
             Self::Bypass => "bypass",
             Self::NegativeHit => "negative_hit",
+            Self::DiskHit => "disk_hit",
             other => other.result_label(),
         })
     }
@@ -238,6 +249,18 @@ mod tests {
             ),
             "oauth-metadata-gateway; hit; detail=not_found"
         );
+        assert_eq!(
+            render(
+                CacheOutcome::DiskHit,
+                StatusDetail {
+                    ttl: Some(120),
+                    ..Default::default()
+                }
+            ),
+            "oauth-metadata-gateway; hit; ttl=120; detail=disk"
+        );
+        assert_eq!(CacheOutcome::DiskHit.to_string(), "disk_hit");
+        assert_eq!(CacheOutcome::DiskHit.result_label(), "hit");
     }
 
     #[test]
@@ -279,6 +302,7 @@ mod tests {
             CacheOutcome::NegativeHit,
             CacheOutcome::Revalidated,
             CacheOutcome::RevalidationFailed,
+            CacheOutcome::DiskHit,
         ] {
             assert_eq!(RESULT_LABELS[o.result_index()], o.result_label());
         }

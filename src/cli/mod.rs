@@ -232,6 +232,13 @@ pub struct Cli {
     #[arg(long, env = "GATEWAY_MAX_TENANTS", default_value_t = TemplateLimits::default().max_tenants, value_parser = clap::value_parser!(u64).range(1..))]
     pub max_tenants: u64,
 
+    /// Most tenants of an issuer template kept in the state directory
+    /// (--state-dir), the second tier behind memory (per template
+    /// document); the default for --config templates. Default: 100 ×
+    /// the template's max_tenants. At least --max-tenants.
+    #[arg(long, env = "GATEWAY_MAX_TENANTS_ON_DISK", value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_tenants_on_disk: Option<u64>,
+
     /// Most upstream requests in flight per upstream host (scheme, host, port),
     /// start-up warm-up and refreshes included; a share is kept for client
     /// requests that find nothing cached.
@@ -320,6 +327,12 @@ impl Cli {
                 "a subcommand was given: it does not run the gateway".to_string(),
             ));
         }
+        if let Some(on_disk) = self.max_tenants_on_disk.filter(|n| *n < self.max_tenants) {
+            return Err(usage_error(format!(
+                "invalid value for '--max-tenants-on-disk': {on_disk} is less than --max-tenants ({}); the disk tier holds every tenant held in memory",
+                self.max_tenants
+            )));
+        }
         if self.retry_backoff_min > self.retry_backoff_max {
             return Err(usage_error(format!(
                 "invalid value for '--retry-backoff-min': {} is larger than --retry-backoff-max ({})",
@@ -339,6 +352,7 @@ impl Cli {
                 max_stale: self.max_stale,
                 template: TemplateLimits {
                     max_tenants: self.max_tenants,
+                    max_tenants_on_disk: self.max_tenants_on_disk,
                     ..TemplateLimits::default()
                 },
                 jwks_refetch_cooldown: self.jwks_refetch_cooldown,
@@ -459,6 +473,7 @@ impl Cli {
             max_stale: self.max_stale,
             template: templated.then_some(TemplateLimits {
                 max_tenants: self.max_tenants,
+                max_tenants_on_disk: self.max_tenants_on_disk,
                 ..TemplateLimits::default()
             }),
             key_set: self.jwks_route.as_deref().map(|route| KeySetSpec {
@@ -883,6 +898,19 @@ mod tests {
         assert!(c.documents.documents.is_empty());
         let t = &c.documents.templates[0];
         assert_eq!(t.max_tenants, 50);
+        assert_eq!(t.max_tenants_on_disk, 5000, "100 × --max-tenants");
+        let with_disk = parse(&[
+            "--issuer",
+            "https://auth.example.com/realms/{tenant}",
+            "--upstream",
+            "http://keycloak:8080/realms/{tenant}",
+            "--max-tenants",
+            "50",
+            "--max-tenants-on-disk",
+            "70",
+        ])
+        .unwrap();
+        assert_eq!(with_disk.documents.templates[0].max_tenants_on_disk, 70);
         assert_eq!(
             t.upstream_urls[0].render("a"),
             "http://keycloak:8080/.well-known/oauth-authorization-server/realms/a"
@@ -902,6 +930,10 @@ mod tests {
                 "--resource",
             ),
             (vec!["--max-tenants", "0"], "--max-tenants"),
+            (
+                vec!["--max-tenants", "10", "--max-tenants-on-disk", "9"],
+                "--max-tenants-on-disk",
+            ),
             (
                 vec!["--upstream-concurrency", "0"],
                 "--upstream-concurrency",

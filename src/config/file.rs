@@ -19,6 +19,7 @@
 //! issuer = "https://auth.example.com/realms/{tenant}"
 //! upstream = "http://keycloak.internal:8080/realms/{tenant}"  # optional
 //! max_tenants = 10000                             # optional, default: --max-tenants
+//! max_tenants_on_disk = 1000000                   # optional, with --state-dir: default --max-tenants-on-disk, else 100 × max_tenants
 //! not_found_ttl = "1m"                            # optional: how long a 404 is remembered
 //! max_cold_fetches = 32                           # optional: uncached tenants fetched at once
 //!
@@ -117,6 +118,7 @@ struct AuthorizationServerEntry {
     ttl: Option<Spanned<String>>,
     max_stale: Option<Spanned<String>>,
     max_tenants: Option<Spanned<u64>>,
+    max_tenants_on_disk: Option<Spanned<u64>>,
     not_found_ttl: Option<Spanned<String>>,
     max_cold_fetches: Option<Spanned<u64>>,
     proxy: Option<Spanned<String>>,
@@ -200,6 +202,20 @@ impl AuthorizationServerEntry {
                 ));
             }
             limits.max_tenants = *v.get_ref();
+        }
+        if let Some(v) = &self.max_tenants_on_disk {
+            note(v.span(), "max_tenants_on_disk");
+            if *v.get_ref() < limits.max_tenants {
+                return Err(source.error(
+                    Some(v.span()),
+                    Some(key("max_tenants_on_disk")),
+                    format!(
+                        "must be at least max_tenants ({}): the disk tier holds every tenant held in memory",
+                        limits.max_tenants
+                    ),
+                ));
+            }
+            limits.max_tenants_on_disk = Some(*v.get_ref());
         }
         if let Some(v) = &self.not_found_ttl {
             note(v.span(), "not_found_ttl");
@@ -721,6 +737,7 @@ mod tests {
         max_stale: Duration::from_secs(3600),
         template: TemplateLimits {
             max_tenants: 1000,
+            max_tenants_on_disk: None,
             not_found_ttl: Duration::from_secs(60),
             max_cold_fetches: 32,
         },
@@ -910,6 +927,7 @@ resource_name = "Example MCP"
 issuer = "https://auth.example.com/realms/{tenant}"
 upstream = "http://keycloak.internal:8080/realms/{tenant}"
 max_tenants = 10000
+max_tenants_on_disk = 50000
 not_found_ttl = "5m"
 openid_configuration = true
 
@@ -927,6 +945,11 @@ resource = "https://mcp.example.com/mcp"
         let t = &d.templates[0];
         assert_eq!(&*t.name, "oauth-authorization-server/realms/{tenant}");
         assert_eq!(t.max_tenants, 10000);
+        assert_eq!(t.max_tenants_on_disk, 50000);
+        assert_eq!(
+            d.templates[2].max_tenants_on_disk, 100_000,
+            "100 × max_tenants"
+        );
         assert_eq!(t.not_found_ttl, Duration::from_secs(300));
         assert_eq!(t.max_cold_fetches, 32);
         assert_eq!(
@@ -957,6 +980,18 @@ resource = "https://mcp.example.com/mcp"
                 3,
                 "authorization_server[0].max_tenants",
                 "at least 1",
+            ),
+            (
+                "[[authorization_server]]\nissuer = \"https://a/{tenant}\"\nmax_tenants = 50\nmax_tenants_on_disk = 49\n",
+                4,
+                "authorization_server[0].max_tenants_on_disk",
+                "at least max_tenants (50)",
+            ),
+            (
+                "[[authorization_server]]\nissuer = \"https://a/x\"\nmax_tenants_on_disk = 5000\n",
+                3,
+                "authorization_server[0].max_tenants_on_disk",
+                "only an issuer template",
             ),
             (
                 "[[authorization_server]]\nissuer = \"https://a/{tenant}\"\nupstream = \"http://b/x\"\n",

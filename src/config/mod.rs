@@ -253,6 +253,9 @@ pub struct TemplateConfig {
     pub max_stale: Duration,
     /// Most tenants cached at once (moka `max_capacity`).
     pub max_tenants: u64,
+    /// Most tenants kept in the state directory (`--state-dir`), the
+    /// second tier: at least `max_tenants`.
+    pub max_tenants_on_disk: u64,
     /// How long an upstream 404/410 for a tenant is remembered.
     pub not_found_ttl: Duration,
     /// Most cold fetches (tenants not cached) in flight or waiting at once;
@@ -267,16 +270,33 @@ pub struct TemplateConfig {
 pub struct TemplateLimits {
     /// Most tenants cached at once.
     pub max_tenants: u64,
+    /// Most tenants kept in the state directory; `None`:
+    /// [`DISK_TIER_FACTOR`] × `max_tenants`.
+    pub max_tenants_on_disk: Option<u64>,
     /// How long an upstream 404/410 is remembered.
     pub not_found_ttl: Duration,
     /// Most cold fetches at once.
     pub max_cold_fetches: usize,
 }
 
+/// The default disk tier of a template: this many times its `max_tenants`.
+pub const DISK_TIER_FACTOR: u64 = 100;
+
+impl TemplateLimits {
+    /// The disk tier's bound: the one set, else [`DISK_TIER_FACTOR`] ×
+    /// `max_tenants` (never below `max_tenants`).
+    pub fn max_tenants_on_disk(&self) -> u64 {
+        self.max_tenants_on_disk
+            .unwrap_or_else(|| self.max_tenants.saturating_mul(DISK_TIER_FACTOR))
+            .max(self.max_tenants)
+    }
+}
+
 impl Default for TemplateLimits {
     fn default() -> Self {
         Self {
             max_tenants: 1000,
+            max_tenants_on_disk: None,
             not_found_ttl: Duration::from_secs(60),
             max_cold_fetches: 32,
         }

@@ -6,7 +6,10 @@
 //!   template tenant and protected resource document (state, age, time to
 //!   expiry, last fetch, last error, consecutive failures), filtered by
 //!   `?document=NAME` and `?state=STATE`. Per-document detail for 10,000
-//!   issuers lives here, not in Prometheus series.
+//!   issuers lives here, not in Prometheus series. A template tenant says
+//!   which tier holds it (`tier`: `memory`, or `disk` for one only in the
+//!   state directory); tenants only on disk (100,000 of them, maybe) are
+//!   listed when asked for with `?tier=disk`.
 //! - `POST /refresh[?document=NAME]`: queue fetches now (see
 //!   [`crate::metadata_gateway::MetadataGateway::refresh`]: the scheduler's and the per-host
 //!   bounds apply and documents in back-off are skipped).
@@ -127,6 +130,9 @@ pub struct DocumentsQuery {
     pub offset: Option<usize>,
     /// At most this many entries.
     pub limit: Option<usize>,
+    /// Only template tenants held in this tier: `memory`, or `disk` (only
+    /// in the state directory; listed only when asked for).
+    pub tier: Option<String>,
 }
 
 /// `POST /refresh` parameters. Unknown keys are refused (400): a
@@ -159,10 +165,13 @@ pub enum DocumentState {
     NotFound,
     /// Generated from configuration, served from memory.
     Local,
+    /// A template tenant only in the state directory (its disk tier): read
+    /// back and checked at its next request; its freshness is known then.
+    OnDisk,
 }
 
 impl DocumentState {
-    const ALL: [(&'static str, Self); 7] = [
+    const ALL: [(&'static str, Self); 8] = [
         ("fresh", Self::Fresh),
         ("stale", Self::Stale),
         ("error", Self::Error),
@@ -170,6 +179,7 @@ impl DocumentState {
         ("bypass", Self::Bypass),
         ("not_found", Self::NotFound),
         ("local", Self::Local),
+        ("on_disk", Self::OnDisk),
     ];
 
     fn parse(text: &str) -> Option<Self> {
@@ -204,6 +214,11 @@ pub struct DocumentView {
     /// The tenant, for a cached template tenant.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tenant: Option<String>,
+    /// For a template tenant: the tier holding it, `memory` (its saved
+    /// copy, if any, is in the disk tier too) or `disk` (only in the
+    /// state directory).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tier: Option<&'static str>,
     /// Paths it is served at.
     pub routes: Vec<String>,
     /// Upstream URLs, in the order they are tried.
@@ -249,6 +264,14 @@ pub struct TemplateView {
     pub cached_tenants: usize,
     /// Its bound (`max_tenants`).
     pub max_tenants: u64,
+    /// Tenants with a saved copy in the state directory (its disk tier);
+    /// absent without `--state-dir`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tenants_on_disk: Option<usize>,
+    /// The disk tier's bound (`max_tenants_on_disk`); absent without
+    /// `--state-dir`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_tenants_on_disk: Option<u64>,
 }
 
 /// The body of `GET /documents`.
@@ -316,6 +339,7 @@ fn slot_view(
         name: slot.name.to_string(),
         kind: slot.kind.well_known(),
         tenant: slot.tenant.as_deref().map(str::to_string),
+        tier: slot.tenant.is_some().then_some("memory"),
         routes,
         upstream_urls: slot.fetch_urls().iter().map(|u| u.to_string()).collect(),
         proxy: None,
@@ -345,11 +369,14 @@ fn proxy_of(gw: &Generation, slot: &DocumentSlot) -> Option<String> {
 pub async fn collect(gw: &Generation, q: &DocumentsQuery) -> Vec<DocumentView> {
     let wanted = |name: &str| q.document.as_deref().is_none_or(|d| d == name);
     let state = q.state.as_deref().and_then(DocumentState::parse);
-    let keep = |v: &DocumentView| state.is_none_or(|s| s == v.state);
+    let tier = q.tier.as_deref();
+    let keep = |v: &DocumentView| {
+        state.is_none_or(|s| s == v.state) && tier.is_none_or(|t| v.tier == Some(t))
+    };
     let now = Instant::now();
     let mut out = Vec::new();
     for (slot, doc) in gw.slots.iter().zip(&gw.documents.documents) {
-        if !wanted(&slot.name) {
+        if !wanted(&slot.name) || tier.is_some() {
             continue;
         }
         let stored = gw.cache.servable(slot).await;
@@ -391,16 +418,57 @@ pub async fn collect(gw: &Generation, q: &DocumentsQuery) -> Vec<DocumentView> {
                 out.push(v);
             }
         }
+        // Only on disk: listed when asked for (there may be 100,000).
+        if let (Some("disk"), Some(disk)) = (tier, t.disk()) {
+            // Evictions still pending in moka applied first.
+            t.entry_count().await;
+            let mut names = disk.newest(usize::MAX);
+            names.retain(|n| !t.holds(n));
+            names.sort_unstable();
+            for tenant in names {
+                let v = DocumentView {
+                    name: t.name.to_string(),
+                    kind: t.config.kind.well_known(),
+                    routes: t.config.routes.iter().map(|p| p.render(&tenant)).collect(),
+                    upstream_urls: t
+                        .config
+                        .upstream_urls
+                        .iter()
+                        .map(|p| p.render(&tenant))
+                        .collect(),
+                    proxy: t.config.upstream_urls.first().and_then(|p| {
+                        let url = p.render(&tenant);
+                        gw.cache.fetcher().proxy_for(&url).map(|p| p.to_string())
+                    }),
+                    tenant: Some(tenant),
+                    tier: Some("disk"),
+                    state: DocumentState::OnDisk,
+                    age_seconds: None,
+                    expires_in_seconds: None,
+                    servable_for_seconds: None,
+                    freshness_source: None,
+                    restored: false,
+                    last_fetch: None,
+                    last_error: None,
+                    consecutive_failures: 0,
+                    retry_in_seconds: None,
+                };
+                if keep(&v) {
+                    out.push(v);
+                }
+            }
+        }
     }
     for doc in &gw.local {
         let d = &doc.document;
-        if !wanted(&d.name) {
+        if !wanted(&d.name) || tier.is_some() {
             continue;
         }
         let v = DocumentView {
             name: d.name.clone(),
             kind: crate::discovery::DocumentKind::ProtectedResource.well_known(),
             tenant: None,
+            tier: None,
             routes: d.routes.clone(),
             upstream_urls: Vec::new(),
             proxy: None,
@@ -435,6 +503,17 @@ static LISTING: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(1);
 const LISTING_WAIT: Duration = Duration::from_secs(10);
 
 async fn documents(gw: Arc<Generation>, q: DocumentsQuery) -> HttpResponse {
+    if let Some(t) = q
+        .tier
+        .as_deref()
+        .filter(|t| !matches!(*t, "memory" | "disk"))
+    {
+        return json_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            &format!("unknown tier {t:?}; one of memory, disk"),
+        );
+    }
     if let Some(s) = q.state.as_deref() {
         if DocumentState::parse(s).is_none() {
             let names: Vec<&str> = DocumentState::ALL.iter().map(|(n, _)| *n).collect();
@@ -484,6 +563,8 @@ async fn documents(gw: Arc<Generation>, q: DocumentsQuery) -> HttpResponse {
             issuer: t.config.issuer.as_template(),
             cached_tenants: usize::try_from(t.entry_count().await).unwrap_or(usize::MAX),
             max_tenants: t.config.max_tenants,
+            tenants_on_disk: t.disk().map(|d| d.len()),
+            max_tenants_on_disk: t.disk().map(|_| t.config.max_tenants_on_disk),
         });
     }
     no_store_json(

@@ -9,11 +9,15 @@
 //!   issuer, and it is not older than its freshness plus `max_stale`.
 //!   Anything else is logged (`state file ignored`) and never served.
 //! - Template tenants are saved too, under `TEMPLATE@TENANT` (a template's
-//!   name contains `{tenant}`, so no configured document has such a key).
-//!   At start-up (or when a reload adds a template) the newest
-//!   `max_tenants` of them are restored the same way; a tenant moka evicts
-//!   or expires, or that the upstream now answers 404/410, has its file
-//!   removed, so the directory holds at most `max_tenants` per template.
+//!   name contains `{tenant}`, so no configured document has such a key),
+//!   in member files named after the template and the tenant
+//!   ([`super::store`]). They are the template's disk tier: at start-up
+//!   (or when a reload adds a template) the directory is *listed*, not
+//!   read ([`StateWriter::list_tenants`]), and a tenant is read back only
+//!   when a request finds it missing from memory
+//!   ([`StateWriter::load_saved`]), checked exactly like a restore.
+//!   Tenant files of an earlier version (named by hash) are read once at
+//!   start-up and renamed ([`StateWriter::migrate_tenants`]).
 
 use std::collections::HashSet;
 use std::path::PathBuf;
@@ -24,7 +28,9 @@ use crate::cache::slot::DocumentSlot;
 use crate::cache::StoredDocument;
 use crate::cache_rules::upstream_freshness::{secs_u32, Source, Timing, UpstreamHeaders};
 
-use super::store::{file_name_for, SavedDocument, StateDir};
+use super::store::{
+    file_name_for, group_tag, hashed_file_name, ListedMember, LoadProblem, SavedDocument, StateDir,
+};
 use super::writer::StateWriter;
 
 /// What reading the state directory back gave.
@@ -37,6 +43,103 @@ pub struct RestoreReport {
 }
 
 impl StateWriter {
+    /// Reads back the saved copy under `key` on a blocking thread
+    /// (checked: format, checksum, key; see [`StateDir::load`]). `Ok(None)`:
+    /// there is no such file. `permit` is held until the read is over,
+    /// even if the caller stops waiting: it bounds the blocking threads
+    /// reading at once (a stuck disk holds them all, never more).
+    pub async fn load_saved(
+        &self,
+        key: String,
+        permit: tokio::sync::OwnedSemaphorePermit,
+    ) -> Result<Option<SavedDocument>, LoadProblem> {
+        let dir = self.dir.clone();
+        let max_body = self.max_body;
+        tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            dir.load(&key, max_body)
+        })
+        .await
+        .unwrap_or_else(|e| Err(LoadProblem::Io(e.to_string())))
+    }
+
+    /// Lists the tenant files of the templates named `templates` (one list
+    /// per template, in the order given) from the directory's entries and
+    /// their metadata alone, on a blocking thread.
+    pub async fn list_tenants(&self, templates: Vec<Arc<str>>) -> Vec<Vec<ListedMember>> {
+        let dir = self.dir.clone();
+        let count = templates.len();
+        let listed = tokio::task::spawn_blocking(move || {
+            let tags: Vec<String> = templates.iter().map(|t| group_tag(t)).collect();
+            dir.list_members(&tags).unwrap_or_else(|e| {
+                tracing::warn!(state_dir = %dir.path().display(), error = %e, "cannot list the state dir: templates start with an empty disk tier");
+                vec![Vec::new(); tags.len()]
+            })
+        })
+        .await;
+        listed.unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "listing the state dir failed: templates start with an empty disk tier");
+            vec![Vec::new(); count]
+        })
+    }
+
+    /// Removes the tenant files of templates other than `templates` (no
+    /// longer configured), found by name alone; returns how many.
+    async fn remove_foreign_tenants(&self, templates: &[Arc<str>]) -> usize {
+        let dir = self.dir.clone();
+        let tags: Vec<String> = templates.iter().map(|t| group_tag(t)).collect();
+        tokio::task::spawn_blocking(move || {
+            let names = dir.foreign_members(&tags).unwrap_or_default();
+            let mut removed = 0;
+            for name in names {
+                match dir.remove_name(&name) {
+                    Ok(()) => removed += 1,
+                    Err(e) => tracing::warn!(error = %e, "cannot remove the state file of a template no longer configured"),
+                }
+            }
+            removed
+        })
+        .await
+        .unwrap_or(0)
+    }
+
+    /// Renames the tenant files of an earlier version (named by the hash
+    /// of their key, so they had to be read to be placed) to member files
+    /// ([`super::store`]), so later starts only list them. `saved` are the
+    /// copies read from them: each is written under its new name, then its
+    /// old file removed. Runs on a blocking thread; returns how many moved.
+    pub async fn migrate_tenants(&self, saved: Vec<SavedDocument>) -> usize {
+        if saved.is_empty() {
+            return 0;
+        }
+        let dir = self.dir.clone();
+        let moved = tokio::task::spawn_blocking(move || {
+            let mut moved = 0;
+            for doc in saved {
+                let new_name = file_name_for(&doc.key);
+                let old_name = hashed_file_name(&doc.key);
+                if new_name == old_name {
+                    continue;
+                }
+                match dir.save(&doc).and_then(|()| dir.remove_name(&old_name)) {
+                    Ok(()) => moved += 1,
+                    Err(e) => tracing::warn!(key = %doc.key, error = %e, "cannot rename an earlier version's tenant file"),
+                }
+            }
+            moved
+        })
+        .await
+        .unwrap_or(0);
+        if moved > 0 {
+            tracing::info!(
+                state_dir = %self.path().display(),
+                moved,
+                "renamed tenant files of an earlier version (listed, not read, from now on)"
+            );
+        }
+        moved
+    }
+
     /// Reads the saved tenants of the templates named `templates`, one list
     /// of `(tenant, saved copy)` per template, in the order given. Runs on a
     /// blocking thread and reads the whole directory once. A file that
@@ -85,6 +188,7 @@ impl StateWriter {
     /// that cannot be read are left in place (they are logged where they
     /// are read). Runs on a blocking thread; returns how many it removed.
     pub async fn remove_orphans(&self, configured: Vec<String>, templates: Vec<Arc<str>>) -> usize {
+        let tenants = self.remove_foreign_tenants(&templates).await;
         let dir = self.dir.clone();
         let max_body = self.max_body;
         let orphans = tokio::task::spawn_blocking(move || {
@@ -102,14 +206,15 @@ impl StateWriter {
         for key in &orphans {
             self.remove(key);
         }
-        if !orphans.is_empty() {
+        let removed = orphans.len() + tenants;
+        if removed > 0 {
             tracing::info!(
                 state_dir = %self.path().display(),
-                removed = orphans.len(),
+                removed,
                 "removed the state files of documents no longer configured"
             );
         }
-        orphans.len()
+        removed
     }
 
     /// Reads the saved copies of `slots` back; each usable one is returned
@@ -168,18 +273,30 @@ fn file_of(dir: &StateDir, key: &str) -> PathBuf {
 /// "just now" (a clock stepped back by NTP).
 const CLOCK_SKEW: Duration = Duration::from_secs(60);
 
+/// Why a saved copy is not served (its text is the log's `reason`).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    /// It is not this document's (issuer, upstream URL) or not valid
+    /// metadata.
+    #[error("{0}")]
+    Mismatch(String),
+    /// It is older than its freshness plus `max_stale`.
+    #[error("{0}")]
+    Expired(String),
+}
+
 /// Checks a saved copy against `slot` exactly as a fetched one would be.
 pub(crate) fn restore(
     slot: &DocumentSlot,
     saved: SavedDocument,
     now: SystemTime,
-) -> Result<StoredDocument, String> {
+) -> Result<StoredDocument, Refusal> {
     if saved.issuer != slot.issuer().as_str() {
-        return Err(format!(
+        return Err(Refusal::Mismatch(format!(
             "saved for issuer {:?}, the document's issuer is now {:?}",
             saved.issuer,
             slot.issuer().as_str()
-        ));
+        )));
     }
     // A key set that follows its metadata's `jwks_uri` has no configured
     // URL: the saved one is where it was last found (the issuer above ties
@@ -194,15 +311,15 @@ pub(crate) fn restore(
         {
             Some(url) => url.clone(),
             None => {
-                return Err(format!(
+                return Err(Refusal::Mismatch(format!(
                     "fetched from {}, which is no longer one of the document's upstream URLs",
                     saved.upstream_url
-                ))
+                )))
             }
         },
     };
     let document = crate::cache::fetch::validate_for(slot, saved.body)
-        .map_err(|e| format!("the saved document is not valid: {e}"))?;
+        .map_err(|e| Refusal::Mismatch(format!("the saved document is not valid: {e}")))?;
     let fresh_for = saved.lifetime.clamp(
         slot.policy().min_ttl.min(slot.policy().ttl),
         slot.policy().ttl,
@@ -233,12 +350,12 @@ pub(crate) fn restore(
     };
     let servable_for = timing.fresh_for.saturating_add(slot.freshness().max_stale);
     if resident >= servable_for {
-        return Err(format!(
+        return Err(Refusal::Expired(format!(
             "saved {}s ago, past its freshness ({}s) and max-stale ({}s)",
             resident.as_secs(),
             timing.fresh_for.as_secs(),
             slot.freshness().max_stale.as_secs()
-        ));
+        )));
     }
     let headers = UpstreamHeaders {
         cache_control: saved.cache_control,

@@ -15,6 +15,18 @@
 //! SHA-256(key) followed by [`EXTENSION`], e.g.
 //! `3f2a…9c.json-doc` (32 hex digits). Any key maps to a safe name of fixed
 //! length; two keys sharing a name would need a 128-bit SHA-256 collision.
+//!
+//! A *member key* `GROUP@MEMBER` (see [`member_parts`]: a group whose
+//! name holds `{`, such as an issuer template, and a member name of
+//! [`MEMBER_CHARS`]) is named so that the directory's listing alone says
+//! whose it is, without reading the file: [`MEMBER_PREFIX`], 32 hex digits
+//! of SHA-256(GROUP) (the group's *tag*), `-`, the member name as is, and
+//! [`EXTENSION`], e.g. `m-8c1e…40-acme.json-doc`. [`StateDir::list_members`]
+//! lists a group's members with their size and modification time (the
+//! last save) from that alone, so 100,000 members are indexed at start-up
+//! without opening one. Member names differing only in letter case share a
+//! file on a case-insensitive file system: the key check on load (5.
+//! below) then refuses the other member's copy, which is never served.
 //! Other names in the directory are ignored, except the temporary files
 //! of an interrupted save (names starting with [`TEMP_PREFIX`]), which
 //! [`StateDir::open`] deletes.
@@ -67,9 +79,10 @@
 //! 3. body length: shorter than declared is [`LoadProblem::Truncated`],
 //!    longer is [`LoadProblem::Corrupt`];
 //! 4. checksum: [`LoadProblem::Corrupt`];
-//! 5. key and file name: a file whose key does not hash to its own name (a
+//! 5. key and file name: a file whose key does not give its own name (a
 //!    file copied or renamed from another document) is
-//!    [`LoadProblem::ForeignKey`].
+//!    [`LoadProblem::ForeignKey`] (a member key's file may also have the
+//!    hashed name earlier versions gave it).
 
 #[cfg(test)]
 mod tests;
@@ -96,6 +109,13 @@ pub const FORMAT_VERSION: u32 = 2;
 const FORMAT_V1: &str = "oauth-metadata-gateway/state/1";
 /// Every state file's name ends with this.
 pub const EXTENSION: &str = ".json-doc";
+/// The file of a member key starts with this (see the module doc).
+pub const MEMBER_PREFIX: &str = "m-";
+/// The bytes a member name may have (no `/`, never `.` or `..` alone).
+pub const MEMBER_CHARS: &str = "ASCII letters, digits, '-', '_', '.'";
+/// Longest member name kept under its own name, in bytes (a file name
+/// stays under the usual 255-byte limit).
+pub const MAX_MEMBER_LEN: usize = 128;
 /// Temporary files (an interrupted save, the writability probe) start with
 /// this; [`StateDir::open`] deletes them.
 pub const TEMP_PREFIX: &str = ".tmp-";
@@ -296,13 +316,85 @@ struct FormatProbe {
     format: String,
 }
 
-/// The file name (not a path) that stores `key`: 32 lowercase hex digits
-/// of SHA-256(key) and [`EXTENSION`].
+/// The file name (not a path) that stores `key`: for a member key (see
+/// [`member_parts`]) its member file name, else 32 lowercase hex digits of
+/// SHA-256(key) and [`EXTENSION`].
 pub fn file_name_for(key: &str) -> String {
+    match member_parts(key) {
+        Some((group, member)) => member_file_name(&group_tag(group), member),
+        None => hashed_file_name(key),
+    }
+}
+
+/// The name of `key`'s file when it is named by hash: 32 lowercase hex
+/// digits of SHA-256(key) and [`EXTENSION`] (every key but a member key;
+/// member keys too in format versions before member files).
+pub fn hashed_file_name(key: &str) -> String {
     let digest = Sha256::digest(key.as_bytes());
     let mut name = hex(&digest[..16]);
     name.push_str(EXTENSION);
     name
+}
+
+/// Whether a member name can be a file name as is.
+fn valid_member(member: &str) -> bool {
+    !member.is_empty()
+        && member.len() <= MAX_MEMBER_LEN
+        && member != "."
+        && member != ".."
+        && member
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+}
+
+/// Splits a member key `GROUP@MEMBER` (at its last `@`): a group whose
+/// name holds `{` (no configured document's name does: an issuer
+/// template's holds `{tenant}`) and a member of [`MEMBER_CHARS`], at most
+/// [`MAX_MEMBER_LEN`] bytes. `None` for any other key.
+pub fn member_parts(key: &str) -> Option<(&str, &str)> {
+    let (group, member) = key.rsplit_once('@')?;
+    (group.contains('{') && valid_member(member)).then_some((group, member))
+}
+
+/// A group's tag in its members' file names: 32 lowercase hex digits of
+/// SHA-256(group).
+pub fn group_tag(group: &str) -> String {
+    hex(&Sha256::digest(group.as_bytes())[..16])
+}
+
+/// The file name of `member` of the group tagged `tag`.
+fn member_file_name(tag: &str, member: &str) -> String {
+    let mut name =
+        String::with_capacity(MEMBER_PREFIX.len() + tag.len() + 1 + member.len() + EXTENSION.len());
+    name.push_str(MEMBER_PREFIX);
+    name.push_str(tag);
+    name.push('-');
+    name.push_str(member);
+    name.push_str(EXTENSION);
+    name
+}
+
+/// The group tag and member a member file's name holds; `None` for any
+/// other name.
+fn parse_member_file_name(name: &str) -> Option<(&str, &str)> {
+    let rest = name.strip_prefix(MEMBER_PREFIX)?.strip_suffix(EXTENSION)?;
+    let (tag, member) = rest.split_at_checked(32)?;
+    let member = member.strip_prefix('-')?;
+    let hex_tag = tag
+        .bytes()
+        .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+    (hex_tag && valid_member(member)).then_some((tag, member))
+}
+
+/// One member file as listed: no byte of it read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListedMember {
+    /// The member's name (for a template: the tenant).
+    pub member: String,
+    /// The file's size in bytes.
+    pub size: u64,
+    /// When it was last written (its last save).
+    pub modified: SystemTime,
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -545,7 +637,8 @@ fn load_path(
         return Err(LoadProblem::TooLarge(data.len() as u64));
     }
     let doc = decode(Bytes::from(data), max_body)?;
-    if file_name_for(&doc.key) != name {
+    // A member key's file of an earlier version is named by hash.
+    if file_name_for(&doc.key) != name && hashed_file_name(&doc.key) != name {
         return Err(LoadProblem::ForeignKey);
     }
     Ok(Some(doc))
@@ -730,8 +823,78 @@ impl StateDir {
         }
     }
 
+    /// Lists the member files of the groups tagged `tags` (see
+    /// [`group_tag`]), one list per tag in the order given, from the
+    /// directory's entries and their metadata alone: no file is opened.
+    /// An entry whose metadata cannot be read is skipped.
+    pub fn list_members(&self, tags: &[String]) -> io::Result<Vec<Vec<ListedMember>>> {
+        let mut lists = vec![Vec::new(); tags.len()];
+        for entry in fs::read_dir(&self.root)? {
+            let Ok(entry) = entry else { continue };
+            let file_name = entry.file_name();
+            let Some(name) = file_name.to_str() else {
+                continue;
+            };
+            let Some((tag, member)) = parse_member_file_name(name) else {
+                continue;
+            };
+            let Some(i) = tags.iter().position(|t| t == tag) else {
+                continue;
+            };
+            // One statx per file, for its type, size and time.
+            let Ok(meta) = entry.metadata() else { continue };
+            if !meta.is_file() {
+                continue;
+            }
+            lists[i].push(ListedMember {
+                member: member.to_owned(),
+                size: meta.len(),
+                modified: meta.modified().unwrap_or(UNIX_EPOCH),
+            });
+        }
+        Ok(lists)
+    }
+
+    /// The names of the member files whose group is not one of `tags`
+    /// (a group no longer configured), from the directory's entries alone.
+    pub fn foreign_members(&self, tags: &[String]) -> io::Result<Vec<String>> {
+        let mut names = Vec::new();
+        for entry in fs::read_dir(&self.root)? {
+            let Ok(entry) = entry else { continue };
+            let file_name = entry.file_name();
+            let Some(name) = file_name.to_str() else {
+                continue;
+            };
+            if let Some((tag, _)) = parse_member_file_name(name) {
+                if !tags.iter().any(|t| t == tag) {
+                    names.push(name.to_owned());
+                }
+            }
+        }
+        Ok(names)
+    }
+
+    /// Deletes the state file named `name` (a file name from a listing,
+    /// not a key); no file is not an error. A name with a `/`, starting
+    /// with `.` or not ending in [`EXTENSION`] is refused.
+    pub fn remove_name(&self, name: &str) -> Result<(), StateError> {
+        if name.contains('/') || name.starts_with('.') || !name.ends_with(EXTENSION) {
+            return Err(StateError::Unrepresentable {
+                key: name.to_owned(),
+                reason: "not the name of a state file",
+            });
+        }
+        let path = self.root.join(name);
+        match fs::remove_file(&path) {
+            Ok(()) => self.sync_dir(),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(io_error("remove the state file", &path)(e)),
+        }
+    }
+
     /// Loads every state file in the directory (names ending in
-    /// [`EXTENSION`] and not starting with `.`), in file-name order. Files
+    /// [`EXTENSION`] and not starting with `.`; member files are listed,
+    /// not read: [`StateDir::list_members`]), in file-name order. Files
     /// that fail a check are listed with their problem; other names
     /// (temporary files, a README, …) are skipped silently. If the
     /// directory itself cannot be listed, that is the one problem.
@@ -741,8 +904,8 @@ impl StateDir {
 
     /// [`StateDir::load_all`] without reading the files named in `skip`
     /// (those of the configured documents, which their own restore reads
-    /// one by one): with 10,000 configured documents and no template, a
-    /// pass over the directory reads nothing.
+    /// one by one): with 10,000 configured documents and 100,000 tenants,
+    /// a pass over the directory reads nothing.
     pub fn load_all_but(
         &self,
         max_body: usize,
@@ -765,6 +928,7 @@ impl StateDir {
                         if name.ends_with(EXTENSION)
                             && !name.starts_with('.')
                             && !skip.contains(&name)
+                            && parse_member_file_name(&name).is_none()
                         {
                             names.push(name);
                         }

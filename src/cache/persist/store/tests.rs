@@ -747,3 +747,86 @@ proptest! {
         let _ = dir.load_all(max_body);
     }
 }
+
+#[test]
+fn member_keys_get_listable_names_and_others_stay_hashed() {
+    let template = "oauth-authorization-server/realms/{tenant}";
+    let key = format!("{template}@acme.1_x-Y");
+    assert_eq!(member_parts(&key), Some((template, "acme.1_x-Y")));
+    let name = file_name_for(&key);
+    assert_eq!(
+        name,
+        format!("m-{}-acme.1_x-Y{EXTENSION}", group_tag(template))
+    );
+    assert_eq!(
+        parse_member_file_name(&name),
+        Some((&*group_tag(template), "acme.1_x-Y"))
+    );
+    // Not member keys: no `{` in the group, an unsafe or empty member.
+    for other in [
+        "oauth-authorization-server/x@acme".to_owned(),
+        format!("{template}@.."),
+        format!("{template}@a/b"),
+        format!("{template}@"),
+        format!("{template}@{}", "a".repeat(MAX_MEMBER_LEN + 1)),
+        "oauth-authorization-server".to_owned(),
+    ] {
+        assert_eq!(member_parts(&other), None, "{other}");
+        assert_eq!(file_name_for(&other), hashed_file_name(&other), "{other}");
+    }
+}
+
+#[test]
+fn members_are_listed_without_reading_and_foreign_ones_found() {
+    let (_tmp, dir) = store();
+    let ours = "oauth-authorization-server/realms/{tenant}";
+    let theirs = "openid-configuration/realms/{tenant}";
+    for (template, tenant) in [(ours, "a"), (ours, "b"), (theirs, "c")] {
+        let key = format!("{template}@{tenant}");
+        dir.save(&doc(&key, &json_body())).expect("save");
+    }
+    dir.save(&doc("configured", &json_body())).expect("save");
+    // A member file that is not a state file at all: listed by name (it
+    // is refused when read, like any damaged file).
+    let junk = format!("m-{}-junk{EXTENSION}", group_tag(ours));
+    fs::write(dir.path().join(&junk), b"not a state file").expect("write");
+
+    let lists = dir.list_members(&[group_tag(ours)]).expect("list");
+    let mut listed: Vec<&str> = lists[0].iter().map(|m| m.member.as_str()).collect();
+    listed.sort_unstable();
+    assert_eq!(listed, ["a", "b", "junk"]);
+    assert!(lists[0].iter().all(|m| m.size > 0));
+    assert_eq!(
+        dir.foreign_members(&[group_tag(ours)]).expect("list"),
+        vec![file_name_for(&format!("{theirs}@c"))]
+    );
+    // load_all reads the hashed files only.
+    let (docs, problems) = dir.load_all(MAX_BODY);
+    assert_eq!(
+        docs.iter().map(|d| d.key.as_str()).collect::<Vec<_>>(),
+        ["configured"]
+    );
+    assert!(problems.is_empty(), "{problems:?}");
+    // A member loads by its key; the junk file is refused.
+    let loaded = dir.load(&format!("{ours}@a"), MAX_BODY).expect("load");
+    assert!(loaded.is_some());
+    assert!(dir.load(&format!("{ours}@junk"), MAX_BODY).is_err());
+    dir.remove_name(&junk).expect("remove");
+    assert!(dir.remove_name("../x.json-doc").is_err());
+    assert!(dir.remove_name(".lock").is_err());
+    assert_eq!(
+        dir.list_members(&[group_tag(ours)]).expect("list")[0].len(),
+        2
+    );
+}
+
+#[test]
+fn a_tenant_file_under_its_earlier_hashed_name_still_loads() {
+    let (_tmp, dir) = store();
+    let key = "oauth-authorization-server/realms/{tenant}@acme";
+    dir.save(&doc(key, &json_body())).expect("save");
+    fs::rename(dir.path_for(key), dir.path().join(hashed_file_name(key))).expect("rename");
+    let (docs, problems) = dir.load_all(MAX_BODY);
+    assert!(problems.is_empty(), "{problems:?}");
+    assert_eq!(docs[0].key, key);
+}
