@@ -44,6 +44,28 @@ async fn demo_serves_a_valid_document_through_the_gateway() {
 }
 
 #[actix_web::test]
+async fn demo_publishes_a_key_set_the_gateway_serves() {
+    let port = free_port();
+    let demo = format!("127.0.0.1:{port}");
+    let gw = Generation::start(&["--demo", "--demo-listen", &demo, "--jwks-route", "/jwks"]).await;
+    let r = poll_until(&gw.url("/jwks"), Duration::from_secs(5), |r| {
+        r.status == 200
+    })
+    .await;
+    let set = r.json();
+    let keys = set["keys"].as_array().expect("a JWK Set");
+    assert_eq!(keys.len(), 1);
+    assert_eq!(keys[0]["kty"], "RSA");
+    assert!(keys[0].get("d").is_none(), "public members only");
+    // The metadata names it, and the gateway relays the demo's bytes.
+    let doc = get(&gw.url(AS_PATH)).await.json();
+    let jwks_uri = doc["jwks_uri"].as_str().expect("jwks_uri").to_string();
+    assert_eq!(jwks_uri, format!("http://localhost:{port}/oauth/jwks"));
+    let direct = get(&format!("http://127.0.0.1:{port}/oauth/jwks")).await;
+    assert_eq!(direct.body, r.body);
+}
+
+#[actix_web::test]
 async fn demo_yields_to_a_server_already_on_its_address() {
     let upstream = Upstream::start(Behaviour::status(500)).await;
     let body = document(&upstream.base_url);

@@ -1,6 +1,8 @@
 //! The built-in demo authorization server (`--demo`): a tiny HTTP server that
-//! publishes a realistic RFC 8414 document, so a new user sees the gateway
-//! work with one command and no real authorization server. If its address
+//! publishes a realistic RFC 8414 document and the key set (RFC 7517) its
+//! `jwks_uri` names, so a new user sees the gateway work with one command
+//! and no real authorization server (`--demo --jwks-route /jwks` serves
+//! the key set too). If its address
 //! is already taken (a real server may be running there), the gateway says
 //! so, names what answers there ([`probe`]) and uses it.
 
@@ -18,6 +20,14 @@ mod probe;
 /// demo address.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// Where the demo publishes its key set (the document's `jwks_uri`).
+pub const JWKS_PATH: &str = "/oauth/jwks";
+
+/// The demo key set: one public RSA signing key, fixed bytes. Its private
+/// half was never kept: the demo signs nothing, it only gives
+/// `--jwks-route` a real RFC 7517 set to cache.
+pub const JWKS: &str = r#"{"keys":[{"kty":"RSA","use":"sig","alg":"RS256","kid":"demo-2026-12","n":"8wejrEYwaISir1aBTC0nfooaT3us5KRngTs2bliUIFpSA1DqPmtxF02nzv-pdWEtL7lXrFi3NmJhbu_00OR1N1rdzsyWLnSgjeRVM2BSFDJX4zrtU3v2NTS8XiWl8BSVAbVxFU3XNJsRoWAhCdkMAsQNGqZQ5O4KvOW2aVrxSYXJn9F354u3IeZ7A_1N5JtNsEek7z_U1upBOYkWCWGO5Ru57WNpKZEoM3gsLik5mu-nbIehRtNrSreYURM2MJQuvOEZZ2Vzh0kMHvf7OMvS3hVlpfIE2obGzvw6_QjC1yse2iWl7NwMOCW-SoLwCcxEX2hFGLpn34UqEBi5CD9ylw","e":"AQAB"}]}"#;
+
 /// The demo document: members in the order real servers write them,
 /// `issuer` first (a `serde_json::Value` would sort them).
 #[derive(serde::Serialize)]
@@ -25,6 +35,7 @@ struct DemoDocument<'a> {
     issuer: &'a str,
     authorization_endpoint: String,
     token_endpoint: String,
+    jwks_uri: String,
     registration_endpoint: String,
     revocation_endpoint: String,
     scopes_supported: [&'a str; 4],
@@ -42,6 +53,7 @@ pub fn document(issuer: &str) -> Vec<u8> {
         issuer,
         authorization_endpoint: format!("{base}/oauth/authorize"),
         token_endpoint: format!("{base}/oauth/token"),
+        jwks_uri: format!("{base}{JWKS_PATH}"),
         registration_endpoint: format!("{base}/oauth/register"),
         revocation_endpoint: format!("{base}/oauth/revoke"),
         scopes_supported: ["openid", "profile", "mcp:tools", "mcp:resources"],
@@ -56,6 +68,18 @@ pub fn document(issuer: &str) -> Vec<u8> {
         code_challenge_methods_supported: ["S256"],
     };
     serde_json::to_vec(&doc).unwrap_or_default()
+}
+
+/// A GET route answering `body` as JSON.
+fn json_route(body: web::Bytes) -> actix_web::Route {
+    web::get().to(move || {
+        let body = body.clone();
+        async move {
+            HttpResponse::Ok()
+                .content_type("application/json")
+                .body(body)
+        }
+    })
 }
 
 /// Starts the demo server on `listener` (bound by the caller, so a
@@ -97,17 +121,9 @@ pub async fn start(
     let body = web::Bytes::from(document(issuer));
     let route = path.to_string();
     let server = HttpServer::new(move || {
-        let body = body.clone();
-        App::new().route(
-            &route,
-            web::get().to(move || {
-                let body = body.clone();
-                async move {
-                    HttpResponse::Ok()
-                        .content_type("application/json")
-                        .body(body)
-                }
-            }),
+        App::new().route(&route, json_route(body.clone())).route(
+            JWKS_PATH,
+            json_route(web::Bytes::from_static(JWKS.as_bytes())),
         )
     })
     .workers(1)

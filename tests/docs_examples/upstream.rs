@@ -81,6 +81,11 @@ fn serve(stream: TcpStream, mappings: &Mutex<Vec<Mapping>>) {
     let path = path.split('?').next().unwrap_or(path);
     let (status, body) = match issuer_for(path, &mappings.lock().unwrap()) {
         Some(issuer) => ("200 OK", oauth_metadata_gateway::demo::document(&issuer)),
+        // The demo document's `jwks_uri` is `{issuer}/oauth/jwks`.
+        None if path.ends_with(oauth_metadata_gateway::demo::JWKS_PATH) => (
+            "200 OK",
+            oauth_metadata_gateway::demo::JWKS.as_bytes().to_vec(),
+        ),
         None => ("404 Not Found", b"{\"error\":\"not_found\"}".to_vec()),
     };
     let mut out = &stream;
