@@ -33,6 +33,7 @@ LABEL_VALUES = {
     "metadata_gateway_upstream_fetches_total": {"kind": KINDS, "outcome": FETCH_OUTCOMES},
     "metadata_gateway_config_reloads_total": {"outcome": {"ok", "refused"}},
     "metadata_gateway_state_writes_total": {"operation": {"save", "remove"}, "outcome": {"ok", "error"}},
+    "metadata_gateway_tls_certificate_reloads_total": {"outcome": {"ok", "refused"}},
 }
 # Grafana's built-in variables -> values that keep a query valid PromQL;
 # the dashboard's own variables are "All" (.*).

@@ -308,14 +308,20 @@ pub fn analyze_authorization_server(
             "the metadata URL {url} is plain http outside loopback (MCP: authorization server endpoints MUST use https)"
         ));
     }
-    let map = match serde_json::from_slice::<Value>(&raw.body) {
+    // Parsed as the gateway parses it: a duplicate member name is refused
+    // (RFC 8259 §4), not read last-wins.
+    let map = match crate::document::parse_strict(&raw.body) {
         Ok(Value::Object(map)) => map,
         Ok(_) => {
             report.error("the document is not a JSON object (RFC 8414 §3.2)");
             return;
         }
-        Err(e) => {
+        Err(crate::error::InvalidDocument::NotJson(e)) => {
             report.error(format!("the document is not JSON: {e} (RFC 8414 §3.2)"));
+            return;
+        }
+        Err(e) => {
+            report.error(format!("{e}; the gateway refuses it"));
             return;
         }
     };

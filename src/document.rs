@@ -5,7 +5,8 @@
 //! expected `issuer` (RFC 8414 §3.3) and carries the fields RFC 8414 §2 makes
 //! REQUIRED. The accepted bytes are kept exactly as received: the gateway
 //! never re-serialises, so `issuer`, `signed_metadata` and key order reach
-//! clients unchanged.
+//! clients unchanged. The JSON is parsed strictly: a duplicate member name
+//! anywhere refuses the document ([`crate::strict_json`]).
 
 use std::sync::Arc;
 
@@ -16,6 +17,7 @@ use sha2::{Digest, Sha256};
 
 use crate::error::InvalidDocument;
 use crate::key_set::KeySetSummary;
+use crate::strict_json::{self, StrictJsonError};
 
 /// The issuer a document must declare, as configured (shared, not copied,
 /// between the configuration and the cache slot).
@@ -74,8 +76,7 @@ pub struct ValidatedDocument {
 impl ValidatedDocument {
     /// Validates `body` as RFC 8414 metadata for `issuer`.
     pub fn validate(body: Bytes, issuer: &ExpectedIssuer) -> Result<Self, InvalidDocument> {
-        let value: Value =
-            serde_json::from_slice(&body).map_err(|e| InvalidDocument::NotJson(e.to_string()))?;
+        let value = parse_strict(&body)?;
         let Value::Object(map) = value else {
             return Err(InvalidDocument::NotAnObject);
         };
@@ -108,6 +109,18 @@ impl ValidatedDocument {
             etag: self.etag,
         }
     }
+}
+
+/// Parses `body` as JSON, refusing duplicate member names at any depth
+/// (RFC 8259 §4; [`crate::strict_json`]), so the gateway and its clients
+/// cannot read two different documents from the same bytes.
+pub fn parse_strict(body: &[u8]) -> Result<Value, InvalidDocument> {
+    strict_json::parse(body).map_err(|e| match e {
+        StrictJsonError::Syntax(message) => InvalidDocument::NotJson(message),
+        StrictJsonError::DuplicateMember { name, at } => {
+            InvalidDocument::DuplicateMember { name, at }
+        }
+    })
 }
 
 /// Computes the strong ETag: the first 128 bits of SHA-256, hex, quoted.
@@ -258,6 +271,16 @@ mod tests {
             (
                 r#"{"issuer":"http://localhost:7788","authorization_endpoint":"a","token_endpoint":"t","response_types_supported":"code"}"#,
                 "response_types_supported",
+            ),
+            // RFC 8259 §4: a second `issuer` (escaped or not) is refused,
+            // whichever value a client's parser would keep.
+            (
+                r#"{"issuer":"http://localhost:7788","authorization_endpoint":"a","token_endpoint":"t","response_types_supported":["code"],"\u0069ssuer":"http://evil"}"#,
+                "duplicate member name \"issuer\" in the object at $",
+            ),
+            (
+                r#"{"issuer":"http://localhost:7788","authorization_endpoint":"a","token_endpoint":"t","response_types_supported":["code"],"mtls_endpoint_aliases":{"token_endpoint":"x","token_endpoint":"y"}}"#,
+                "\"token_endpoint\" in the object at $.mtls_endpoint_aliases",
             ),
         ];
         for (body, needle) in cases {

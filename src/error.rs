@@ -13,6 +13,17 @@ pub enum InvalidDocument {
     /// The body did not parse as JSON.
     #[error("the document is not valid JSON: {0}")]
     NotJson(String),
+    /// An object in the body has two members with the same name (after
+    /// unescaping): RFC 8259 §4, see [`crate::strict_json`].
+    #[error(
+        "the document has a duplicate member name {name:?} in the object at {at} (RFC 8259 §4)"
+    )]
+    DuplicateMember {
+        /// The repeated name, unescaped.
+        name: String,
+        /// Where the object is, as a JSONPath.
+        at: String,
+    },
     /// The body is JSON but not an object.
     #[error("the document is not a JSON object")]
     NotAnObject,

@@ -5,7 +5,8 @@
 //! - pure rules: [`tenant`] (`{tenant}` templates and the tenant grammar),
 //!   [`discovery`] (well-known routes and upstream URLs, RFC 8414 §3,
 //!   RFC 9728 §3, OpenID Connect Discovery §4), [`document`] (RFC 8414
-//!   validation), [`protected_resource`] (RFC 9728 metadata),
+//!   validation), [`strict_json`] (JSON with unique member names, RFC 8259
+//!   §4), [`protected_resource`] (RFC 9728 metadata),
 //!   [`cache_rules`] (the HTTP caching model: `Cache-Control`, freshness
 //!   from the upstream's headers, fresh/stale/expired, the outcome enum;
 //!   RFC 9111, RFC 5861, RFC 9211), [`error`];
@@ -49,11 +50,13 @@ pub mod protected_resource;
 pub mod refresher;
 pub mod request_metrics;
 pub mod routes;
+pub mod strict_json;
 pub mod tenant;
 pub mod upstream;
 
 use std::future::Future;
 use std::net::TcpListener;
+use std::sync::Arc;
 
 use tokio::sync::mpsc;
 
@@ -92,7 +95,9 @@ impl From<TcpListener> for Listeners {
 ///
 /// Every message on `reloads` (the binary sends one per SIGHUP) re-reads
 /// the `--config` file and swaps in the new configuration if it is good
-/// (see [`metadata_gateway`]); the channel closing changes nothing.
+/// (see [`metadata_gateway`]), and re-reads the listener certificate
+/// (`--tls-cert`, see [`listener::tls`]; also checked every
+/// `--tls-reload-interval`); the channel closing changes nothing.
 ///
 /// Must be called inside a tokio runtime. Tests call it with
 /// `127.0.0.1:0` listeners.
@@ -166,6 +171,10 @@ pub async fn run(
     } else {
         "http"
     };
+    let certificate_watch = config.listener.tls.clone().map(|tls| {
+        live.current().metrics.init_certificate_reloads();
+        tokio::spawn(watch_certificate(tls, live.clone()))
+    });
     tracing::info!(%addr, scheme, "gateway listening");
 
     let mut server = std::pin::pin!(server);
@@ -185,13 +194,24 @@ pub async fn run(
                 // Off the loop, so the servers keep being polled; reloads
                 // run one at a time and log their outcome.
                 Some(()) => {
-                    let live = live.clone();
-                    tokio::spawn(async move { live.reload().await });
+                    if let Some(tls) = &config.listener.tls {
+                        let (certificate, live) = (tls.certificate.clone(), live.clone());
+                        tokio::spawn(async move { reload_certificate(certificate, true, &live).await });
+                    }
+                    // With TLS and no config file, SIGHUP is a certificate
+                    // reload only (no "nothing to reload" warning).
+                    if config.config_file.is_some() || config.listener.tls.is_none() {
+                        let live = live.clone();
+                        tokio::spawn(async move { live.reload().await });
+                    }
                 }
                 None => reloads_open = false,
             },
         }
     };
+    if let Some(task) = certificate_watch {
+        task.abort();
+    }
     if let Some(h) = admin_handle {
         h.stop(true).await;
     }
@@ -213,6 +233,39 @@ pub async fn run(
     }
     tracing::info!("gateway stopped");
     result.map_err(RunError::io("HTTP server failed"))
+}
+
+/// Re-reads the listener's certificate files every `--tls-reload-interval`
+/// and serves a changed pair (see [`listener::tls`]); runs until aborted.
+async fn watch_certificate(tls: listener::tls::ListenerTls, live: Arc<MetadataGateway>) {
+    let Some(every) = tls.check_every else {
+        return;
+    };
+    let mut ticks = tokio::time::interval(every);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    ticks.tick().await;
+    loop {
+        ticks.tick().await;
+        reload_certificate(tls.certificate.clone(), false, &live).await;
+    }
+}
+
+/// One certificate reload on a blocking thread (file reads, PEM and key
+/// parsing), counted in the metrics.
+async fn reload_certificate(
+    certificate: Arc<listener::tls::CertificateFiles>,
+    force: bool,
+    live: &MetadataGateway,
+) {
+    use listener::tls::CertificateReload;
+    let outcome = tokio::task::spawn_blocking(move || certificate.reload(force)).await;
+    let metrics = &live.current().metrics;
+    match outcome {
+        Ok(CertificateReload::Reloaded(_)) => metrics.record_certificate_reload(true),
+        Ok(CertificateReload::Refused(_)) => metrics.record_certificate_reload(false),
+        Ok(CertificateReload::Unchanged) => {}
+        Err(e) => tracing::warn!(error = %e, "listener certificate check failed"),
+    }
 }
 
 /// What is served, logged at start-up: one line per document while there

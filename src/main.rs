@@ -2,7 +2,7 @@
 //! check and exits 0/1; otherwise validate the configuration, set up
 //! logging (on stderr, see [`logging`]), bind the listener and hand over to
 //! [`oauth_metadata_gateway::run`] until SIGINT or SIGTERM; SIGHUP reloads
-//! the `--config` file.
+//! the `--config` file and the listener certificate (`--tls-cert`).
 
 #![forbid(unsafe_code)]
 
@@ -153,8 +153,9 @@ async fn shutdown_signal() {
     }
 }
 
-/// One message per SIGHUP: reload the `--config` file. Call inside the
-/// runtime (it spawns the task that forwards the signals).
+/// One message per SIGHUP: reload the `--config` file and the listener
+/// certificate. Call inside the runtime (it spawns the task that forwards
+/// the signals).
 fn reload_signals() -> std::io::Result<tokio::sync::mpsc::UnboundedReceiver<()>> {
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
     #[cfg(unix)]

@@ -6,7 +6,9 @@
 //! Every request loads the current generation once and answers from it, so
 //! a reload never fails a request: requests already running finish on the
 //! generation they started with, the next ones see the new one. A reload
-//! reads and checks the file exactly like start-up; a bad file is logged
+//! reads and checks the file exactly like start-up, on a blocking thread
+//! (file read, TOML parse, document checks, the next generation's tables;
+//! a changed document's cached copy is validated there too); a bad file is logged
 //! (file, line, column, key) and changes nothing. Flags and environment
 //! are fixed at start: only the file's documents change.
 
@@ -108,23 +110,37 @@ impl MetadataGateway {
             tracing::warn!("SIGHUP: {}", ReloadError::NoConfigFile);
             return Err(ReloadError::NoConfigFile);
         };
-        let documents = match file.load() {
-            Ok(d) => d,
+        // Reading the file, parsing it, checking every document and
+        // building the next generation's tables is work proportional to the
+        // file (10,000 issuers take a while): on a blocking thread, never
+        // on a runtime thread, which keeps serving, refreshing and
+        // answering the admin listener meanwhile.
+        let current = self.current();
+        let prepared = {
+            let (to_read, current) = (file.clone(), current.clone());
+            tokio::task::spawn_blocking(move || {
+                let documents = to_read.load()?;
+                let state_dir_changed = documents.state_dir != current.documents.state_dir;
+                Ok((current.next(documents), state_dir_changed))
+            })
+            .await
+            .unwrap_or_else(|e| Err(format!("{}: the reload failed: {e}", file.path.display())))
+        };
+        let ((next, report), state_dir_changed) = match prepared {
+            Ok(p) => p,
             Err(e) => {
                 let e = ReloadError::Invalid(e);
                 tracing::error!("config reload refused: {e}");
-                self.current().metrics.record_reload(false);
+                current.metrics.record_reload(false);
                 return Err(e);
             }
         };
-        let current = self.current();
-        if documents.state_dir != current.documents.state_dir {
+        if state_dir_changed {
             tracing::warn!(
                 file = %file.path.display(),
                 "state_dir changed in the config file: it takes effect at the next restart"
             );
         }
-        let (next, report) = current.next(documents);
         let generation = next.generation;
         // Changed documents and templates keep their cached copies (checked
         // under their new rules); added ones saved by an earlier run are

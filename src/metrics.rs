@@ -148,6 +148,8 @@ pub struct Metrics {
     cached: IntGaugeVec,
     http: std::sync::Arc<HttpSeries>,
     state_writes: IntCounterVec,
+    state_writer: StateWriterMetrics,
+    certificate_reloads: IntCounterVec,
     reloads: IntCounterVec,
     reload_ok: IntGauge,
     disk_loads: IntCounterVec,
@@ -173,6 +175,22 @@ impl DiskTierMetrics {
             self.loads[i].inc();
         }
     }
+}
+
+/// The state writer's queue and progress (see
+/// [`crate::cache::persist::writer`]); registered with the other metrics,
+/// exported once a state directory is in use.
+#[derive(Debug, Clone)]
+pub struct StateWriterMetrics {
+    /// `metadata_gateway_state_writes_total`.
+    pub writes: IntCounterVec,
+    /// Saves never written because a newer save or a removal of the same
+    /// document replaced them while they waited.
+    pub merged_saves: IntCounter,
+    /// Documents with a save or removal waiting.
+    pub pending: IntGauge,
+    /// Unix time the write in progress started; 0 while idle.
+    pub write_started: Gauge,
 }
 
 /// The state of one group's cached documents, read at scrape time.
@@ -243,6 +261,28 @@ impl Metrics {
             ),
             &["operation", "outcome"],
         )?;
+        let state_writer = StateWriterMetrics {
+            writes: state_writes.clone(),
+            merged_saves: IntCounter::new(
+                "metadata_gateway_state_saves_merged_total",
+                "Saves to the state directory never written because a newer save or a removal of the same document replaced them while they waited (one pending write per document, whatever the number of fetches).",
+            )?,
+            pending: IntGauge::new(
+                "metadata_gateway_state_writes_pending",
+                "Documents whose save or removal waits for the state writer (at most one per document).",
+            )?,
+            write_started: Gauge::new(
+                "metadata_gateway_state_write_started_timestamp_seconds",
+                "Unix time at which the state write in progress started; 0 while the writer is idle. time() minus it is how long the disk has been stuck on one write.",
+            )?,
+        };
+        let certificate_reloads = IntCounterVec::new(
+            Opts::new(
+                "metadata_gateway_tls_certificate_reloads_total",
+                "Listener certificate reloads (--tls-cert/--tls-key changed, or SIGHUP), by outcome: ok (new connections get the new pair) or refused (the files were bad; the previous pair keeps serving). Only with --tls-cert.",
+            ),
+            &["outcome"],
+        )?;
         let reloads = IntCounterVec::new(
             Opts::new(
                 "metadata_gateway_config_reloads_total",
@@ -277,6 +317,7 @@ impl Metrics {
         registry.register(Box::new(cached.clone()))?;
         registry.register(Box::new(SharedCollector(http.clone())))?;
         registry.register(Box::new(state_writes.clone()))?;
+        registry.register(Box::new(certificate_reloads.clone()))?;
         registry.register(Box::new(reloads.clone()))?;
         registry.register(Box::new(reload_ok.clone()))?;
         let disk_loads = IntCounterVec::new(
@@ -319,6 +360,8 @@ impl Metrics {
             cached,
             http,
             state_writes,
+            state_writer,
+            certificate_reloads,
             reloads,
             reload_ok,
             disk_loads,
@@ -345,6 +388,21 @@ impl Metrics {
         self.reload_ok.set(i64::from(ok));
     }
 
+    /// Creates the listener certificate reload series at 0 (with
+    /// `--tls-cert`).
+    pub fn init_certificate_reloads(&self) {
+        for outcome in ["ok", "refused"] {
+            self.certificate_reloads.with_label_values(&[outcome]);
+        }
+    }
+
+    /// Counts a listener certificate reload: served (`true`) or refused.
+    pub fn record_certificate_reload(&self, ok: bool) {
+        self.certificate_reloads
+            .with_label_values(&[if ok { "ok" } else { "refused" }])
+            .inc();
+    }
+
     /// The state-directory write counter, its four series created at 0
     /// (called once a state directory is in use).
     pub fn state_writes(&self) -> IntCounterVec {
@@ -354,6 +412,23 @@ impl Metrics {
             }
         }
         self.state_writes.clone()
+    }
+
+    /// The state writer's metrics, registered on first use (a state
+    /// directory is in use), with the write counter's four series at 0.
+    pub fn state_writer(&self) -> StateWriterMetrics {
+        self.state_writes();
+        let m = &self.state_writer;
+        for c in [
+            Box::new(m.merged_saves.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(m.pending.clone()),
+            Box::new(m.write_started.clone()),
+        ] {
+            // Already registered: a second writer of the same registry
+            // (tests) shares the series.
+            let _ = self.registry.register(c);
+        }
+        self.state_writer.clone()
     }
 
     /// The series of group `name` (created at 0, or the existing ones when

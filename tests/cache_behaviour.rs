@@ -148,6 +148,13 @@ fn failure_modes(issuer: &str) -> Vec<(&'static str, Behaviour, &'static str)> {
             "invalid_document",
         ),
         (
+            // RFC 8259 §4: the escaped second `issuer` is the one a
+            // last-wins parser (serde_json, JSON.parse) would keep.
+            "duplicate issuer",
+            Behaviour::json(good.replacen('{', "{\"issuer\":\"https://evil.example\",", 1)),
+            "invalid_document",
+        ),
+        (
             "missing response_types_supported",
             Behaviour::json(good.replace("\"response_types_supported\":[\"code\"],", "")),
             "invalid_document",
@@ -239,6 +246,50 @@ async fn every_failure_mode_is_served_stale_and_never_cached() {
             r.cache_status()
         );
     }
+}
+
+/// A document with two `issuer` members (the second one escaped, so only
+/// a parser that unescapes names sees the duplicate) is refused: 502 when
+/// nothing is cached, and never replaces the last good copy.
+#[actix_web::test]
+async fn a_document_with_a_duplicate_member_is_refused_cold_and_warm() {
+    let upstream = Upstream::start(Behaviour::status(500)).await;
+    let good = document(&upstream.base_url);
+    let forged = good.replacen(
+        "\"issuer\"",
+        "\"issuer\":\"https://evil.example\",\"\\u0069ssuer\"",
+        1,
+    );
+    assert!(forged.contains(r#""\u0069ssuer""#), "{forged}");
+    upstream.set(Behaviour::json(forged.clone()));
+    let gw = Generation::in_front_of(&upstream, &args(&["--ttl", "300ms"])).await;
+    let url = gw.url(AS_PATH);
+    let r = get(&url).await;
+    assert_eq!(r.status, 502, "{}", String::from_utf8_lossy(&r.body));
+    assert!(
+        r.cache_status().contains("detail=invalid_document"),
+        "{}",
+        r.cache_status()
+    );
+    let why = r.json()["error_description"].as_str().unwrap().to_string();
+    assert!(why.contains("duplicate member name \"issuer\""), "{why}");
+
+    // Warm: a good copy stays the one served while the upstream sends
+    // the forged document.
+    upstream.set(Behaviour::json(good.clone()));
+    poll_until(&url, Duration::from_secs(5), |r| r.status == 200).await;
+    upstream.set(Behaviour::json(forged));
+    let before = upstream.requests();
+    let r = poll_until(&url, Duration::from_secs(5), |r| {
+        r.cache_status().contains("fwd=stale")
+    })
+    .await;
+    assert!(
+        upstream.requests() > before,
+        "the forged document was fetched"
+    );
+    assert_eq!(r.status, 200);
+    assert_eq!(r.body, good.as_bytes());
 }
 
 #[actix_web::test]

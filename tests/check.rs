@@ -97,6 +97,20 @@ async fn every_problem_is_listed_and_fails_the_check() {
     }
 }
 
+/// `check` parses like the gateway: a second (escaped) `issuer` fails the
+/// check with the member named, instead of being read last-wins.
+#[actix_web::test]
+async fn a_duplicate_member_fails_the_check() {
+    let upstream = Upstream::start(Behaviour::status(404)).await;
+    let good = document(&upstream.base_url);
+    let forged = good.replacen('{', r#"{"\u0069ssuer":"https://evil.example","#, 1);
+    upstream.set_path(AS_PATH, Behaviour::json(forged));
+    let (code, out) = check(&[&upstream.base_url]).await;
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("duplicate member name \"issuer\""), "{out}");
+    assert!(out.contains("the gateway refuses it"), "{out}");
+}
+
 #[actix_web::test]
 async fn an_openid_only_issuer_with_a_path_is_found_in_client_order() {
     let upstream = Upstream::start(Behaviour::status(404)).await;

@@ -538,3 +538,55 @@ async fn a_fetch_running_when_its_document_is_removed_brings_back_no_file() {
     assert_eq!(upstream.in_flight(), 0, "the held fetch completed");
     assert_eq!(get(&gw.url(&route("t2"))).await.status, 404);
 }
+
+/// A reload reads, parses and checks the config file on a blocking thread,
+/// not on a runtime thread. The file is made a FIFO, so reading it blocks
+/// until the test writes it: the test's runtime (one thread, which also
+/// runs the gateway's reload task) must keep running timers meanwhile. A
+/// reload that read the file on the runtime thread would block it until
+/// the writer gave up waiting.
+#[actix_web::test]
+async fn a_reload_reads_and_parses_the_file_off_the_runtime_thread() {
+    let upstream = upstream().await;
+    let (file, gw) = gateway_on(&tenants(&upstream, &[("t1", "")]), &[]).await;
+    wait_generation(&gw, 0).await;
+    let path = file.path();
+    std::fs::remove_file(&path).unwrap();
+    let made = std::process::Command::new("mkfifo")
+        .arg(&path)
+        .status()
+        .expect("run mkfifo");
+    assert!(made.success());
+
+    let runtime_ran = Arc::new(AtomicBool::new(false));
+    let text = tenants(&upstream, &[("t1", ""), ("t2", "")]);
+    let writer = std::thread::spawn({
+        let runtime_ran = runtime_ran.clone();
+        let path = path.clone();
+        move || {
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while !runtime_ran.load(Ordering::SeqCst) && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            let saw = runtime_ran.load(Ordering::SeqCst);
+            // Opening the FIFO waits for the reload to open it, then the
+            // reload reads the text.
+            std::fs::write(&path, text).unwrap();
+            saw
+        }
+    });
+    gw.reload();
+    for _ in 0..5 {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    runtime_ran.store(true, Ordering::SeqCst);
+    let saw = tokio::task::spawn_blocking(move || writer.join().unwrap())
+        .await
+        .unwrap();
+    assert!(
+        saw,
+        "the runtime thread was blocked while the reload read the config file"
+    );
+    let docs = wait_generation(&gw, 1).await;
+    assert!(docs.to_string().contains("t2"), "{docs}");
+}

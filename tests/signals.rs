@@ -1,6 +1,7 @@
 //! The real binary under SIGTERM and SIGINT: it stops accepting, lets the
 //! request in flight finish, stops its refresher and exits 0, within the
-//! bound set by --shutdown-timeout. SIGHUP reloads the config file. The
+//! bound set by --shutdown-timeout. SIGHUP reloads the config file and the
+//! listener certificate (`--tls-cert`/`--tls-key`). The
 //! admin listener (`--admin-listen`, here through its environment variable)
 //! serves operations on its own port, and the public port does not.
 //!
@@ -293,6 +294,74 @@ async fn sighup_reloads_the_config_file_and_refuses_a_bad_one() {
     let r = get(&format!("{base}{AS_PATH}/t2")).await;
     assert_eq!(r.status, 200, "the previous configuration keeps serving");
     assert_eq!(upstream.requests_for(&format!("{AS_PATH}/t1")), 1);
+}
+
+/// SIGHUP re-reads --tls-cert/--tls-key: a new connection gets the new
+/// certificate (no file watch here: `--tls-reload-interval 0s`); a
+/// mismatched pair is refused with the reason and the previous one keeps
+/// serving. Without a config file, SIGHUP is a certificate reload only.
+#[actix_web::test]
+async fn sighup_reloads_the_listener_certificate_and_refuses_a_mismatched_pair() {
+    let upstream = Upstream::start(Behaviour::status(500)).await;
+    upstream.set(Behaviour::json(document(&upstream.base_url)));
+    let ca = support::pki::TestCa::new();
+    let first = ca.leaf();
+    ca.install(&first.cert_pem, &first.key_pem);
+    let listen = format!("127.0.0.1:{}", free_port());
+    let mut args = vec![
+        "--upstream".to_string(),
+        upstream.base_url.clone(),
+        "--listen".into(),
+        listen.clone(),
+        "--workers".into(),
+        "1".into(),
+        "--tls-reload-interval".into(),
+        "0s".into(),
+    ];
+    args.extend(ca.args());
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut proc = Process::spawn(&args, &[]);
+    let addr: std::net::SocketAddr = listen.parse().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let served = loop {
+        assert!(proc.running(), "exited:\n{}", proc.text());
+        if let Ok(leaf) = ca.served_leaf(addr).await {
+            break leaf;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "never listened:\n{}",
+            proc.text()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(served, first.der);
+
+    let second = ca.leaf();
+    ca.install(&second.cert_pem, &second.key_pem);
+    proc.signal("HUP");
+    proc.wait_for_log("listener certificate reloaded", Duration::from_secs(10))
+        .await;
+    assert_eq!(ca.served_leaf(addr).await.unwrap(), second.der);
+
+    let third = ca.leaf();
+    ca.install(&third.cert_pem, &second.key_pem);
+    proc.signal("HUP");
+    let text = proc
+        .wait_for_log("certificate reload refused", Duration::from_secs(10))
+        .await;
+    let line = text
+        .lines()
+        .find(|l| l.contains("certificate reload refused"))
+        .unwrap_or_default();
+    assert!(line.contains("does not belong"), "gives the reason: {line}");
+    assert!(proc.running());
+    assert_eq!(
+        ca.served_leaf(addr).await.unwrap(),
+        second.der,
+        "the previous pair keeps serving"
+    );
+    assert!(!text.contains("nothing to reload"), "{text}");
 }
 
 #[actix_web::test]

@@ -347,3 +347,94 @@ async fn a_slow_second_request_over_tls_is_cut_off() {
     );
     gw.stop().await.unwrap();
 }
+
+/// The gateway's HTTPS listener with its certificate files in `ca`'s
+/// directory, checked for changes every 100 ms.
+async fn start_reloading(upstream: &Upstream, ca: &support::pki::TestCa) -> Generation {
+    let mut args = ca.args();
+    args.extend(["--tls-reload-interval", "100ms"].map(String::from));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    Generation::in_front_of(upstream, &args).await
+}
+
+/// cert-manager and the kubelet replace a mounted Secret's files without
+/// any signal: a new connection gets the new certificate within the check
+/// period, over the same listener, and still gets its answer.
+#[actix_web::test]
+async fn replaced_certificate_files_are_served_without_a_signal() {
+    let upstream = Upstream::start(Behaviour::status(500)).await;
+    upstream.set(Behaviour::json(document(&upstream.base_url)));
+    let ca = support::pki::TestCa::new();
+    let first = ca.leaf();
+    ca.install(&first.cert_pem, &first.key_pem);
+    let gw = start_reloading(&upstream, &ca).await;
+    assert_eq!(ca.served_leaf(gw.addr).await.unwrap(), first.der);
+
+    let second = ca.leaf();
+    ca.install(&second.cert_pem, &second.key_pem);
+    ca.wait_for_leaf(gw.addr, &second.der, Duration::from_secs(10))
+        .await;
+    let client = awc::Client::builder()
+        .connector(awc::Connector::new().rustls_0_23(ca.client_config()))
+        .timeout(Duration::from_secs(10))
+        .finish();
+    let base = format!("https://127.0.0.1:{}", gw.addr.port());
+    let res = client.get(format!("{base}{AS_PATH}")).send().await.unwrap();
+    assert_eq!(res.status(), 200);
+    let mut res = client.get(format!("{base}/metrics")).send().await.unwrap();
+    let text = String::from_utf8(res.body().await.unwrap().to_vec()).unwrap();
+    assert!(
+        text.contains("metadata_gateway_tls_certificate_reloads_total{outcome=\"ok\"} 1"),
+        "{text}"
+    );
+    gw.stop().await.unwrap();
+}
+
+/// A certificate whose key is not the one in --tls-key is refused (and
+/// counted), and the previous pair keeps serving new connections.
+#[actix_web::test]
+async fn a_mismatched_pair_is_refused_and_the_old_one_keeps_serving() {
+    let upstream = Upstream::start(Behaviour::status(500)).await;
+    upstream.set(Behaviour::json(document(&upstream.base_url)));
+    let ca = support::pki::TestCa::new();
+    let first = ca.leaf();
+    ca.install(&first.cert_pem, &first.key_pem);
+    let gw = start_reloading(&upstream, &ca).await;
+    let client = awc::Client::builder()
+        .connector(
+            awc::Connector::new()
+                .rustls_0_23(ca.client_config())
+                .limit(0),
+        )
+        .timeout(Duration::from_secs(10))
+        .finish();
+    let metrics = format!("https://127.0.0.1:{}/metrics", gw.addr.port());
+
+    let other = ca.leaf();
+    ca.install(&other.cert_pem, &first.key_pem);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let mut res = client.get(&metrics).send().await.unwrap();
+        let text = String::from_utf8(res.body().await.unwrap().to_vec()).unwrap();
+        if text.contains("metadata_gateway_tls_certificate_reloads_total{outcome=\"refused\"} 1") {
+            assert!(
+                text.contains("metadata_gateway_tls_certificate_reloads_total{outcome=\"ok\"} 0"),
+                "{text}"
+            );
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the mismatched pair was never refused:\n{text}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(ca.served_leaf(gw.addr).await.unwrap(), first.der);
+    let res = client
+        .get(format!("https://127.0.0.1:{}{AS_PATH}", gw.addr.port()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    gw.stop().await.unwrap();
+}

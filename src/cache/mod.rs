@@ -460,7 +460,7 @@ impl MetadataCache {
         let by_name: HashMap<&str, &Arc<DocumentSlot>> =
             old.iter().map(|s| (&*s.name, s)).collect();
         let now = SystemTime::now();
-        let mut carried = 0;
+        let mut candidates = Vec::new();
         for slot in new {
             let Some(before) = by_name.get(&*slot.name) else {
                 continue;
@@ -471,10 +471,29 @@ impl MetadataCache {
             let Some(stored) = self.entries.get(&before.id).await else {
                 continue;
             };
-            match persist::restore::restore(slot, persist::writer::saved_copy(before, &stored), now)
-            {
+            candidates.push((slot.clone(), persist::writer::saved_copy(before, &stored)));
+        }
+        if candidates.is_empty() {
+            return 0;
+        }
+        // RFC 8414 validation of every carried copy (JSON parse): on a
+        // blocking thread, not on the runtime.
+        let checked = tokio::task::spawn_blocking(move || {
+            candidates
+                .into_iter()
+                .map(|(slot, saved)| {
+                    let copy = persist::restore::restore(&slot, saved, now);
+                    (slot, copy)
+                })
+                .collect::<Vec<_>>()
+        })
+        .await
+        .unwrap_or_default();
+        let mut carried = 0;
+        for (slot, copy) in checked {
+            match copy {
                 Ok(copy) => {
-                    self.store(slot, Arc::new(copy)).await;
+                    self.store(&slot, Arc::new(copy)).await;
                     carried += 1;
                 }
                 Err(reason) => {

@@ -3,7 +3,6 @@
 //! documented with the types in [`crate::listener`].
 
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Args;
@@ -22,6 +21,13 @@ pub struct ListenerArgs {
     /// PEM file with the private key (PKCS#8, PKCS#1 or SEC1) for --tls-cert.
     #[arg(long, env = "GATEWAY_TLS_KEY", requires = "tls_cert")]
     pub tls_key: Option<PathBuf>,
+
+    /// How often --tls-cert and --tls-key are checked for new contents
+    /// (a renewed certificate is served without a restart or a signal,
+    /// e.g. a Kubernetes Secret updated by cert-manager); 0s checks only on
+    /// SIGHUP.
+    #[arg(long, env = "GATEWAY_TLS_RELOAD_INTERVAL", default_value = "5s", value_parser = parse_duration)]
+    pub tls_reload_interval: Duration,
 
     /// Time a client has, from connecting, to finish the TLS handshake and
     /// send its first complete request head (slow clients get 408).
@@ -45,9 +51,10 @@ impl ListenerArgs {
     /// the files is a usage error naming the flag (exit code 2).
     pub fn into_config(self) -> Result<ListenerConfig, clap::Error> {
         let tls = match (&self.tls_cert, &self.tls_key) {
-            (Some(cert), Some(key)) => Some(Arc::new(
-                tls::server_config(cert, key).map_err(|e| super::usage_error(e.to_string()))?,
-            )),
+            (Some(cert), Some(key)) => Some(
+                tls::ListenerTls::load(cert, key, Some(self.tls_reload_interval))
+                    .map_err(|e| super::usage_error(e.to_string()))?,
+            ),
             // clap's `requires` makes a lone flag a usage error already.
             _ => None,
         };
@@ -76,6 +83,10 @@ mod tests {
     fn flag_defaults() {
         let c = parse(&[]).unwrap().listener;
         assert!(c.tls.is_none());
+        assert!(parse(&["--tls-reload-interval", "soon"])
+            .unwrap_err()
+            .to_string()
+            .contains("--tls-reload-interval"));
         assert_eq!(
             c.limits,
             ServerLimits {

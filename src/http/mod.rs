@@ -93,7 +93,10 @@ pub fn server(
         .max_connections(limits.max_connections_per_worker(workers))
         .on_connect(move |io, ext| watchdog::on_connect(io, ext, idle_limit));
     let server = match &settings.listener.tls {
-        Some(tls) => server.listen_rustls_0_23(listener, (**tls).clone()),
+        // The configuration resolves its certificate through the
+        // reloadable files (`listener::tls`): one listener for the
+        // process's life, whatever pair it serves.
+        Some(tls) => server.listen_rustls_0_23(listener, (*tls.server_config).clone()),
         None => server.listen(listener),
     }
     .map_err(RunError::io("cannot listen"))?;

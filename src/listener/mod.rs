@@ -28,7 +28,6 @@
 pub mod tls;
 pub mod watchdog;
 
-use std::sync::Arc;
 use std::time::Duration;
 
 /// Default cap on open client connections (whole process). Measured worst
@@ -39,8 +38,8 @@ pub const DEFAULT_MAX_CONNECTIONS: u32 = 512;
 /// Validated listener settings.
 #[derive(Debug, Clone)]
 pub struct ListenerConfig {
-    /// rustls configuration when serving HTTPS.
-    pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// The rustls configuration and certificate files when serving HTTPS.
+    pub tls: Option<tls::ListenerTls>,
     /// Limits on what one client can hold.
     pub limits: ServerLimits,
 }

@@ -15,6 +15,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{oneshot, watch};
 
 pub mod node;
+pub mod pki;
 pub mod process;
 
 /// Environment variables that send a process's fetches through a forward
