@@ -52,6 +52,17 @@ pub enum InvalidKeySet {
     /// The body did not parse as JSON.
     #[error("the key set is not valid JSON: {0}")]
     NotJson(String),
+    /// An object in the set has two members with the same name (RFC 8259
+    /// §4): a client could read another key than the gateway checked.
+    #[error(
+        "the key set has a duplicate member name {name:?} in the object at {at} (RFC 8259 §4)"
+    )]
+    DuplicateMember {
+        /// The repeated name, unescaped.
+        name: String,
+        /// Where the object is, as a JSONPath.
+        at: String,
+    },
     /// The body is JSON but not an object.
     #[error("the key set is not a JSON object (RFC 7517 §5)")]
     NotAnObject,

@@ -15,6 +15,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 
 use crate::error::InvalidKeySet;
+use crate::strict_json::{self, StrictJsonError};
 
 /// Members that only a private key carries: RSA (RFC 7518 §6.3.2:
 /// `d`, `p`, `q`, `dp`, `dq`, `qi`, `oth`), EC and OKP (`d`).
@@ -33,8 +34,14 @@ pub struct KeySetSummary {
 
 /// Validates `body` as a public JWK Set (RFC 7517 §5).
 pub fn validate(body: &[u8]) -> Result<KeySetSummary, InvalidKeySet> {
-    let value: Value =
-        serde_json::from_slice(body).map_err(|e| InvalidKeySet::NotJson(e.to_string()))?;
+    // Strict: a duplicate member (a second `d`, `kty` or `keys`) could make
+    // a client read what this check never saw.
+    let value = strict_json::parse(body).map_err(|e| match e {
+        StrictJsonError::Syntax(message) => InvalidKeySet::NotJson(message),
+        StrictJsonError::DuplicateMember { name, at } => {
+            InvalidKeySet::DuplicateMember { name, at }
+        }
+    })?;
     let Value::Object(set) = value else {
         return Err(InvalidKeySet::NotAnObject);
     };
@@ -189,6 +196,14 @@ mod tests {
     #[test]
     fn malformed_sets_are_refused() {
         assert!(matches!(err("<html>"), InvalidKeySet::NotJson(_)));
+        assert!(matches!(
+            err(r#"{"keys":[{"kty":"RSA","n":"x","e":"AQAB","\u0064":"a","d":"b"}]}"#),
+            InvalidKeySet::DuplicateMember { ref name, ref at } if name == "d" && at == "$.keys[0]"
+        ));
+        assert!(matches!(
+            err(r#"{"keys":[{"kty":"EC"}],"keys":[{"kty":"oct","k":"c2VjcmV0"}]}"#),
+            InvalidKeySet::DuplicateMember { .. }
+        ));
         assert_eq!(err("[]"), InvalidKeySet::NotAnObject);
         assert_eq!(err("{}"), InvalidKeySet::NoKeys);
         assert_eq!(err(r#"{"keys":{}}"#), InvalidKeySet::KeysNotArray);

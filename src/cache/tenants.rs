@@ -819,7 +819,9 @@ impl TemplateCache {
     /// carry-over from a predecessor, or [`Self::restore_from_disk`] at
     /// start-up): each is checked like a configured document's saved copy
     /// (tenant name, issuer and upstream URL for that tenant, RFC 8414
-    /// validation, age), and the newest `max_tenants` are kept in memory;
+    /// validation, age; on a blocking thread, a chunk at a time, so a reload
+    /// carrying thousands of tenants never stalls a runtime thread), and the
+    /// newest `max_tenants` are kept in memory;
     /// the others stay in the disk tier. A copy that cannot be served
     /// loses its file. A tenant already cached is left as it is.
     pub async fn restore(&self, mut saved: Vec<(String, SavedDocument)>) -> RestoreReport {
@@ -827,44 +829,74 @@ impl TemplateCache {
         let mut report = RestoreReport::default();
         saved.sort_by_key(|(_, doc)| std::cmp::Reverse(doc.fetched_at));
         let mut kept: u64 = 0;
-        for (tenant, doc) in saved {
-            let key = tenant_state_key(&self.name, &tenant);
-            if !valid_tenant(&tenant) {
-                report.ignored += 1;
-                tracing::warn!(
-                    document = &*self.name,
-                    key,
-                    "state file ignored and removed: not a valid tenant name"
-                );
-                if let Some(state) = &self.shared.state {
-                    state.remove(&key);
-                }
-                continue;
-            }
-            if kept >= self.config.max_tenants {
-                break;
-            }
-            if self.entries.contains_key(&tenant) {
-                continue;
-            }
-            let slot = Arc::new(self.new_slot(&tenant));
-            match persist::restore::restore(&slot, doc, now) {
-                Ok(stored) => {
-                    let entry = TenantEntry {
-                        slot,
-                        state: TenantState::Document(Arc::new(stored)),
-                    };
-                    self.entries.insert(tenant, Arc::new(entry)).await;
-                    kept += 1;
-                    report.restored += 1;
-                }
-                Err(reason) => {
-                    // A tenant file is a cache entry: one that cannot be
-                    // served now (expired, another issuer or upstream) is
-                    // removed.
+        let mut saved = saved.into_iter().peekable();
+        while kept < self.config.max_tenants && saved.peek().is_some() {
+            // Names are checked here (cheap); the bytes are validated off
+            // the runtime threads (RFC 8414 validation of up to
+            // max_tenants documents on a reload), a chunk at a time.
+            let mut candidates = Vec::new();
+            for (tenant, doc) in saved.by_ref() {
+                let key = tenant_state_key(&self.name, &tenant);
+                if !valid_tenant(&tenant) {
                     report.ignored += 1;
-                    tracing::warn!(document = &*self.name, tenant, %reason, "state file ignored and removed");
-                    self.forget_file(&slot);
+                    tracing::warn!(
+                        document = &*self.name,
+                        key,
+                        "state file ignored and removed: not a valid tenant name"
+                    );
+                    if let Some(state) = &self.shared.state {
+                        state.remove(&key);
+                    }
+                    continue;
+                }
+                if self.entries.contains_key(&tenant) {
+                    continue;
+                }
+                let slot = Arc::new(self.new_slot(&tenant));
+                candidates.push((tenant, slot, doc));
+                if candidates.len() == RESTORE_CHUNK {
+                    break;
+                }
+            }
+            let checked = tokio::task::spawn_blocking(move || {
+                candidates
+                    .into_iter()
+                    .map(|(tenant, slot, doc)| {
+                        let result = persist::restore::restore(&slot, doc, now);
+                        (tenant, slot, result)
+                    })
+                    .collect::<Vec<_>>()
+            })
+            .await;
+            let checked = match checked {
+                Ok(checked) => checked,
+                Err(e) => {
+                    tracing::warn!(document = &*self.name, error = %e, "restoring saved tenants failed");
+                    break;
+                }
+            };
+            for (tenant, slot, result) in checked {
+                if kept >= self.config.max_tenants {
+                    break;
+                }
+                match result {
+                    Ok(stored) => {
+                        let entry = TenantEntry {
+                            slot,
+                            state: TenantState::Document(Arc::new(stored)),
+                        };
+                        self.entries.insert(tenant, Arc::new(entry)).await;
+                        kept += 1;
+                        report.restored += 1;
+                    }
+                    Err(reason) => {
+                        // A tenant file is a cache entry: one that cannot be
+                        // served now (expired, another issuer or upstream) is
+                        // removed.
+                        report.ignored += 1;
+                        tracing::warn!(document = &*self.name, tenant, %reason, "state file ignored and removed");
+                        self.forget_file(&slot);
+                    }
                 }
             }
         }
