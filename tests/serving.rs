@@ -99,6 +99,43 @@ async fn other_methods_get_405_with_allow() {
     }
 }
 
+/// The operations endpoints on the public listener (served by the
+/// dispatcher since issue 24, as actix resources before): GET and HEAD,
+/// 405 with `Allow: GET, HEAD` for anything else, OPTIONS included, and no
+/// CORS headers; a path next to them is an ordinary 404.
+#[actix_web::test]
+async fn ops_endpoints_answer_get_and_head_only_without_cors() {
+    let upstream = Upstream::start(Behaviour::status(500)).await;
+    upstream.set(Behaviour::json(document(&upstream.base_url)));
+    let gw = Generation::in_front_of(&upstream, &[]).await;
+    let ready = poll_until(&gw.url("/readyz"), Duration::from_secs(5), |r| {
+        r.status == 200
+    })
+    .await;
+    assert_eq!(ready.json()["status"], "ready");
+    for path in ["/metrics", "/healthz", "/readyz"] {
+        let g = get(&gw.url(path)).await;
+        assert_eq!(g.status, 200, "{path}");
+        assert_eq!(g.header("cache-control"), Some("no-store"), "{path}");
+        assert_eq!(g.header("access-control-allow-origin"), None, "{path}");
+        let h = send("HEAD", &gw.url(path), &[]).await;
+        assert_eq!(h.status, 200, "{path}");
+        assert!(h.body.is_empty(), "{path}");
+        assert_eq!(h.header("content-type"), g.header("content-type"), "{path}");
+        for method in ["OPTIONS", "POST", "DELETE"] {
+            let r = send(method, &gw.url(path), &[]).await;
+            assert_eq!(r.status, 405, "{method} {path}");
+            assert_eq!(r.header("allow"), Some("GET, HEAD"), "{method} {path}");
+            assert_eq!(r.header("access-control-allow-origin"), None);
+            assert_eq!(r.json()["error"], "method_not_allowed");
+        }
+        let beside = get(&gw.url(&format!("{path}/"))).await;
+        assert_eq!(beside.status, 404, "{path}/");
+        assert_eq!(beside.header("access-control-allow-origin"), Some("*"));
+    }
+    assert_eq!(get(&gw.url("/healthz")).await.json()["status"], "ok");
+}
+
 #[actix_web::test]
 async fn unknown_paths_are_json_404s_with_cors_under_well_known() {
     let upstream = Upstream::start(Behaviour::status(500)).await;

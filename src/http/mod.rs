@@ -1,16 +1,18 @@
 //! The HTTP front: routes, middleware and the actix-web server.
 //!
 //! Route map:
-//! - `/metrics`, `/healthz`, `/readyz`: operations, GET and HEAD (405 with
-//!   `Allow: GET, HEAD` for anything else), actix resources.
-//! - everything else goes to one handler, [`dispatch`], which asks the
+//! - every request goes to one handler, [`dispatch`], which asks the
 //!   [`RouteTable`](crate::routes::RouteTable) what the path serves (one
 //!   hash lookup, then one per `/` of the path for issuer templates): a configured document, a
-//!   protected resource, a template tenant, or nothing. Documents get
+//!   protected resource, a template tenant, or nothing. Where nothing is,
+//!   `/metrics`, `/healthz` and `/readyz` are the operations endpoints
+//!   ([`ops::OpsRoute`]): GET and HEAD, 405 with `Allow: GET, HEAD` for
+//!   anything else, no CORS headers (no document may take their paths, so
+//!   trying them second changes no answer). Documents get
 //!   GET/HEAD answered from the cache (or, for protected resource metadata,
 //!   from memory), OPTIONS a preflight, a request body 413, anything else
 //!   405; every other path gets a preflight for OPTIONS and a JSON 404
-//!   otherwise. All of them carry CORS headers. The cost of a request does
+//!   otherwise. All of these carry CORS headers. The cost of a request does
 //!   not depend on the number of routes, and an unknown path costs the
 //!   same lookup as a known one. No request path is ever turned into an
 //!   upstream URL, except a template's checked tenant segment.
@@ -19,8 +21,8 @@
 //! table (a configured path, a document-kind pattern or a template route),
 //! the resource name for the operations routes, or `unmatched`: bounded
 //! cardinality, never the raw request path. The dispatcher counts its
-//! answers itself by the label's dense id ([`recorder`]); the operations
-//! routes are counted by a wrapper of their own. No middleware runs on
+//! answers itself by the label's dense id ([`recorder`]), and the
+//! operations endpoints by their name. No middleware runs on
 //! every request except the connection watchdog's in-flight count.
 //!
 //! Client-connection limits and TLS come from [`crate::listener`]; request
@@ -131,12 +133,12 @@ pub fn app(
         .configure(|cfg| routes(cfg, &live))
 }
 
-/// Registers every route of the gateway for one worker: the operations
-/// routes (counted by their own wrapper) and the dispatcher with this
-/// worker's HTTP metrics recorder and cached load of the generation.
+/// Registers the gateway's one service for a worker: the dispatcher, with
+/// this worker's HTTP metrics recorder and cached load of the generation.
+/// It serves the operations endpoints too ([`ops::OpsRoute`]), so actix-web
+/// tries no resource before it.
 pub fn routes(cfg: &mut web::ServiceConfig, live: &Arc<MetadataGateway>) {
     let recorder = Rc::new(recorder::HttpRecorder::new(&live.current().metrics));
-    ops::routes_recorded(cfg, live, Some(recorder.clone()));
     let worker = Rc::new(Worker::new(live, recorder));
     cfg.default_service(web::to(move |req: HttpRequest| {
         dispatch(worker.clone(), req)
@@ -187,11 +189,20 @@ impl Worker {
 async fn dispatch(worker: Rc<Worker>, req: HttpRequest) -> HttpResponse {
     let started = Instant::now();
     let gw = worker.generation();
-    let (resolved, label) = gw
-        .routes
-        .resolve(req.match_info().as_str(), req.uri().path());
+    let path = req.match_info().as_str();
+    let (resolved, label) = gw.routes.resolve(path, req.uri().path());
     let mut res = match resolved {
         Resolved::NotFound => {
+            // The operations endpoints: no document or template claims
+            // their paths, so trying them after the route table changes no
+            // answer and costs a document request nothing.
+            if let Some(op) = ops::OpsRoute::at(path) {
+                let res = op.respond(req.method(), Arc::clone(&gw)).await;
+                worker
+                    .recorder
+                    .record(op.name(), res.status().as_u16(), started.elapsed());
+                return res;
+            }
             if req.method() == Method::OPTIONS {
                 cors::preflight()
             } else {

@@ -1,42 +1,82 @@
 //! Operational endpoints: `/metrics` (Prometheus text format), `/healthz`
 //! (liveness: the process answers) and `/readyz` (readiness: every
 //! configured document is servable, fresh or within max-stale).
+//!
+//! The public listener's dispatcher serves them ([`OpsRoute`]: tried only
+//! when the route table finds nothing, counted under their own path); the
+//! admin listener registers them as actix resources ([`routes`]).
 
-use std::rc::Rc;
 use std::sync::Arc;
 
 use actix_web::http::header::{self, HeaderValue};
-use actix_web::http::StatusCode;
+use actix_web::http::{Method, StatusCode};
 use actix_web::{web, HttpResponse};
 
 use crate::generation::Generation;
 use crate::metadata_gateway::MetadataGateway;
 
 use super::errors::{self, json_error};
-use super::recorder::{HttpRecorder, OpsRecording};
 
-/// Registers `/metrics`, `/healthz` and `/readyz` (GET and HEAD; 405 with
-/// `Allow: GET, HEAD` otherwise), each answered from the current
-/// generation. The public and the admin listener both serve them; only the
-/// public listener's are counted in the HTTP metrics
-/// ([`routes_recorded`]).
-pub fn routes(cfg: &mut web::ServiceConfig, live: &Arc<MetadataGateway>) {
-    routes_recorded(cfg, live, None);
+/// An operations endpoint, as the public listener's dispatcher finds it:
+/// by exact path, after the route table found nothing (no document or
+/// template may claim these paths, `config::documents::check_routes`), so
+/// a document request pays nothing for them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OpsRoute {
+    /// `/metrics`.
+    Metrics,
+    /// `/healthz`.
+    Healthz,
+    /// `/readyz`.
+    Readyz,
 }
 
-/// [`routes`], each response counted under the resource's name by
-/// `recorder` (the worker's) when one is given.
-pub fn routes_recorded(
-    cfg: &mut web::ServiceConfig,
-    live: &Arc<MetadataGateway>,
-    recorder: Option<Rc<HttpRecorder>>,
-) {
+impl OpsRoute {
+    /// The endpoint served at `path` (the path actix-web routes on), if any.
+    pub fn at(path: &str) -> Option<Self> {
+        match path {
+            "/metrics" => Some(Self::Metrics),
+            "/healthz" => Some(Self::Healthz),
+            "/readyz" => Some(Self::Readyz),
+            _ => None,
+        }
+    }
+
+    /// Its path, which is also its `route` label in the HTTP metrics.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Metrics => "/metrics",
+            Self::Healthz => "/healthz",
+            Self::Readyz => "/readyz",
+        }
+    }
+
+    /// The answer to a request for this endpoint: GET and HEAD answered
+    /// from `gw`, 405 with `Allow: GET, HEAD` for any other method (as the
+    /// admin listener's resources of [`routes`] answer). No CORS headers:
+    /// these are not metadata routes.
+    pub async fn respond(self, method: &Method, gw: Arc<Generation>) -> HttpResponse {
+        if !matches!(*method, Method::GET | Method::HEAD) {
+            return errors::ops_method_not_allowed().await;
+        }
+        match self {
+            Self::Metrics => metrics(gw).await,
+            Self::Healthz => healthz().await,
+            Self::Readyz => readyz(gw).await,
+        }
+    }
+}
+
+/// Registers `/metrics`, `/healthz` and `/readyz` as actix resources (GET
+/// and HEAD; 405 with `Allow: GET, HEAD` otherwise), each answered from
+/// the current generation: the admin listener's, not counted in the HTTP
+/// metrics. The public listener serves the same answers from its
+/// dispatcher ([`OpsRoute`]) and counts them.
+pub fn routes(cfg: &mut web::ServiceConfig, live: &Arc<MetadataGateway>) {
     let (m, r) = (live.clone(), live.clone());
-    let recorded = |route| OpsRecording::new(recorder.clone(), route);
     cfg.service(
         web::resource("/metrics")
             .name("/metrics")
-            .wrap(recorded("/metrics"))
             .route(web::get().to({
                 let m = m.clone();
                 move || metrics(m.current())
@@ -47,7 +87,6 @@ pub fn routes_recorded(
     .service(
         web::resource("/healthz")
             .name("/healthz")
-            .wrap(recorded("/healthz"))
             .route(web::get().to(healthz))
             .route(web::head().to(healthz))
             .default_service(web::to(errors::ops_method_not_allowed)),
@@ -55,7 +94,6 @@ pub fn routes_recorded(
     .service(
         web::resource("/readyz")
             .name("/readyz")
-            .wrap(recorded("/readyz"))
             .route(web::get().to({
                 let r = r.clone();
                 move || readyz(r.current())
@@ -128,4 +166,21 @@ pub async fn readyz(gw: Arc<Generation>) -> HttpResponse {
     HttpResponse::build(status)
         .insert_header((header::CACHE_CONTROL, HeaderValue::from_static("no-store")))
         .json(body)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::OpsRoute;
+    use crate::config::documents::OPS_ROUTES;
+
+    #[test]
+    fn every_reserved_path_is_an_endpoint_named_by_it() {
+        for path in OPS_ROUTES {
+            let route = OpsRoute::at(path).expect(path);
+            assert_eq!(route.name(), path);
+        }
+        for other in ["/metrics/", "/Metrics", "/healthz?x", "", "/", "/readyz/x"] {
+            assert_eq!(OpsRoute::at(other), None, "{other}");
+        }
+    }
 }

@@ -9,19 +9,13 @@
 //! single-threaded, so the table needs no lock. A series still appears in
 //! `/metrics` only once it has a request, exactly as before.
 //!
-//! The operations routes (`/metrics`, `/healthz`, `/readyz`) keep their own
-//! path: a thin wrapper on those resources only ([`OpsRecording`]), by name.
+//! The operations endpoints (`/metrics`, `/healthz`, `/readyz`) keep their
+//! own path: the dispatcher counts them by name ([`HttpRecorder::record`]).
 
 use std::cell::RefCell;
 use std::collections::HashMap;
-use std::future::{ready, Future, Ready};
-use std::pin::Pin;
-use std::rc::Rc;
 use std::sync::Arc;
-use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
-
-use actix_web::dev::{Service, ServiceRequest, ServiceResponse, Transform};
+use std::time::Duration;
 
 use crate::metrics::{Metrics, UNMATCHED_ROUTE};
 use crate::request_metrics::{HttpSeries, RouteCells};
@@ -110,74 +104,6 @@ impl HttpRecorder {
     pub fn record(&self, route: &str, status: u16, elapsed: Duration) {
         let cells = self.table.borrow_mut().cells(&self.series, route);
         cells.record(status, elapsed);
-    }
-}
-
-/// Middleware for the operations resources: counts each response under
-/// the resource's name with this worker's recorder. With no recorder (the
-/// admin listener) it only passes requests on.
-#[derive(Clone)]
-pub struct OpsRecording {
-    recorder: Option<Rc<HttpRecorder>>,
-    route: &'static str,
-}
-
-impl OpsRecording {
-    /// Counts responses of `route` with `recorder`, if any.
-    pub fn new(recorder: Option<Rc<HttpRecorder>>, route: &'static str) -> Self {
-        Self { recorder, route }
-    }
-}
-
-impl<S, B> Transform<S, ServiceRequest> for OpsRecording
-where
-    S: Service<ServiceRequest, Response = ServiceResponse<B>, Error = actix_web::Error> + 'static,
-    B: 'static,
-{
-    type Response = ServiceResponse<B>;
-    type Error = actix_web::Error;
-    type Transform = OpsRecordingService<S>;
-    type InitError = ();
-    type Future = Ready<Result<Self::Transform, Self::InitError>>;
-
-    fn new_transform(&self, service: S) -> Self::Future {
-        ready(Ok(OpsRecordingService {
-            service: Rc::new(service),
-            recording: self.clone(),
-        }))
-    }
-}
-
-/// The service [`OpsRecording`] wraps a resource in.
-pub struct OpsRecordingService<S> {
-    service: Rc<S>,
-    recording: OpsRecording,
-}
-
-impl<S, B> Service<ServiceRequest> for OpsRecordingService<S>
-where
-    S: Service<ServiceRequest, Response = ServiceResponse<B>, Error = actix_web::Error> + 'static,
-    B: 'static,
-{
-    type Response = ServiceResponse<B>;
-    type Error = actix_web::Error;
-    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>>>>;
-
-    fn poll_ready(&self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.service.poll_ready(cx)
-    }
-
-    fn call(&self, req: ServiceRequest) -> Self::Future {
-        let started = Instant::now();
-        let fut = self.service.call(req);
-        let recording = self.recording.clone();
-        Box::pin(async move {
-            let res = fut.await?;
-            if let Some(recorder) = &recording.recorder {
-                recorder.record(recording.route, res.status().as_u16(), started.elapsed());
-            }
-            Ok(res)
-        })
     }
 }
 
