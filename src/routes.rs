@@ -16,6 +16,14 @@
 //!   `%` at all, so a tenant reaching an upstream URL is exactly what the
 //!   client sent, in the conservative grammar.
 //!
+//! Both maps hash with foldhash's randomly seeded `RandomState` rather than
+//! SipHash: the path is hashed on every request, and foldhash costs a
+//! fraction of SipHash on a short string. Hash flooding needs an attacker
+//! to *insert* colliding keys; these maps hold only configured paths and
+//! are never written after they are built, so a client's path can only be
+//! looked up, and the per-process random seed still keeps collisions from
+//! being computed ahead of time.
+//!
 //! Each target carries its `route` metrics label (the configured path, a
 //! document-kind pattern when per-document labels are off, or the template
 //! route): bounded by the configuration, never a raw path.
@@ -23,6 +31,8 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+
+use foldhash::fast::RandomState;
 
 use crate::config::Documents;
 use crate::discovery::DocumentKind;
@@ -111,10 +121,10 @@ struct TemplateRoute {
 /// Paths to targets, with their metrics labels.
 #[derive(Debug, Default)]
 pub struct RouteTable {
-    exact: HashMap<Arc<str>, (Target, Arc<RouteLabel>)>,
+    exact: HashMap<Arc<str>, (Target, Arc<RouteLabel>), RandomState>,
     templates: Vec<TemplateRoute>,
     /// Indices into `templates` by the pattern's text before `{tenant}`.
-    template_prefixes: HashMap<Box<str>, Vec<usize>>,
+    template_prefixes: HashMap<Box<str>, Vec<usize>, RandomState>,
 }
 
 /// The `route` label of a configured route when labels are per kind.
@@ -134,7 +144,7 @@ impl RouteTable {
                 .or_insert_with_key(|k| Arc::new(RouteLabel::with_id(k, id)))
                 .clone()
         };
-        let mut exact = HashMap::new();
+        let mut exact = HashMap::default();
         for (i, d) in docs.documents.iter().enumerate() {
             for r in &d.routes {
                 let l = if per_document_labels {
@@ -168,7 +178,7 @@ impl RouteTable {
                 template,
             })
             .collect::<Vec<TemplateRoute>>();
-        let mut template_prefixes: HashMap<Box<str>, Vec<usize>> = HashMap::new();
+        let mut template_prefixes: HashMap<Box<str>, Vec<usize>, RandomState> = HashMap::default();
         for (i, t) in templates.iter().enumerate() {
             template_prefixes
                 .entry(t.pattern.prefix().into())
