@@ -197,7 +197,10 @@ async fn dispatch(worker: Rc<Worker>, req: HttpRequest) -> HttpResponse {
             // their paths, so trying them after the route table changes no
             // answer and costs a document request nothing.
             if let Some(op) = ops::OpsRoute::at(path) {
-                let res = op.respond(req.method(), Arc::clone(&gw)).await;
+                // Boxed: the endpoints' futures (a scrape's) would
+                // otherwise enlarge every request's dispatch future, which
+                // actix-web moves and copies.
+                let res = Box::pin(op.respond(req.method(), Arc::clone(&gw))).await;
                 worker
                     .recorder
                     .record(op.name(), res.status().as_u16(), started.elapsed());
