@@ -89,9 +89,9 @@ fn header<'a>(head: &'a str, name: &str) -> Option<&'a str> {
     })
 }
 
-async fn warm(upstream: &Upstream, args: &[&str]) -> Generation {
+async fn warm(upstream: &Upstream, args: &[&str]) -> TestGateway {
     upstream.set(Behaviour::json(document(&upstream.base_url)));
-    let gw = Generation::in_front_of(upstream, args).await;
+    let gw = TestGateway::in_front_of(upstream, args).await;
     poll_until(&gw.url(AS_PATH), Duration::from_secs(10), |r| {
         r.status == 200
     })
@@ -242,7 +242,7 @@ async fn a_connection_waiting_on_its_answer_is_not_cut_off() {
     let upstream = Upstream::start(Behaviour::status(500)).await;
     upstream
         .set(Behaviour::json(document(&upstream.base_url)).delayed(Duration::from_millis(3500)));
-    let gw = Generation::in_front_of(
+    let gw = TestGateway::in_front_of(
         &upstream,
         &[
             "--client-request-timeout",

@@ -15,7 +15,7 @@ fn route(tenant: &str) -> String {
 
 /// A config with two configured issuers (`t1`, `t2`), a template
 /// (`realms/{tenant}`) and a protected resource, all on one upstream.
-async fn setup() -> (Upstream, tempfile::TempDir, Generation) {
+async fn setup() -> (Upstream, tempfile::TempDir, TestGateway) {
     let upstream = tenants_upstream().await;
     let u = &upstream.base_url;
     let (dir, path) = config_file_in_temp_dir(&format!(
@@ -25,7 +25,7 @@ async fn setup() -> (Upstream, tempfile::TempDir, Generation) {
          [[protected_resource]]\nresource = \"https://mcp.example.com/mcp\"\n\
          authorization_servers = [\"{u}/t1\"]\n"
     ));
-    let gw = Generation::start_with_admin(&["--config", &path]).await;
+    let gw = TestGateway::start_with_admin(&["--config", &path]).await;
     poll_until(&gw.admin("/readyz"), Duration::from_secs(10), |r| {
         r.status == 200
     })
@@ -33,7 +33,7 @@ async fn setup() -> (Upstream, tempfile::TempDir, Generation) {
     (upstream, dir, gw)
 }
 
-async fn list_all(gw: &Generation) -> Vec<Value> {
+async fn list_all(gw: &TestGateway) -> Vec<Value> {
     entries(&get(&gw.admin("/documents")).await.json())
 }
 
@@ -173,7 +173,7 @@ async fn documents_lists_every_document_with_its_state() {
 #[actix_web::test]
 async fn a_failing_document_shows_its_error_and_failures() {
     let upstream = Upstream::start(Behaviour::status(503)).await;
-    let gw = Generation::start_with_admin(&[
+    let gw = TestGateway::start_with_admin(&[
         "--upstream",
         &upstream.base_url,
         "--retry-backoff-min",
@@ -305,7 +305,7 @@ async fn refresh_fetches_all_or_one_document_now() {
 #[actix_web::test]
 async fn refresh_skips_a_document_in_back_off() {
     let upstream = Upstream::start(Behaviour::status(503)).await;
-    let gw = Generation::start_with_admin(&[
+    let gw = TestGateway::start_with_admin(&[
         "--upstream",
         &upstream.base_url,
         "--retry-backoff-min",

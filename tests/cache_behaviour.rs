@@ -29,7 +29,7 @@ async fn two_hundred_concurrent_cold_requests_cause_one_fetch() {
     let body = document(&upstream.base_url);
     upstream.set(Behaviour::json(body.clone()));
     upstream.hold();
-    let gw = Generation::in_front_of(&upstream, &[]).await;
+    let gw = TestGateway::in_front_of(&upstream, &[]).await;
     let c = client();
     let url = gw.url(AS_PATH);
     let requests = join_all((0..200).map(|_| send_with(&c, "GET", &url, &[])));
@@ -60,7 +60,7 @@ async fn refresh_ahead_never_makes_clients_wait_on_a_slow_upstream() {
     let upstream = Upstream::start(Behaviour::status(500)).await;
     let v1 = document(&upstream.base_url);
     upstream.set(Behaviour::json(v1.clone()));
-    let gw = Generation::in_front_of(
+    let gw = TestGateway::in_front_of(
         &upstream,
         &args(&["--ttl", "1s", "--upstream-timeout", "10s"]),
     )
@@ -178,7 +178,7 @@ async fn every_failure_mode_is_served_stale_and_never_cached() {
         let good = document(&upstream.base_url);
         let (name, bad, detail) = failure_modes(&upstream.base_url).swap_remove(i);
         upstream.set(Behaviour::json(good.clone()));
-        let gw = Generation::in_front_of(
+        let gw = TestGateway::in_front_of(
             &upstream,
             &args(&[
                 "--ttl",
@@ -262,7 +262,7 @@ async fn a_document_with_a_duplicate_member_is_refused_cold_and_warm() {
     );
     assert!(forged.contains(r#""\u0069ssuer""#), "{forged}");
     upstream.set(Behaviour::json(forged.clone()));
-    let gw = Generation::in_front_of(&upstream, &args(&["--ttl", "300ms"])).await;
+    let gw = TestGateway::in_front_of(&upstream, &args(&["--ttl", "300ms"])).await;
     let url = gw.url(AS_PATH);
     let r = get(&url).await;
     assert_eq!(r.status, 502, "{}", String::from_utf8_lossy(&r.body));
@@ -296,7 +296,7 @@ async fn a_document_with_a_duplicate_member_is_refused_cold_and_warm() {
 async fn max_stale_bounds_how_long_a_stale_document_is_served() {
     let upstream = Upstream::start(Behaviour::status(500)).await;
     upstream.set(Behaviour::json(document(&upstream.base_url)));
-    let gw = Generation::in_front_of(
+    let gw = TestGateway::in_front_of(
         &upstream,
         &args(&["--ttl", "300ms", "--max-stale", "600ms"]),
     )
@@ -333,7 +333,7 @@ async fn max_stale_bounds_how_long_a_stale_document_is_served() {
 async fn cold_start_with_the_upstream_down_answers_503_and_keeps_running() {
     let (_reserved, port) = refusing_port();
     let upstream = format!("http://127.0.0.1:{port}");
-    let gw = Generation::start(&args(&[
+    let gw = TestGateway::start(&args(&[
         "--upstream",
         &upstream,
         "--upstream-timeout",
@@ -360,7 +360,7 @@ async fn cold_start_with_the_upstream_down_answers_503_and_keeps_running() {
 #[actix_web::test]
 async fn cold_failures_back_off_instead_of_fetching_per_request() {
     let upstream = Upstream::start(Behaviour::Close).await;
-    let gw = Generation::in_front_of(
+    let gw = TestGateway::in_front_of(
         &upstream,
         &["--retry-backoff-min", "2s", "--retry-backoff-max", "2s"],
     )
@@ -382,7 +382,7 @@ async fn cold_failures_back_off_instead_of_fetching_per_request() {
 async fn graceful_stop_returns_ok() {
     let upstream = Upstream::start(Behaviour::status(500)).await;
     upstream.set(Behaviour::json(document(&upstream.base_url)));
-    let gw = Generation::in_front_of(&upstream, &[]).await;
+    let gw = TestGateway::in_front_of(&upstream, &[]).await;
     poll_until(&gw.url(AS_PATH), Duration::from_secs(5), |r| {
         r.status == 200
     })

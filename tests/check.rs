@@ -160,7 +160,7 @@ async fn the_protected_resource_behind_the_gateway_is_checked_too() {
     upstream.set_path(AS_PATH, Behaviour::json(document(&upstream.base_url)));
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let resource = format!("http://{}/mcp", listener.local_addr().unwrap());
-    let gw = Generation::start_on(
+    let gw = TestGateway::start_on(
         listener,
         &["--upstream", &upstream.base_url, "--resource", &resource],
     )

@@ -16,7 +16,7 @@ async fn demo_serves_a_valid_document_through_the_gateway() {
     let port = free_port();
     let demo = format!("127.0.0.1:{port}");
     let upstream = format!("http://127.0.0.1:{port}");
-    let gw = Generation::start(&["--demo", "--demo-listen", &demo, "--upstream", &upstream]).await;
+    let gw = TestGateway::start(&["--demo", "--demo-listen", &demo, "--upstream", &upstream]).await;
     let r = poll_until(&gw.url(AS_PATH), Duration::from_secs(5), |r| {
         r.status == 200
     })
@@ -47,7 +47,7 @@ async fn demo_serves_a_valid_document_through_the_gateway() {
 async fn demo_publishes_a_key_set_the_gateway_serves() {
     let port = free_port();
     let demo = format!("127.0.0.1:{port}");
-    let gw = Generation::start(&["--demo", "--demo-listen", &demo, "--jwks-route", "/jwks"]).await;
+    let gw = TestGateway::start(&["--demo", "--demo-listen", &demo, "--jwks-route", "/jwks"]).await;
     let r = poll_until(&gw.url("/jwks"), Duration::from_secs(5), |r| {
         r.status == 200
     })
@@ -71,7 +71,7 @@ async fn demo_yields_to_a_server_already_on_its_address() {
     let body = document(&upstream.base_url);
     upstream.set(Behaviour::json(body.clone()));
     let addr = upstream.addr.to_string();
-    let gw = Generation::in_front_of(&upstream, &["--demo", "--demo-listen", &addr]).await;
+    let gw = TestGateway::in_front_of(&upstream, &["--demo", "--demo-listen", &addr]).await;
     let r = poll_until(&gw.url(AS_PATH), Duration::from_secs(5), |r| {
         r.status == 200
     })

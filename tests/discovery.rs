@@ -23,7 +23,7 @@ async fn tenant_upstream(path: &str) -> (Upstream, String, String) {
     (upstream, issuer, body)
 }
 
-async fn metrics(gw: &Generation) -> String {
+async fn metrics(gw: &TestGateway) -> String {
     String::from_utf8(get(&gw.url("/metrics")).await.body).unwrap()
 }
 
@@ -37,7 +37,7 @@ fn series(text: &str, name_and_labels: &str) -> Option<f64> {
 #[actix_web::test]
 async fn path_issuer_is_served_at_the_rfc8414_path_only() {
     let (upstream, issuer, body) = tenant_upstream(AS_T1).await;
-    let gw = Generation::start(&["--issuer", &issuer, "--upstream", &issuer]).await;
+    let gw = TestGateway::start(&["--issuer", &issuer, "--upstream", &issuer]).await;
     let r = get(&gw.url(AS_T1)).await;
     assert_eq!(r.status, 200);
     assert_eq!(r.body, body.as_bytes());
@@ -74,7 +74,7 @@ async fn path_issuer_is_served_at_the_rfc8414_path_only() {
 #[actix_web::test]
 async fn unknown_suffixes_and_traversal_never_reach_the_upstream() {
     let (upstream, issuer, body) = tenant_upstream(AS_T1).await;
-    let gw = Generation::start(&["--upstream", &issuer]).await;
+    let gw = TestGateway::start(&["--upstream", &issuer]).await;
     assert_eq!(get(&gw.url(AS_T1)).await.body, body.as_bytes());
     // Let the warm-up settle: one fetch in all, then nothing for 300 s.
     tokio::time::sleep(Duration::from_millis(200)).await;
@@ -144,7 +144,7 @@ async fn unknown_suffixes_and_traversal_never_reach_the_upstream() {
 #[actix_web::test]
 async fn openid_only_upstream_is_fetched_in_client_order() {
     let (upstream, issuer, body) = tenant_upstream(OIDC_APPENDED_T1).await;
-    let gw = Generation::start(&["--upstream", &issuer]).await;
+    let gw = TestGateway::start(&["--upstream", &issuer]).await;
     let r = get(&gw.url(AS_T1)).await;
     assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
     assert_eq!(r.body, body.as_bytes());
@@ -182,7 +182,7 @@ async fn openid_only_upstream_is_fetched_in_client_order() {
 #[actix_web::test]
 async fn openid_configuration_routes_serve_the_openid_document() {
     let (upstream, issuer, body) = tenant_upstream(OIDC_APPENDED_T1).await;
-    let gw = Generation::start(&["--upstream", &issuer, "--openid-configuration"]).await;
+    let gw = TestGateway::start(&["--upstream", &issuer, "--openid-configuration"]).await;
     for path in [AS_T1, OIDC_INSERTED_T1, OIDC_APPENDED_T1] {
         let r = get(&gw.url(path)).await;
         assert_eq!(r.status, 200, "{path}");
@@ -225,7 +225,7 @@ async fn openid_configuration_routes_serve_the_openid_document() {
 async fn a_5xx_ends_the_fetch_without_trying_the_openid_locations() {
     let (upstream, issuer, _) = tenant_upstream(OIDC_APPENDED_T1).await;
     upstream.set_path(AS_T1, Behaviour::status(503));
-    let gw = Generation::start(&[
+    let gw = TestGateway::start(&[
         "--upstream",
         &issuer,
         "--retry-backoff-min",
@@ -248,7 +248,7 @@ async fn a_5xx_ends_the_fetch_without_trying_the_openid_locations() {
 async fn an_issuer_mismatch_at_the_first_location_is_not_papered_over() {
     let (upstream, issuer, _) = tenant_upstream(OIDC_APPENDED_T1).await;
     upstream.set_path(AS_T1, Behaviour::json(document("https://evil.example")));
-    let gw = Generation::start(&[
+    let gw = TestGateway::start(&[
         "--upstream",
         &issuer,
         "--retry-backoff-min",
@@ -272,7 +272,7 @@ async fn protected_resource_metadata_is_served_from_configuration() {
     let upstream = Upstream::start(Behaviour::status(500)).await;
     upstream.set(Behaviour::json(document(&upstream.base_url)));
     let resource = "https://mcp.example.com/mcp";
-    let gw = Generation::in_front_of(
+    let gw = TestGateway::in_front_of(
         &upstream,
         &[
             "--resource",
@@ -405,7 +405,7 @@ resource_name = "Test MCP server"
     );
     // The tenant upstream declares its own address as issuer: expect a
     // mismatch for that document, proving the configured issuer is checked.
-    let gw = Generation::start(&["--config", &path, "--ttl", "300s"]).await;
+    let gw = TestGateway::start(&["--config", &path, "--ttl", "300s"]).await;
     let r = get(&gw.url(AS_T1)).await;
     assert_eq!(r.status, 502, "{}", String::from_utf8_lossy(&r.body));
     assert!(String::from_utf8_lossy(&r.body).contains("https://auth.example.com/tenant1"));
@@ -429,7 +429,7 @@ resource_name = "Test MCP server"
             root = root.base_url
         ),
     );
-    let gw = Generation::start(&["--config", &path, "--ttl", "300s"]).await;
+    let gw = TestGateway::start(&["--config", &path, "--ttl", "300s"]).await;
     let t = get(&gw.url(AS_T1)).await;
     assert_eq!(t.status, 200);
     assert_eq!(t.body, tenant_body.as_bytes());

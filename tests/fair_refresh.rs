@@ -46,7 +46,7 @@ async fn a_hung_host_never_delays_the_refreshes_of_another() {
     }
     let (_dir, path) = config_file_in_temp_dir(&config);
     let ttl = format!("{TTL_SECS}s");
-    let gw = Generation::start(&[
+    let gw = TestGateway::start(&[
         "--config",
         &path,
         "--ttl",

@@ -23,7 +23,7 @@ async fn a_tenant_fetch_survives_the_client_that_hung_up() {
     let upstream = Upstream::start(Behaviour::status(500)).await;
     upstream.set(Behaviour::tenants(&upstream.base_url, SLOW));
     let template = format!("{}/realms/{{tenant}}", upstream.base_url);
-    let gw = Generation::start(&["--issuer", &template, "--upstream", &template]).await;
+    let gw = TestGateway::start(&["--issuer", &template, "--upstream", &template]).await;
     let path = format!("{AS_PATH}/realms/acme");
 
     // Connect, send the request, hang up before the answer.

@@ -103,7 +103,7 @@ fn fetched(result: &serde_json::Value, origin: &str) -> Vec<(String, u64)> {
 
 /// A gateway on its own (pre-bound) address whose issuer and resource are
 /// on that address, in front of `upstream`.
-async fn gateway_for(upstream: &Upstream, extra: &[&str]) -> (Generation, String, String) {
+async fn gateway_for(upstream: &Upstream, extra: &[&str]) -> (TestGateway, String, String) {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let origin = format!("http://{}", listener.local_addr().unwrap());
     let issuer = format!("{origin}/tenant1");
@@ -122,7 +122,7 @@ async fn gateway_for(upstream: &Upstream, extra: &[&str]) -> (Generation, String
         "header",
     ];
     args.extend_from_slice(extra);
-    let gw = Generation::start_on(listener, &args).await;
+    let gw = TestGateway::start_on(listener, &args).await;
     (gw, issuer, resource)
 }
 

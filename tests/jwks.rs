@@ -47,10 +47,10 @@ async fn upstream_with(jwks: &str) -> Upstream {
     upstream
 }
 
-async fn gateway(upstream: &Upstream, extra: &[&str]) -> Generation {
+async fn gateway(upstream: &Upstream, extra: &[&str]) -> TestGateway {
     let mut args = vec!["--jwks-route", ROUTE];
     args.extend_from_slice(extra);
-    Generation::in_front_of(upstream, &args).await
+    TestGateway::in_front_of(upstream, &args).await
 }
 
 async fn get_with(url: &str, headers: &[(&str, &str)]) -> Reply {
@@ -344,7 +344,7 @@ async fn template_key_sets_per_tenant_and_unknown_tenants_get_404() {
         base = upstream.base_url
     );
     let (_dir, path) = config_file_in_temp_dir(&config);
-    let gw = Generation::start(&["--config", &path]).await;
+    let gw = TestGateway::start(&["--config", &path]).await;
     let acme = get(&gw.url("/acme/keys")).await;
     assert_eq!(acme.status, 200, "{}", String::from_utf8_lossy(&acme.body));
     assert_eq!(acme.body, key_set(&["acme-1"]).as_bytes());
@@ -363,7 +363,7 @@ async fn template_key_sets_follow_each_tenants_metadata() {
         base = upstream.base_url
     );
     let (_dir, path) = config_file_in_temp_dir(&config);
-    let gw = Generation::start(&["--config", &path]).await;
+    let gw = TestGateway::start(&["--config", &path]).await;
     // The tenants' metadata has no jwks_uri: a clear 502, not a crash.
     let r = get(&gw.url("/acme/keys")).await;
     assert_eq!(r.status, 502, "{}", String::from_utf8_lossy(&r.body));
@@ -471,7 +471,7 @@ async fn a_key_set_survives_sigkill_and_is_served_during_the_outage() {
 async fn key_sets_are_listed_refreshed_and_counted() {
     let set = key_set(&["k1"]);
     let upstream = upstream_with(&set).await;
-    let gw = Generation::start_with_admin(&[
+    let gw = TestGateway::start_with_admin(&[
         "--upstream",
         upstream.base_url.as_str(),
         "--jwks-route",
@@ -635,7 +635,7 @@ async fn a_jwks_uri_under_the_issuer_goes_through_the_upstream_mapping() {
     let set = key_set(&["k1"]);
     upstream.set_path("/t1/keys", Behaviour::json(set.clone()));
     let upstream_url = format!("{}/t1", upstream.base_url);
-    let gw = Generation::start(&[
+    let gw = TestGateway::start(&[
         "--upstream",
         &upstream_url,
         "--issuer",
@@ -673,7 +673,7 @@ async fn template_tenants_follow_their_metadata_and_rotate_on_demand() {
         base = upstream.base_url
     );
     let (_dir, path) = config_file_in_temp_dir(&config);
-    let gw = Generation::start(&["--config", &path]).await;
+    let gw = TestGateway::start(&["--config", &path]).await;
     let acme = get(&gw.url("/acme/keys")).await;
     assert_eq!(acme.status, 200, "{}", String::from_utf8_lossy(&acme.body));
     assert_eq!(acme.body, key_set(&["acme-1"]).as_bytes());
@@ -755,7 +755,7 @@ async fn a_reload_adds_a_key_set_and_a_changed_metadata_keeps_it_following() {
     };
     let base = upstream.base_url.clone();
     write(format!("[[authorization_server]]\nissuer = \"{base}\"\n"));
-    let gw = Generation::start(&["--config", path.to_str().unwrap()]).await;
+    let gw = TestGateway::start(&["--config", path.to_str().unwrap()]).await;
     assert_eq!(get(&gw.url(AS_PATH)).await.status, 200);
     assert_eq!(get(&gw.url(ROUTE)).await.status, 404, "no key set yet");
 

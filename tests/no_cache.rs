@@ -14,7 +14,7 @@ async fn every_request_fetches_and_nothing_is_stored() {
     let upstream = Upstream::start(Behaviour::status(500)).await;
     let body = document(&upstream.base_url);
     upstream.set(Behaviour::json(body.clone()));
-    let gw = Generation::in_front_of(&upstream, &["--no-cache", "--ttl", "300s"]).await;
+    let gw = TestGateway::in_front_of(&upstream, &["--no-cache", "--ttl", "300s"]).await;
 
     // No refresher: nothing reaches the upstream until a client asks.
     tokio::time::sleep(Duration::from_millis(200)).await;
@@ -54,7 +54,7 @@ async fn every_request_fetches_and_nothing_is_stored() {
 #[actix_web::test]
 async fn a_failing_upstream_fails_each_request_and_readiness() {
     let upstream = Upstream::start(Behaviour::status(503)).await;
-    let gw = Generation::in_front_of(&upstream, &["--no-cache"]).await;
+    let gw = TestGateway::in_front_of(&upstream, &["--no-cache"]).await;
     for n in 1..=2 {
         let r = get(&gw.url(AS_PATH)).await;
         assert_eq!(r.status, 502);
@@ -79,7 +79,7 @@ async fn a_failing_upstream_fails_each_request_and_readiness() {
 async fn an_admin_refresh_without_a_cache_says_it_fetches_nothing() {
     let upstream = Upstream::start(Behaviour::status(500)).await;
     upstream.set(Behaviour::json(document(&upstream.base_url)));
-    let gw = Generation::start_with_admin(&["--upstream", &upstream.base_url, "--no-cache"]).await;
+    let gw = TestGateway::start_with_admin(&["--upstream", &upstream.base_url, "--no-cache"]).await;
     let r = send("POST", &gw.admin("/refresh"), &[]).await;
     assert_eq!(r.status, 202, "{}", String::from_utf8_lossy(&r.body));
     let body = r.json();

@@ -111,7 +111,7 @@ fn count(n: usize) -> f64 {
 }
 
 /// Scrapes until `pred` holds (bounded), returning that scrape.
-async fn scrape_until(gw: &Generation, what: &str, pred: impl Fn(&Scrape) -> bool) -> Scrape {
+async fn scrape_until(gw: &TestGateway, what: &str, pred: impl Fn(&Scrape) -> bool) -> Scrape {
     let deadline = tokio::time::Instant::now() + LIMIT;
     loop {
         let s = scrape(gw).await;
@@ -127,7 +127,7 @@ async fn scrape_until(gw: &Generation, what: &str, pred: impl Fn(&Scrape) -> boo
     }
 }
 
-async fn wait_ready(gw: &Generation) {
+async fn wait_ready(gw: &TestGateway) {
     poll_until(&gw.url("/readyz"), LIMIT, |r| r.status == 200).await;
 }
 
@@ -138,7 +138,7 @@ async fn n_cached_requests_add_exactly_n_hits() {
     const CONDITIONAL: usize = 5;
     let upstream = Upstream::start(Behaviour::status(500)).await;
     upstream.set(Behaviour::json(document(&upstream.base_url)));
-    let gw = Generation::in_front_of(&upstream, &["--ttl", "300s"]).await;
+    let gw = TestGateway::in_front_of(&upstream, &["--ttl", "300s"]).await;
     let url = gw.url(AS_PATH);
     wait_ready(&gw).await;
     let etag = send("HEAD", &url, &[])
@@ -226,7 +226,7 @@ async fn an_outage_shows_up_as_stale_and_recovery_as_hits() {
     let upstream = Upstream::start(Behaviour::status(500)).await;
     let good = document(&upstream.base_url);
     upstream.set(Behaviour::json(good.clone()));
-    let gw = Generation::in_front_of(
+    let gw = TestGateway::in_front_of(
         &upstream,
         &[
             "--ttl",
@@ -312,7 +312,7 @@ async fn a_cold_start_with_the_upstream_down_counts_errors_and_is_not_ready() {
         .expect("bind 127.0.0.1:0");
     let port = reserved.local_addr().expect("local address").port();
     let upstream = format!("http://127.0.0.1:{port}");
-    let gw = Generation::start(&[
+    let gw = TestGateway::start(&[
         "--upstream",
         &upstream,
         "--retry-backoff-min",
@@ -446,7 +446,7 @@ async fn every_upstream_fetch_is_counted_once_under_its_outcome() {
         // A long back-off: the warm-up fetch is the only one in this test.
         let mut args = vec!["--retry-backoff-min", "30s", "--retry-backoff-max", "30s"];
         args.extend_from_slice(case.args);
-        let gw = Generation::in_front_of(&upstream, &args).await;
+        let gw = TestGateway::in_front_of(&upstream, &args).await;
         let name = case.name;
 
         let s = scrape_until(&gw, name, |s| all_fetches(s) >= 1.0).await;
@@ -480,7 +480,7 @@ async fn every_upstream_fetch_is_counted_once_under_its_outcome() {
 async fn http_metrics_are_labelled_with_route_patterns_only() {
     let upstream = Upstream::start(Behaviour::status(500)).await;
     upstream.set(Behaviour::json(document(&upstream.base_url)));
-    let gw = Generation::in_front_of(&upstream, &[]).await;
+    let gw = TestGateway::in_front_of(&upstream, &[]).await;
     wait_ready(&gw).await;
     let before = scrape(&gw).await;
 
@@ -566,7 +566,7 @@ async fn http_metrics_are_labelled_with_route_patterns_only() {
 async fn build_info_process_metrics_and_types_are_exported() {
     let upstream = Upstream::start(Behaviour::status(500)).await;
     upstream.set(Behaviour::json(document(&upstream.base_url)));
-    let gw = Generation::in_front_of(&upstream, &[]).await;
+    let gw = TestGateway::in_front_of(&upstream, &[]).await;
     wait_ready(&gw).await;
     get(&gw.url(AS_PATH)).await;
     let s = scrape(&gw).await;
@@ -647,7 +647,7 @@ async fn a_live_scrape_passes_promtool_check_metrics() {
 
     let upstream = Upstream::start(Behaviour::status(500)).await;
     upstream.set(Behaviour::json(document(&upstream.base_url)));
-    let gw = Generation::in_front_of(&upstream, &[]).await;
+    let gw = TestGateway::in_front_of(&upstream, &[]).await;
     wait_ready(&gw).await;
     // Traffic first, so that every family (HTTP ones included) has series.
     get(&gw.url(AS_PATH)).await;
@@ -676,7 +676,7 @@ async fn every_metric_the_dashboard_and_alerts_use_is_in_a_live_scrape() {
     let state = tempfile::tempdir().unwrap();
     let state_dir = state.path().join("state");
     let gw =
-        Generation::in_front_of(&upstream, &["--state-dir", state_dir.to_str().unwrap()]).await;
+        TestGateway::in_front_of(&upstream, &["--state-dir", state_dir.to_str().unwrap()]).await;
     wait_ready(&gw).await;
     get(&gw.url(AS_PATH)).await;
     scrape(&gw).await;
@@ -847,7 +847,7 @@ async fn prometheus_scrapes_the_gateway_and_answers_the_dashboard_hit_rate_query
     // The warm-up fetch waits until the test releases it, so that the first
     // client requests are misses (collapsed onto that fetch).
     upstream.hold();
-    let gw = Generation::in_front_of(
+    let gw = TestGateway::in_front_of(
         &upstream,
         &[
             "--ttl",

@@ -578,7 +578,7 @@ fn arbitrary_upstream_bytes_are_refused_and_never_served() {
         let (status, body, cache_status, ready) =
             actix_web::rt::System::new().block_on(async move {
                 let upstream = support::Upstream::start(support::Behaviour::json(bytes)).await;
-                let gw = support::Generation::in_front_of(
+                let gw = support::TestGateway::in_front_of(
                     &upstream,
                     &[
                         "--issuer",

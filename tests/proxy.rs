@@ -260,7 +260,7 @@ async fn an_https_upstream_through_a_connect_tunnel_is_byte_identical() {
     std::fs::write(&ca, &pki.ca_pem).unwrap();
     let ca = ca.to_str().unwrap();
     let via = proxy.url_with(USER, PASSWORD);
-    let gw = Generation::start(&[
+    let gw = TestGateway::start(&[
         "--upstream",
         &base,
         "--upstream-ca",
@@ -283,7 +283,7 @@ async fn an_https_upstream_through_a_connect_tunnel_is_byte_identical() {
 
     // TLS runs end to end: without --upstream-ca the same tunnel carries a
     // handshake the gateway refuses (the proxy never sees plaintext).
-    let untrusted = Generation::start(&[
+    let untrusted = TestGateway::start(&[
         "--upstream",
         &base,
         "--upstream-proxy",
@@ -320,7 +320,7 @@ async fn an_http_upstream_goes_through_connect_too_from_http_proxy() {
         ("http_proxy", proxy.url_with(USER, PASSWORD)),
         ("https_proxy", format!("http://127.0.0.1:{dead}")),
     ]);
-    let gw = Generation::start_with_proxy_env(&["--upstream", &upstream.base_url], &env).await;
+    let gw = TestGateway::start_with_proxy_env(&["--upstream", &upstream.base_url], &env).await;
     let r = poll_until(&gw.url(AS_PATH), Duration::from_secs(10), |r| {
         r.status == 200
     })
@@ -360,7 +360,7 @@ async fn no_proxy_sends_another_upstream_direct() {
         ("HTTP_PROXY", proxy.url_with(USER, PASSWORD)),
         ("NO_PROXY", "example.com,127.0.0.2".to_string()),
     ]);
-    let gw = Generation::start_with_proxy_env(&["--config", &file], &env).await;
+    let gw = TestGateway::start_with_proxy_env(&["--config", &file], &env).await;
     for (path, upstream) in [("/a", &a), ("/b", &b)] {
         let url = gw.url(&format!("{AS_PATH}{path}"));
         let r = poll_until(&url, Duration::from_secs(10), |r| r.status == 200).await;
@@ -397,7 +397,7 @@ async fn a_per_server_proxy_in_the_config_file() {
         proxy.url_with(USER, PASSWORD)
     ));
     let global = format!("http://127.0.0.1:{dead}");
-    let gw = Generation::start(&["--config", &file, "--upstream-proxy", &global]).await;
+    let gw = TestGateway::start(&["--config", &file, "--upstream-proxy", &global]).await;
     for path in ["/a", "/b"] {
         let url = gw.url(&format!("{AS_PATH}{path}"));
         let r = poll_until(&url, Duration::from_secs(10), |r| r.status == 200).await;
@@ -421,7 +421,7 @@ async fn a_reload_changes_a_servers_proxy() {
         "proxy = \"{}\"",
         proxy.url_with(USER, PASSWORD)
     )));
-    let gw = Generation::start_with_admin(&["--config", &file]).await;
+    let gw = TestGateway::start_with_admin(&["--config", &file]).await;
     let url = gw.url(&format!("{AS_PATH}/t1"));
     let r = poll_until(&url, Duration::from_secs(10), |r| r.status == 200).await;
     assert_eq!(r.status, 200, "{}", text(&r));
@@ -478,7 +478,7 @@ async fn a_407_on_a_cold_fetch_is_a_json_5xx_naming_the_proxy_without_fall_throu
     );
     let before = proxy.connects_to(&target);
 
-    let gw = Generation::start(&[
+    let gw = TestGateway::start(&[
         "--upstream",
         &upstream.base_url,
         "--upstream-proxy",
@@ -524,7 +524,7 @@ async fn a_407_on_a_cold_fetch_is_a_json_5xx_naming_the_proxy_without_fall_throu
 
     // A wrong password: tinyproxy answers 401 (not 407); still the
     // proxy's failure, named, and the password is not in it.
-    let wrong = Generation::start(&[
+    let wrong = TestGateway::start(&[
         "--upstream",
         &upstream.base_url,
         "--upstream-proxy",
@@ -546,7 +546,7 @@ async fn a_407_on_a_cold_fetch_is_a_json_5xx_naming_the_proxy_without_fall_throu
     // A template tenant is not remembered as unknown (no negative
     // caching): every request is an error, never a 404.
     let template = format!("{}/realms/{{tenant}}", upstream.base_url);
-    let tenants = Generation::start(&[
+    let tenants = TestGateway::start(&[
         "--upstream",
         &template,
         "--issuer",
@@ -579,7 +579,7 @@ async fn a_silent_proxy_is_a_504_naming_it_within_the_upstream_timeout() {
         }
     });
     let upstream = Upstream::start(Behaviour::json(document("http://unused"))).await;
-    let gw = Generation::start(&[
+    let gw = TestGateway::start(&[
         "--upstream",
         &upstream.base_url,
         "--upstream-proxy",
@@ -616,7 +616,7 @@ async fn with_the_proxy_down_the_last_good_document_is_served() {
     let upstream = Upstream::start(Behaviour::status(500)).await;
     let body = document(&upstream.base_url);
     upstream.set(Behaviour::json(body.clone()));
-    let gw = Generation::start(&[
+    let gw = TestGateway::start(&[
         "--upstream",
         &upstream.base_url,
         "--upstream-proxy",

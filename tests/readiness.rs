@@ -13,7 +13,7 @@ use support::*;
 async fn expiry_alone_makes_the_gateway_unready_and_a_fetch_ready_again() {
     let upstream = Upstream::start(Behaviour::status(500)).await;
     upstream.set(Behaviour::json(document(&upstream.base_url)));
-    let gw = Generation::in_front_of(
+    let gw = TestGateway::in_front_of(
         &upstream,
         &[
             "--ttl",

@@ -40,12 +40,12 @@ impl File {
 
 /// A gateway (with an admin listener) running from a config file holding
 /// `text`, plus `extra` flags; the file is returned for the test to rewrite.
-async fn gateway_on(text: &str, extra: &[&str]) -> (File, Generation) {
+async fn gateway_on(text: &str, extra: &[&str]) -> (File, TestGateway) {
     let file = File::new(text);
     let path = file.path();
     let mut args = vec!["--config", &path];
     args.extend_from_slice(extra);
-    let gw = Generation::start_with_admin(&args).await;
+    let gw = TestGateway::start_with_admin(&args).await;
     (file, gw)
 }
 
@@ -71,7 +71,7 @@ async fn upstream() -> Upstream {
 }
 
 /// Polls the admin listener until the configuration generation is `n`.
-async fn wait_generation(gw: &Generation, n: u64) -> serde_json::Value {
+async fn wait_generation(gw: &TestGateway, n: u64) -> serde_json::Value {
     let r = poll_until(&gw.admin("/documents"), Duration::from_secs(10), |r| {
         r.status == 200 && r.json()["generation"] == n
     })
@@ -81,7 +81,7 @@ async fn wait_generation(gw: &Generation, n: u64) -> serde_json::Value {
 
 /// The `/metrics` text once it no longer holds `gone` (a reload drops
 /// series just after swapping the configuration in), bounded.
-async fn metrics_without(gw: &Generation, gone: &str) -> String {
+async fn metrics_without(gw: &TestGateway, gone: &str) -> String {
     let r = poll_until(&gw.url("/metrics"), Duration::from_secs(5), |r| {
         !String::from_utf8_lossy(&r.body).contains(gone)
     })
@@ -90,7 +90,7 @@ async fn metrics_without(gw: &Generation, gone: &str) -> String {
 }
 
 /// Polls `/metrics` until `n` reloads were refused.
-async fn wait_refused(gw: &Generation, n: usize) {
+async fn wait_refused(gw: &TestGateway, n: usize) {
     let line = format!("metadata_gateway_config_reloads_total{{outcome=\"refused\"}} {n}\n");
     poll_until(&gw.url("/metrics"), Duration::from_secs(10), |r| {
         String::from_utf8_lossy(&r.body).contains(&line)
@@ -99,7 +99,7 @@ async fn wait_refused(gw: &Generation, n: usize) {
 }
 
 /// Polls until every document is fetched (fresh).
-async fn wait_all_fresh(gw: &Generation, count: usize) {
+async fn wait_all_fresh(gw: &TestGateway, count: usize) {
     poll_until(&gw.admin("/documents"), Duration::from_secs(10), |r| {
         let docs = r.json()["documents"]
             .as_array()
@@ -262,7 +262,7 @@ async fn a_bad_file_is_refused_and_the_old_configuration_keeps_serving() {
 async fn without_a_config_file_a_reload_changes_nothing() {
     let upstream = upstream().await;
     let issuer = format!("{}/t1", upstream.base_url);
-    let gw = Generation::start_with_admin(&["--issuer", &issuer, "--upstream", &issuer]).await;
+    let gw = TestGateway::start_with_admin(&["--issuer", &issuer, "--upstream", &issuer]).await;
     assert_eq!(get(&gw.url(&route("t1"))).await.status, 200);
     gw.reload();
     tokio::time::sleep(Duration::from_millis(300)).await;

@@ -58,7 +58,7 @@ async fn goes_stale_on(url: &str, v1: &str) {
 
 /// Sum of `metadata_gateway_upstream_fetches_total` with this outcome
 /// over all documents, from the gateway's `/metrics`.
-async fn fetches_with_outcome(gw: &Generation, outcome: &str) -> f64 {
+async fn fetches_with_outcome(gw: &TestGateway, outcome: &str) -> f64 {
     let r = get(&gw.url("/metrics")).await;
     assert_eq!(r.status, 200);
     let text = String::from_utf8_lossy(&r.body).into_owned();
@@ -97,7 +97,7 @@ fn assert_renewed_hit(r: &Reply, body: &[u8]) {
 #[actix_web::test]
 async fn an_etag_is_revalidated_with_if_none_match_and_a_304_renews_freshness() {
     let (upstream, v1) = upstream_with(Some("\"v1\"")).await;
-    let gw = Generation::in_front_of(&upstream, &SHORT).await;
+    let gw = TestGateway::in_front_of(&upstream, &SHORT).await;
     let url = gw.url(AS_PATH);
     let r = get(&url).await;
     assert_eq!(r.status, 200);
@@ -142,7 +142,7 @@ async fn last_modified_is_revalidated_with_if_modified_since() {
     let (upstream, v1) = upstream_with(None).await;
     let modified = http_date(SystemTime::now() - Duration::from_secs(3600));
     upstream.set_last_modified(Some(&modified));
-    let gw = Generation::in_front_of(&upstream, &SHORT).await;
+    let gw = TestGateway::in_front_of(&upstream, &SHORT).await;
     let url = gw.url(AS_PATH);
     assert_eq!(get(&url).await.body, v1.as_bytes());
 
@@ -163,7 +163,7 @@ async fn last_modified_is_revalidated_with_if_modified_since() {
 #[actix_web::test]
 async fn a_changed_etag_brings_the_new_document_and_its_tag() {
     let (upstream, v1) = upstream_with(Some("\"v1\"")).await;
-    let gw = Generation::in_front_of(&upstream, &SHORT).await;
+    let gw = TestGateway::in_front_of(&upstream, &SHORT).await;
     let url = gw.url(AS_PATH);
     assert_eq!(get(&url).await.body, v1.as_bytes());
 
@@ -187,7 +187,7 @@ async fn a_changed_etag_brings_the_new_document_and_its_tag() {
 #[actix_web::test]
 async fn an_unasked_for_304_on_a_cold_fetch_is_an_upstream_error() {
     let upstream = Upstream::start(Behaviour::not_modified()).await;
-    let gw = Generation::in_front_of(&upstream, &SHORT).await;
+    let gw = TestGateway::in_front_of(&upstream, &SHORT).await;
     let url = gw.url(AS_PATH);
     let r = get(&url).await;
     assert!(
@@ -212,7 +212,7 @@ async fn an_unasked_for_304_on_a_cold_fetch_is_an_upstream_error() {
 #[actix_web::test]
 async fn an_unasked_for_304_on_a_refresh_keeps_the_document_and_lets_it_go_stale() {
     let (upstream, v1) = upstream_with(None).await;
-    let gw = Generation::in_front_of(&upstream, &SHORT).await;
+    let gw = TestGateway::in_front_of(&upstream, &SHORT).await;
     let url = gw.url(AS_PATH);
     assert_eq!(get(&url).await.body, v1.as_bytes());
 
@@ -231,7 +231,7 @@ async fn an_unasked_for_304_on_a_refresh_keeps_the_document_and_lets_it_go_stale
 #[actix_web::test]
 async fn a_304_for_another_etag_renews_nothing_and_the_document_is_fetched_whole() {
     let (upstream, v1) = upstream_with(Some("\"v1\"")).await;
-    let gw = Generation::in_front_of(&upstream, &SHORT).await;
+    let gw = TestGateway::in_front_of(&upstream, &SHORT).await;
     let url = gw.url(AS_PATH);
     assert_eq!(get(&url).await.body, v1.as_bytes());
     let before = upstream.request_heads().len();

@@ -20,7 +20,7 @@ async fn relays_the_upstream_document_byte_for_byte() {
     let upstream = Upstream::start(Behaviour::status(500)).await;
     let body = odd_document(&upstream.base_url);
     upstream.set(Behaviour::json(body.clone()));
-    let gw = Generation::in_front_of(&upstream, &[]).await;
+    let gw = TestGateway::in_front_of(&upstream, &[]).await;
     let r = get(&gw.url(AS_PATH)).await;
     assert_eq!(r.status, 200);
     assert_eq!(r.body, body.as_bytes());
@@ -34,7 +34,7 @@ async fn head_has_get_headers_and_no_body() {
     let upstream = Upstream::start(Behaviour::status(500)).await;
     let body = document(&upstream.base_url);
     upstream.set(Behaviour::json(body.clone()));
-    let gw = Generation::in_front_of(&upstream, &[]).await;
+    let gw = TestGateway::in_front_of(&upstream, &[]).await;
     let g = get(&gw.url(AS_PATH)).await;
     let h = send("HEAD", &gw.url(AS_PATH), &[]).await;
     assert_eq!(h.status, 200);
@@ -59,7 +59,7 @@ async fn head_has_get_headers_and_no_body() {
 async fn preflight_allows_mcp_headers() {
     let upstream = Upstream::start(Behaviour::status(500)).await;
     upstream.set(Behaviour::json(document(&upstream.base_url)));
-    let gw = Generation::in_front_of(&upstream, &[]).await;
+    let gw = TestGateway::in_front_of(&upstream, &[]).await;
     for path in [AS_PATH, "/.well-known/oauth-protected-resource/unknown"] {
         let r = send(
             "OPTIONS",
@@ -89,7 +89,7 @@ async fn preflight_allows_mcp_headers() {
 async fn other_methods_get_405_with_allow() {
     let upstream = Upstream::start(Behaviour::status(500)).await;
     upstream.set(Behaviour::json(document(&upstream.base_url)));
-    let gw = Generation::in_front_of(&upstream, &[]).await;
+    let gw = TestGateway::in_front_of(&upstream, &[]).await;
     for method in ["POST", "PUT", "DELETE", "PATCH"] {
         let r = send(method, &gw.url(AS_PATH), &[]).await;
         assert_eq!(r.status, 405, "{method}");
@@ -107,7 +107,7 @@ async fn other_methods_get_405_with_allow() {
 async fn ops_endpoints_answer_get_and_head_only_without_cors() {
     let upstream = Upstream::start(Behaviour::status(500)).await;
     upstream.set(Behaviour::json(document(&upstream.base_url)));
-    let gw = Generation::in_front_of(&upstream, &[]).await;
+    let gw = TestGateway::in_front_of(&upstream, &[]).await;
     let ready = poll_until(&gw.url("/readyz"), Duration::from_secs(5), |r| {
         r.status == 200
     })
@@ -140,7 +140,7 @@ async fn ops_endpoints_answer_get_and_head_only_without_cors() {
 async fn unknown_paths_are_json_404s_with_cors_under_well_known() {
     let upstream = Upstream::start(Behaviour::status(500)).await;
     upstream.set(Behaviour::json(document(&upstream.base_url)));
-    let gw = Generation::in_front_of(&upstream, &[]).await;
+    let gw = TestGateway::in_front_of(&upstream, &[]).await;
     for path in [
         "/.well-known/openid-configuration",
         "/.well-known/oauth-authorization-server/extra",
@@ -163,7 +163,7 @@ async fn unknown_paths_are_json_404s_with_cors_under_well_known() {
 async fn etag_and_if_none_match_give_304() {
     let upstream = Upstream::start(Behaviour::status(500)).await;
     upstream.set(Behaviour::json(document(&upstream.base_url)));
-    let gw = Generation::in_front_of(&upstream, &[]).await;
+    let gw = TestGateway::in_front_of(&upstream, &[]).await;
     let first = get(&gw.url(AS_PATH)).await;
     let etag = first.header("etag").unwrap().to_string();
     assert!(etag.starts_with('"') && etag.ends_with('"') && !etag.starts_with("W/"));
@@ -192,7 +192,7 @@ async fn etag_and_if_none_match_give_304() {
 async fn hit_headers_count_down_freshness() {
     let upstream = Upstream::start(Behaviour::status(500)).await;
     upstream.set(Behaviour::json(document(&upstream.base_url)));
-    let gw = Generation::in_front_of(&upstream, &["--ttl", "300s"]).await;
+    let gw = TestGateway::in_front_of(&upstream, &["--ttl", "300s"]).await;
     upstream.wait_for_requests(1, Duration::from_secs(5)).await;
     let r = poll_until(&gw.url(AS_PATH), Duration::from_secs(5), |r| {
         r.cache_status().contains("; hit")
@@ -230,7 +230,7 @@ async fn hit_headers_count_down_freshness() {
 
 /// A config file with issuers `t1` and `missing1` (which the tenants
 /// upstream answers 404 for), and a gateway with `extra` in front.
-async fn one_of_two_broken(extra: &[&str]) -> (Upstream, tempfile::TempDir, Generation) {
+async fn one_of_two_broken(extra: &[&str]) -> (Upstream, tempfile::TempDir, TestGateway) {
     let upstream = tenants_upstream().await;
     let u = &upstream.base_url;
     let (dir, path) = config_file_in_temp_dir(&format!(
@@ -239,7 +239,7 @@ async fn one_of_two_broken(extra: &[&str]) -> (Upstream, tempfile::TempDir, Gene
     ));
     let mut args = vec!["--config", path.as_str()];
     args.extend_from_slice(extra);
-    let gw = Generation::start(&args).await;
+    let gw = TestGateway::start(&args).await;
     poll_until(
         &gw.url(&format!("{AS_PATH}/t1")),
         Duration::from_secs(5),

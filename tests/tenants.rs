@@ -18,13 +18,13 @@ const TEMPLATE: &str = "oauth-authorization-server/realms/{tenant}";
 
 /// An upstream serving every tenant under its root, and a gateway with the
 /// template `<upstream>/realms/{tenant}` in front of it.
-async fn template_gateway(delay: Duration, extra: &[&str]) -> (Upstream, Generation) {
+async fn template_gateway(delay: Duration, extra: &[&str]) -> (Upstream, TestGateway) {
     let upstream = Upstream::start(Behaviour::status(500)).await;
     upstream.set(Behaviour::tenants(&upstream.base_url, delay));
     let template = format!("{}/realms/{{tenant}}", upstream.base_url);
     let mut args = vec!["--issuer", &template, "--upstream", &template];
     args.extend_from_slice(extra);
-    let gw = Generation::start(&args).await;
+    let gw = TestGateway::start(&args).await;
     (upstream, gw)
 }
 
@@ -101,7 +101,7 @@ async fn a_tenant_whose_issuer_differs_is_refused() {
         upstream.base_url
     ))));
     let template = format!("{}/realms/{{tenant}}", upstream.base_url);
-    let gw = Generation::start(&["--issuer", &template, "--upstream", &template]).await;
+    let gw = TestGateway::start(&["--issuer", &template, "--upstream", &template]).await;
     assert_eq!(get(&gw.url(&route("acme"))).await.status, 200);
     let wrong = get(&gw.url(&route("globex"))).await;
     assert_eq!(
@@ -260,7 +260,7 @@ async fn cold_fetches_beyond_the_bound_get_503_with_retry_after() {
         upstream.base_url
     );
     let file = config_file(&text);
-    let gw = Generation::start(&["--config", file.path().to_str().unwrap()]).await;
+    let gw = TestGateway::start(&["--config", file.path().to_str().unwrap()]).await;
     let held: Vec<_> = ["a", "b"]
         .iter()
         .map(|t| {
@@ -300,7 +300,7 @@ async fn upstream_requests_in_flight_stay_within_the_bound_during_warm_up() {
         ));
     }
     let file = config_file(&text);
-    let gw = Generation::start(&[
+    let gw = TestGateway::start(&[
         "--config",
         file.path().to_str().unwrap(),
         "--upstream-concurrency",
@@ -349,7 +349,7 @@ async fn a_client_cold_fetch_is_not_queued_behind_warm_up() {
         upstream.base_url
     ));
     let file = config_file(&text);
-    let gw = Generation::start(&[
+    let gw = TestGateway::start(&[
         "--config",
         file.path().to_str().unwrap(),
         "--upstream-concurrency",
@@ -389,7 +389,7 @@ async fn ten_thousand_configured_issuers_each_get_their_own_document() {
         ));
     }
     let file = config_file(&text);
-    let gw = Generation::start(&["--config", file.path().to_str().unwrap()]).await;
+    let gw = TestGateway::start(&["--config", file.path().to_str().unwrap()]).await;
     poll_until(&gw.url("/readyz"), Duration::from_secs(300), |r| {
         r.status == 200
     })

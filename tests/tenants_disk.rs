@@ -175,7 +175,7 @@ async fn a_fresh_tenant_from_disk_is_a_hit_without_an_upstream_fetch() {
     let tmp = tempfile::tempdir().unwrap();
     let template = template_of(&up);
     let dir = tmp.path().to_str().unwrap();
-    let gw = Generation::start_with_admin(&[
+    let gw = TestGateway::start_with_admin(&[
         "--issuer",
         &template,
         "--upstream",
@@ -435,7 +435,7 @@ async fn a_reload_that_removes_the_template_removes_its_files() {
         text
     };
     let (_file_dir, path) = config_file_in_temp_dir(&config(true, "5m"));
-    let gw = Generation::start_with_admin(&["--config", &path, "--state-dir", state_s]).await;
+    let gw = TestGateway::start_with_admin(&["--config", &path, "--state-dir", state_s]).await;
     let all = ["a", "b", "c"];
     for t in all {
         assert_eq!(get(&gw.url(&route(t))).await.status, 200);

@@ -20,14 +20,14 @@ async fn origin() -> (Upstream, String) {
 }
 
 /// An edge gateway whose upstream is `shield`, for the origin's issuer.
-async fn edge(shield: &Generation, origin: &Upstream) -> Generation {
-    Generation::start(&["--upstream", &shield.base_url, "--issuer", &origin.base_url]).await
+async fn edge(shield: &TestGateway, origin: &Upstream) -> TestGateway {
+    TestGateway::start(&["--upstream", &shield.base_url, "--issuer", &origin.base_url]).await
 }
 
 #[actix_web::test]
 async fn the_edge_never_holds_the_document_longer_than_the_shield_had_left() {
     let (origin, body) = origin().await;
-    let shield = Generation::in_front_of(&origin, &[]).await;
+    let shield = TestGateway::in_front_of(&origin, &[]).await;
     let edge = edge(&shield, &origin).await;
 
     let r = get(&edge.url(AS_PATH)).await;
@@ -72,7 +72,7 @@ async fn the_edge_never_holds_the_document_longer_than_the_shield_had_left() {
 #[actix_web::test]
 async fn time_held_by_the_shield_counts_against_the_edge() {
     let (origin, body) = origin().await;
-    let shield = Generation::in_front_of(&origin, &[]).await;
+    let shield = TestGateway::in_front_of(&origin, &[]).await;
     assert_eq!(get(&shield.url(AS_PATH)).await.status, 200);
     // The shield holds the document for a while before the edge asks.
     tokio::time::sleep(Duration::from_millis(2200)).await;
@@ -121,7 +121,7 @@ async fn an_edge_holding_for_min_ttl_never_promises_more_than_the_shield() {
     let body = document(&origin.base_url);
     origin.set(Behaviour::json(body.clone()));
     origin.set_headers(&[("cache-control", "max-age=2")]);
-    let shield = Generation::in_front_of(
+    let shield = TestGateway::in_front_of(
         &origin,
         &[
             "--min-ttl",
@@ -135,7 +135,7 @@ async fn an_edge_holding_for_min_ttl_never_promises_more_than_the_shield() {
         ],
     )
     .await;
-    let edge = Generation::start(&[
+    let edge = TestGateway::start(&[
         "--upstream",
         &shield.base_url,
         "--issuer",

@@ -89,10 +89,10 @@ fn https_client(ca: &rustls_pki_types::CertificateDer<'static>, alpn: &[&[u8]]) 
         .finish()
 }
 
-async fn start(upstream: &Upstream, pki: &Pki) -> (Generation, String) {
+async fn start(upstream: &Upstream, pki: &Pki) -> (TestGateway, String) {
     let args = pki.args();
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let gw = Generation::in_front_of(upstream, &args).await;
+    let gw = TestGateway::in_front_of(upstream, &args).await;
     let base = format!("https://127.0.0.1:{}", gw.addr.port());
     (gw, base)
 }
@@ -286,7 +286,7 @@ async fn a_slow_second_request_over_tls_is_cut_off() {
     let mut args = pki.args();
     args.extend(["--client-request-timeout", "1s", "--keep-alive", "1s"].map(String::from));
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let gw = Generation::in_front_of(&upstream, &args).await;
+    let gw = TestGateway::in_front_of(&upstream, &args).await;
 
     let mut roots = rustls::RootCertStore::empty();
     roots.add(pki.ca_der.clone()).unwrap();
@@ -350,11 +350,11 @@ async fn a_slow_second_request_over_tls_is_cut_off() {
 
 /// The gateway's HTTPS listener with its certificate files in `ca`'s
 /// directory, checked for changes every 100 ms.
-async fn start_reloading(upstream: &Upstream, ca: &support::pki::TestCa) -> Generation {
+async fn start_reloading(upstream: &Upstream, ca: &support::pki::TestCa) -> TestGateway {
     let mut args = ca.args();
     args.extend(["--tls-reload-interval", "100ms"].map(String::from));
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    Generation::in_front_of(upstream, &args).await
+    TestGateway::in_front_of(upstream, &args).await
 }
 
 /// cert-manager and the kubelet replace a mounted Secret's files without

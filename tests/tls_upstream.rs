@@ -60,7 +60,7 @@ async fn https_upstream_with_a_private_ca() {
     std::fs::write(&ca_file, &pki.ca_pem).unwrap();
 
     let trusted =
-        Generation::in_front_of(&upstream, &["--upstream-ca", ca_file.to_str().unwrap()]).await;
+        TestGateway::in_front_of(&upstream, &["--upstream-ca", ca_file.to_str().unwrap()]).await;
     let r = poll_until(&trusted.url(AS_PATH), Duration::from_secs(5), |r| {
         r.status == 200
     })
@@ -68,7 +68,7 @@ async fn https_upstream_with_a_private_ca() {
     assert_eq!(r.body, body.as_bytes());
 
     // Without the CA the web PKI roots do not cover this server.
-    let untrusted = Generation::in_front_of(&upstream, &["--retry-backoff-min", "5s"]).await;
+    let untrusted = TestGateway::in_front_of(&upstream, &["--retry-backoff-min", "5s"]).await;
     let r = get(&untrusted.url(AS_PATH)).await;
     assert_eq!(r.status, 503, "{}", String::from_utf8_lossy(&r.body));
     assert!(

@@ -33,7 +33,7 @@ async fn served_with(headers: &[(&str, &str)], args: &[&str]) -> (Upstream, Repl
     let upstream = Upstream::start(Behaviour::status(500)).await;
     upstream.set(Behaviour::json(document(&upstream.base_url)));
     upstream.set_headers(headers);
-    let gw = Generation::in_front_of(&upstream, args).await;
+    let gw = TestGateway::in_front_of(&upstream, args).await;
     let url = gw.url(AS_PATH);
     let cold = get(&url).await;
     let warm = get(&url).await;
@@ -299,7 +299,7 @@ async fn age_grows_while_held_and_max_age_stays() {
     let upstream = Upstream::start(Behaviour::status(500)).await;
     upstream.set(Behaviour::json(document(&upstream.base_url)));
     upstream.set_headers(&[("cache-control", "max-age=30"), ("age", "5")]);
-    let gw = Generation::in_front_of(&upstream, &["--ttl", "300s", "--min-ttl", "5s"]).await;
+    let gw = TestGateway::in_front_of(&upstream, &["--ttl", "300s", "--min-ttl", "5s"]).await;
     let url = gw.url(AS_PATH);
     let first = get(&url).await;
     assert_fresh(
@@ -333,7 +333,7 @@ async fn a_short_upstream_lifetime_brings_a_new_version_within_seconds() {
     let v1 = document(&upstream.base_url);
     upstream.set(Behaviour::json(v1.clone()));
     upstream.set_headers(&[("cache-control", "max-age=1")]);
-    let gw = Generation::in_front_of(
+    let gw = TestGateway::in_front_of(
         &upstream,
         &[
             "--ttl",

@@ -9,7 +9,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use crate::support::{get, send, Generation};
+use crate::support::{get, send, TestGateway};
 
 /// One sample line: `name{label="value",...} value [timestamp]`.
 #[derive(Debug, Clone, PartialEq)]
@@ -181,7 +181,7 @@ fn parse_labels(mut s: &str) -> Result<(BTreeMap<String, String>, &str), String>
 }
 
 /// `GET /metrics`, checked for status and content type, and parsed.
-pub async fn scrape(gw: &Generation) -> Scrape {
+pub async fn scrape(gw: &TestGateway) -> Scrape {
     let r = get(&gw.url("/metrics")).await;
     assert_eq!(r.status, 200, "GET /metrics");
     assert_eq!(
@@ -193,7 +193,7 @@ pub async fn scrape(gw: &Generation) -> Scrape {
 }
 
 /// `HEAD /metrics`: the status and headers of a GET, no body.
-pub async fn head_metrics(gw: &Generation) -> crate::support::Reply {
+pub async fn head_metrics(gw: &TestGateway) -> crate::support::Reply {
     send("HEAD", &gw.url("/metrics"), &[]).await
 }
 

@@ -563,7 +563,7 @@ fn last_segment(path: &str) -> &str {
 }
 
 /// A gateway running in-process on an ephemeral port.
-pub struct Generation {
+pub struct TestGateway {
     pub addr: SocketAddr,
     pub base_url: String,
     /// The admin listener's base URL, when started with one.
@@ -573,7 +573,7 @@ pub struct Generation {
     task: Option<tokio::task::JoinHandle<Result<(), oauth_metadata_gateway::RunError>>>,
 }
 
-impl Generation {
+impl TestGateway {
     /// Starts a gateway with these command-line arguments (the listener is
     /// the test's own `127.0.0.1:0`).
     pub async fn start(args: &[&str]) -> Self {
@@ -692,7 +692,7 @@ impl Generation {
     }
 }
 
-impl Drop for Generation {
+impl Drop for TestGateway {
     fn drop(&mut self) {
         if let Some(s) = self.stop.take() {
             let _ = s.send(());
