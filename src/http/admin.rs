@@ -253,6 +253,32 @@ pub struct DocumentView {
     pub retry_in_seconds: Option<u64>,
 }
 
+impl DocumentView {
+    /// A document with no fetch state to report (only on disk, or
+    /// generated locally): every fetch and freshness field empty.
+    fn without_fetches(name: String, kind: &'static str, state: DocumentState) -> Self {
+        Self {
+            name,
+            kind,
+            tenant: None,
+            tier: None,
+            routes: Vec::new(),
+            upstream_urls: Vec::new(),
+            proxy: None,
+            state,
+            age_seconds: None,
+            expires_in_seconds: None,
+            servable_for_seconds: None,
+            freshness_source: None,
+            restored: false,
+            last_fetch: None,
+            last_error: None,
+            consecutive_failures: 0,
+            retry_in_seconds: None,
+        }
+    }
+}
+
 /// A template's summary in `GET /documents`.
 #[derive(Debug, Serialize)]
 pub struct TemplateView {
@@ -427,8 +453,6 @@ pub async fn collect(gw: &Generation, q: &DocumentsQuery) -> Vec<DocumentView> {
             names.sort_unstable();
             for tenant in names {
                 let v = DocumentView {
-                    name: t.name.to_string(),
-                    kind: t.config.kind.well_known(),
                     routes: t.config.routes.iter().map(|p| p.render(&tenant)).collect(),
                     upstream_urls: t
                         .config
@@ -442,16 +466,11 @@ pub async fn collect(gw: &Generation, q: &DocumentsQuery) -> Vec<DocumentView> {
                     }),
                     tenant: Some(tenant),
                     tier: Some("disk"),
-                    state: DocumentState::OnDisk,
-                    age_seconds: None,
-                    expires_in_seconds: None,
-                    servable_for_seconds: None,
-                    freshness_source: None,
-                    restored: false,
-                    last_fetch: None,
-                    last_error: None,
-                    consecutive_failures: 0,
-                    retry_in_seconds: None,
+                    ..DocumentView::without_fetches(
+                        t.name.to_string(),
+                        t.config.kind.well_known(),
+                        DocumentState::OnDisk,
+                    )
                 };
                 if keep(&v) {
                     out.push(v);
@@ -465,23 +484,12 @@ pub async fn collect(gw: &Generation, q: &DocumentsQuery) -> Vec<DocumentView> {
             continue;
         }
         let v = DocumentView {
-            name: d.name.clone(),
-            kind: crate::discovery::DocumentKind::ProtectedResource.well_known(),
-            tenant: None,
-            tier: None,
             routes: d.routes.clone(),
-            upstream_urls: Vec::new(),
-            proxy: None,
-            state: DocumentState::Local,
-            age_seconds: None,
-            expires_in_seconds: None,
-            servable_for_seconds: None,
-            freshness_source: None,
-            restored: false,
-            last_fetch: None,
-            last_error: None,
-            consecutive_failures: 0,
-            retry_in_seconds: None,
+            ..DocumentView::without_fetches(
+                d.name.clone(),
+                crate::discovery::DocumentKind::ProtectedResource.well_known(),
+                DocumentState::Local,
+            )
         };
         if keep(&v) {
             out.push(v);
