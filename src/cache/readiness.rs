@@ -260,12 +260,6 @@ mod tests {
     use super::*;
     use std::time::Duration;
 
-    use crate::cache::slot::SlotRules;
-    use crate::cache::Backoff;
-    use crate::cache_rules::upstream_freshness::Settings;
-    use crate::config::DocumentConfig;
-    use crate::discovery::DocumentKind;
-    use crate::document::ExpectedIssuer;
     use crate::metrics::Metrics;
 
     fn slots(n: usize) -> Vec<Arc<DocumentSlot>> {
@@ -273,29 +267,11 @@ mod tests {
         (0..n)
             .map(|i| {
                 let url = format!("https://as{i}.example.com");
-                let config = DocumentConfig {
-                    name: Arc::from(format!("doc{i}")),
-                    kind: DocumentKind::AuthorizationServer,
-                    routes: Box::new([]),
-                    upstream_urls: Arc::from(vec![Arc::from(url.as_str())]),
-                    issuer: ExpectedIssuer::new(url.as_str()),
-                    ttl: Duration::from_secs(300),
-                    max_stale: Duration::from_secs(3600),
-                    key_set: None,
-                };
-                let rules = SlotRules::configured(
-                    &config,
-                    Duration::from_secs(5),
-                    Backoff {
-                        min: Duration::from_secs(1),
-                        max: Duration::from_secs(60),
-                    },
-                    Settings::default(),
-                );
-                Arc::new(DocumentSlot::configured(
-                    metrics.group("test", true),
-                    &config,
-                    Arc::new(rules),
+                Arc::new(DocumentSlot::for_tests(
+                    &metrics,
+                    &format!("doc{i}"),
+                    &url,
+                    &url,
                 ))
             })
             .collect()

@@ -410,6 +410,39 @@ impl DocumentSlot {
 }
 
 #[cfg(test)]
+impl DocumentSlot {
+    /// A configured authorization-server slot for unit tests: one upstream
+    /// URL, TTL 300 s, max-stale 1 h, upstream timeout 5 s, back-off 1–60 s.
+    pub(crate) fn for_tests(
+        metrics: &crate::metrics::Metrics,
+        name: &str,
+        issuer: &str,
+        url: &str,
+    ) -> Self {
+        let config = crate::config::DocumentConfig {
+            name: Arc::from(name),
+            kind: crate::discovery::DocumentKind::AuthorizationServer,
+            routes: Box::new([]),
+            upstream_urls: Arc::from(vec![Arc::from(url)]),
+            issuer: crate::document::ExpectedIssuer::new(issuer),
+            ttl: Duration::from_secs(300),
+            max_stale: Duration::from_secs(3600),
+            key_set: None,
+        };
+        let rules = SlotRules::configured(
+            &config,
+            Duration::from_secs(5),
+            Backoff {
+                min: Duration::from_secs(1),
+                max: Duration::from_secs(60),
+            },
+            crate::cache_rules::upstream_freshness::Settings::default(),
+        );
+        Self::configured(metrics.group("test", true), &config, Arc::new(rules))
+    }
+}
+
+#[cfg(test)]
 mod tests {
     use super::*;
 

@@ -385,13 +385,7 @@ pub(crate) fn restore(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cache::slot::SlotRules;
-    use crate::cache::Backoff;
     use crate::cache_rules::freshness::FreshnessState;
-    use crate::cache_rules::upstream_freshness::Settings;
-    use crate::config::DocumentConfig;
-    use crate::discovery::DocumentKind;
-    use crate::document::ExpectedIssuer;
     use crate::metrics::Metrics;
     use bytes::Bytes;
 
@@ -399,27 +393,8 @@ mod tests {
     const URL: &str = "https://as.example.com/.well-known/oauth-authorization-server";
 
     fn slot() -> DocumentSlot {
-        let config = DocumentConfig {
-            name: Arc::from("oauth-authorization-server"),
-            kind: DocumentKind::AuthorizationServer,
-            routes: Box::new([]),
-            upstream_urls: Arc::from(vec![Arc::from(URL)]),
-            issuer: ExpectedIssuer::new(ISSUER),
-            ttl: Duration::from_secs(300),
-            max_stale: Duration::from_secs(3600),
-            key_set: None,
-        };
-        let rules = SlotRules::configured(
-            &config,
-            Duration::from_secs(5),
-            Backoff {
-                min: Duration::from_secs(1),
-                max: Duration::from_secs(60),
-            },
-            Settings::default(),
-        );
         let metrics = Metrics::new().expect("metrics");
-        DocumentSlot::configured(metrics.group("test", true), &config, Arc::new(rules))
+        DocumentSlot::for_tests(&metrics, "oauth-authorization-server", ISSUER, URL)
     }
 
     fn saved(fetched_at: SystemTime) -> SavedDocument {
