@@ -317,6 +317,7 @@ mod tests {
                     .iter()
                     .map(|p| manifest.join(p)),
             )
+            .chain([std::path::PathBuf::from("/work/shared/realdocs")])
             .find(|d| d.is_dir())
         else {
             eprintln!("no realdocs collection beside the repository: skipped");
