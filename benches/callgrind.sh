@@ -87,7 +87,7 @@ callgrind_control -z "$GW_PID" >/dev/null 2>&1
 log "load: $(run_load "$REQUESTS")"
 callgrind_control -d "$GW_PID" >/dev/null 2>&1
 sleep 1
-dump=$(ls "$WORK"/callgrind.out.* | sort | tail -1)
+dump=$(find "$WORK" -maxdepth 1 -name 'callgrind.out.*' | sort | tail -1)
 total=$(awk '/^summary:|^totals:/ {print $2; exit}' "$dump")
 echo "mode $MODE: $REQUESTS requests, $total instructions in user space: $((total / REQUESTS)) per request ($PROFILED)"
 callgrind_annotate --inclusive=no --threshold=100 "$dump" 2>/dev/null | sed -n "1,$((TOP + 25))p" | grep -E '^ *[0-9,]+ ' | grep -vE 'PROGRAM TOTALS|clone.S:clone|start_thread|thread_start|call_once{{vtable' | head -"$TOP"

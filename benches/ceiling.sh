@@ -172,7 +172,7 @@ for p in "$P_BARE" "$P_FIXED"; do
     curl -s --max-time 5 "http://127.0.0.1:$p$PATH_AS/single" | cmp -s - <(sed '1,/^\r$/d' "$WORK/response") ||
         die "the comparator on port $p does not send the gateway's body"
 done
-fields() { tr -d '\r' | sed -n '2,/^$/p' | grep -viE '^(date|age|cache-status):' | tr 'A-Z' 'a-z' | sort; }
+fields() { tr -d '\r' | sed -n '2,/^$/p' | grep -viE '^(date|age|cache-status):' | tr '[:upper:]' '[:lower:]' | sort; }
 diff <(fields <"$WORK/response") <(curl -s --include --max-time 5 "http://127.0.0.1:$P_BARE$PATH_AS/single" | fields) >&2 ||
     die "bare_actix does not send the gateway's header fields"
 log "comparators send the gateway's $(sed '1,/^\r$/d' "$WORK/response" | wc -c)-byte response"
@@ -218,7 +218,9 @@ end
 EOF
 
 nginx_pids() { echo "$(cat "$WORK/nginx.pid") $(pgrep -P "$(cat "$WORK/nginx.pid")" | tr '\n' ' ')"; }
+# shellcheck disable=SC2154 # PID_<name> are set by eval in start_gateways
 pin_servers "$UP_PID" "$PID_gateway" "$PID_gateway_template" "$PID_bare" "$PID_fixed" "$(cat "$WORK/nginx.pid")"
+# shellcheck disable=SC2154 # likewise
 [ -z "${BASELINE_BIN:-}" ] || pin_servers "$PID_baseline" "$PID_baseline_template"
 
 declare -A URL PIDS_OF SCRIPT

@@ -101,7 +101,7 @@ for mode in disk memory; do
                 [ "$(files_in "$STATE")" -ge "$TENANTS" ] && break
                 sleep 0.1
             done
-            say "[disk] $(files_in "$STATE") tenant files, $(((($(date +%s%N) - w0) / 1000000))) ms after the pass"
+            say "[disk] $(files_in "$STATE") tenant files, $((($(date +%s%N) - w0) / 1000000)) ms after the pass"
         fi
     done
     say "[$mode] after $PASSES passes: VmRSS $(rss_kib "$GW_PID") KiB, VmHWM $(hwm_kib "$GW_PID") KiB"
