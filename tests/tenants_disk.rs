@@ -33,6 +33,20 @@ fn want(upstream: &Upstream, tenant: &str) -> String {
     document(&format!("{}/realms/{tenant}", upstream.base_url))
 }
 
+/// One tenant in memory, copies stale after a second and servable stale
+/// for an hour: the flags of the tests that push a tenant to disk and let
+/// its copy turn stale there.
+const ONE_IN_MEMORY_STALE_AFTER_1S: &[&str] = &[
+    "--max-tenants",
+    "1",
+    "--ttl",
+    "1s",
+    "--min-ttl",
+    "1s",
+    "--max-stale",
+    "1h",
+];
+
 /// A gateway assembled in-process (no listener) for the template in front
 /// of `upstream`, with a state directory `dir` and these extra flags.
 fn assembled(upstream: &Upstream, dir: &Path, extra: &[&str]) -> Arc<Assembled> {
@@ -262,20 +276,7 @@ async fn a_stale_tenant_from_disk_is_revalidated_or_served_stale() {
     let up = tenants_upstream().await;
     up.set_etag(Some("\"v1\""));
     let tmp = tempfile::tempdir().unwrap();
-    let gw = assembled(
-        &up,
-        tmp.path(),
-        &[
-            "--max-tenants",
-            "1",
-            "--ttl",
-            "1s",
-            "--min-ttl",
-            "1s",
-            "--max-stale",
-            "1h",
-        ],
-    );
+    let gw = assembled(&up, tmp.path(), ONE_IN_MEMORY_STALE_AFTER_1S);
     let cache = gw.templates[0].clone();
     let all = ["a", "b", "c"];
     for t in all {
@@ -489,20 +490,7 @@ async fn a_reload_that_removes_the_template_removes_its_files() {
 async fn gone_410_removes_the_file() {
     let up = tenants_upstream().await;
     let tmp = tempfile::tempdir().unwrap();
-    let gw = assembled(
-        &up,
-        tmp.path(),
-        &[
-            "--max-tenants",
-            "1",
-            "--ttl",
-            "1s",
-            "--min-ttl",
-            "1s",
-            "--max-stale",
-            "1h",
-        ],
-    );
+    let gw = assembled(&up, tmp.path(), ONE_IN_MEMORY_STALE_AFTER_1S);
     let cache = gw.templates[0].clone();
     let all = ["a", "b"];
     for t in all {
