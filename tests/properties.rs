@@ -109,7 +109,8 @@ fn whitespace() -> impl Strategy<Value = Vec<&'static str>> {
 }
 
 /// A document valid by construction: the REQUIRED members, well typed,
-/// plus arbitrary extra members, in a random order.
+/// plus arbitrary extra members with distinct names (a duplicate name is
+/// refused, RFC 8259 §4, see `strict_json`), in a random order.
 fn valid_members() -> impl Strategy<Value = Vec<(String, Value)>> {
     let required = vec![
         ("issuer".to_string(), Value::from(ISSUER)),
@@ -126,7 +127,7 @@ fn valid_members() -> impl Strategy<Value = Vec<(String, Value)>> {
             serde_json::json!(["code"]),
         ),
     ];
-    let extra = prop::collection::vec(("x_[a-z]{1,8}", json_value()), 0..5);
+    let extra = prop::collection::btree_map("x_[a-z]{1,8}", json_value(), 0..5);
     (extra, any::<prop::sample::Index>()).prop_map(move |(extra, rot)| {
         let mut all = required.clone();
         all.extend(extra);
@@ -172,7 +173,7 @@ proptest! {
     }
 
     #[test]
-    fn near_misses_are_refused(members in valid_members(), ws in whitespace(), how in 0usize..6, junk in json_value()) {
+    fn near_misses_are_refused(members in valid_members(), ws in whitespace(), how in 0usize..7, junk in json_value()) {
         let mut members = members;
         let pos = |m: &Vec<(String, Value)>, k: &str| m.iter().position(|(n, _)| n == k).unwrap();
         match how {
@@ -189,7 +190,9 @@ proptest! {
                 };
                 members[i].1 = bad;
             }
-            _ => { let i = pos(&members, "token_endpoint"); members.remove(i); }
+            5 => { let i = pos(&members, "token_endpoint"); members.remove(i); }
+            // Any member twice, even with the same value (RFC 8259 §4).
+            _ => { let dup = members[junk.to_string().len() % members.len()].clone(); members.push(dup); }
         }
         let text = render(&members, &ws);
         let issuer = ExpectedIssuer::new(ISSUER);
