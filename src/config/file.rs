@@ -108,24 +108,30 @@ struct FileConfig {
     state_dir: Option<Spanned<String>>,
 }
 
+/// An optional setting of a table, boxed: a file of 10,000 tables mostly
+/// leaves them unset, and an unset boxed setting takes 8 bytes where an
+/// inline `Spanned<String>` takes 40 (the parsed tables are all held at
+/// once while the file is checked: at 10,000 tables, 3 MiB instead of 9).
+type Opt<T> = Option<Box<Spanned<T>>>;
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct AuthorizationServerEntry {
     issuer: Spanned<String>,
-    upstream: Option<Spanned<String>>,
+    upstream: Opt<String>,
     #[serde(default)]
     openid_configuration: bool,
-    ttl: Option<Spanned<String>>,
-    max_stale: Option<Spanned<String>>,
-    max_tenants: Option<Spanned<u64>>,
-    max_tenants_on_disk: Option<Spanned<u64>>,
-    not_found_ttl: Option<Spanned<String>>,
-    max_cold_fetches: Option<Spanned<u64>>,
-    proxy: Option<Spanned<String>>,
-    jwks_route: Option<Spanned<String>>,
-    jwks_uri: Option<Spanned<String>>,
-    jwks_ttl: Option<Spanned<String>>,
-    jwks_refetch_cooldown: Option<Spanned<String>>,
+    ttl: Opt<String>,
+    max_stale: Opt<String>,
+    max_tenants: Opt<u64>,
+    max_tenants_on_disk: Opt<u64>,
+    not_found_ttl: Opt<String>,
+    max_cold_fetches: Opt<u64>,
+    proxy: Opt<String>,
+    jwks_route: Opt<String>,
+    jwks_uri: Opt<String>,
+    jwks_ttl: Opt<String>,
+    jwks_refetch_cooldown: Opt<String>,
 }
 
 /// A span in the file and the key path it belongs to.
@@ -140,7 +146,7 @@ impl AuthorizationServerEntry {
         source: &Source<'_>,
         key: &dyn Fn(&str) -> String,
     ) -> Result<Option<documents::KeySetSpec<'_>>, ConfigFileError> {
-        let duration = |v: &Option<Spanned<String>>, name: &str, positive: bool| {
+        let duration = |v: &Opt<String>, name: &str, positive: bool| {
             v.as_ref()
                 .map(|v| {
                     parse_duration(v.get_ref(), positive)
@@ -152,11 +158,11 @@ impl AuthorizationServerEntry {
         let cooldown = duration(&self.jwks_refetch_cooldown, "jwks_refetch_cooldown", false)?;
         let Some(route) = &self.jwks_route else {
             let set = [
-                ("jwks_uri", self.jwks_uri.as_ref().map(Spanned::span)),
-                ("jwks_ttl", self.jwks_ttl.as_ref().map(Spanned::span)),
+                ("jwks_uri", self.jwks_uri.as_deref().map(Spanned::span)),
+                ("jwks_ttl", self.jwks_ttl.as_deref().map(Spanned::span)),
                 (
                     "jwks_refetch_cooldown",
-                    self.jwks_refetch_cooldown.as_ref().map(Spanned::span),
+                    self.jwks_refetch_cooldown.as_deref().map(Spanned::span),
                 ),
             ];
             if let Some((name, span)) = set.into_iter().find(|(_, s)| s.is_some()) {
@@ -239,7 +245,7 @@ impl AuthorizationServerEntry {
     }
 }
 
-type Field<T> = Option<Spanned<T>>;
+type Field<T> = Opt<T>;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -266,7 +272,7 @@ impl ProtectedResourceEntry {
     /// The span of a member, for errors about it.
     fn span_of(&self, field: &str) -> Option<Range<usize>> {
         fn s<T>(f: &Field<T>) -> Option<Range<usize>> {
-            f.as_ref().map(Spanned::span)
+            f.as_deref().map(Spanned::span)
         }
         match field {
             "resource" => Some(self.resource.span()),
@@ -283,7 +289,7 @@ impl ProtectedResourceEntry {
 }
 
 fn value<T: Clone>(f: &Field<T>) -> Option<T> {
-    f.as_ref().map(|s| s.get_ref().clone())
+    f.as_deref().map(|s| s.get_ref().clone())
 }
 
 /// Reads and checks the file at `path`.
@@ -355,12 +361,12 @@ pub fn parse(text: &str, path: &str, defaults: Defaults) -> Result<Documents, Co
                     source.error(Some(u.span()), Some(key("upstream")), m)
                 }
                 (SpecField::JwksRoute, _, _) => source.error(
-                    e.jwks_route.as_ref().map(Spanned::span),
+                    e.jwks_route.as_deref().map(Spanned::span),
                     Some(key("jwks_route")),
                     m,
                 ),
                 (SpecField::JwksUri, _, _) => source.error(
-                    e.jwks_uri.as_ref().map(Spanned::span),
+                    e.jwks_uri.as_deref().map(Spanned::span),
                     Some(key("jwks_uri")),
                     m,
                 ),
