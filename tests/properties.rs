@@ -726,8 +726,8 @@ proptest! {
         use oauth_metadata_gateway::cache_rules::upstream_freshness::{evaluate, Policy, Source, UpstreamHeaders};
         let value = items.join(", ");
         let headers = UpstreamHeaders {
-            cache_control: Some(value.clone()),
-            age: age.clone(),
+            cache_control: Some(value.as_str().into()),
+            age: age.as_deref().map(Box::from),
             ..UpstreamHeaders::default()
         };
         let policy = Policy {

@@ -28,21 +28,23 @@ use std::time::{Duration, SystemTime};
 use super::cache_control::{delta_seconds, parse_cache_control, Directives};
 
 /// The response headers freshness and revalidation are computed from, as
-/// the upstream sent them (several field lines joined with `, `).
+/// the upstream sent them (several field lines joined with `, `). Kept
+/// with every stored document, so each is an exactly sized `Box<str>`
+/// (16 bytes where a `String` takes 24; mostly unset).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct UpstreamHeaders {
     /// `Cache-Control`.
-    pub cache_control: Option<String>,
+    pub cache_control: Option<Box<str>>,
     /// `Expires`.
-    pub expires: Option<String>,
+    pub expires: Option<Box<str>>,
     /// `Date`.
-    pub date: Option<String>,
+    pub date: Option<Box<str>>,
     /// `Age`.
-    pub age: Option<String>,
+    pub age: Option<Box<str>>,
     /// `ETag` (a validator for `If-None-Match`).
-    pub etag: Option<String>,
+    pub etag: Option<Box<str>>,
     /// `Last-Modified` (a validator for `If-Modified-Since`).
-    pub last_modified: Option<String>,
+    pub last_modified: Option<Box<str>>,
 }
 
 impl UpstreamHeaders {
@@ -50,7 +52,8 @@ impl UpstreamHeaders {
     /// which carries the fields it updates (a missing one keeps the
     /// stored value). `Date` and `Age` are always the 304's own.
     pub fn updated_by(&self, not_modified: &UpstreamHeaders) -> UpstreamHeaders {
-        let pick = |new: &Option<String>, old: &Option<String>| new.clone().or_else(|| old.clone());
+        let pick =
+            |new: &Option<Box<str>>, old: &Option<Box<str>>| new.clone().or_else(|| old.clone());
         UpstreamHeaders {
             cache_control: pick(&not_modified.cache_control, &self.cache_control),
             expires: pick(&not_modified.expires, &self.expires),

@@ -84,9 +84,9 @@ struct Job {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Validators {
     /// Sent as `If-None-Match`.
-    pub etag: Option<String>,
+    pub etag: Option<Box<str>>,
     /// Sent as `If-Modified-Since`.
-    pub last_modified: Option<String>,
+    pub last_modified: Option<Box<str>>,
 }
 
 impl Validators {
@@ -410,14 +410,12 @@ async fn fetch_once(
 /// one name are joined with `, ` (RFC 9110 §5.3), values that are not
 /// visible ASCII are dropped.
 fn upstream_headers(h: &header::HeaderMap) -> UpstreamHeaders {
-    let get = |name: header::HeaderName| -> Option<String> {
+    let get = |name: header::HeaderName| -> Option<Box<str>> {
         let values: Vec<&str> = h.get_all(name).filter_map(|v| v.to_str().ok()).collect();
-        (!values.is_empty()).then(|| values.join(", "))
+        (!values.is_empty()).then(|| values.join(", ").into())
     };
-    let first = |name: header::HeaderName| -> Option<String> {
-        h.get(name)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_string)
+    let first = |name: header::HeaderName| -> Option<Box<str>> {
+        h.get(name).and_then(|v| v.to_str().ok()).map(Box::from)
     };
     UpstreamHeaders {
         cache_control: get(header::CACHE_CONTROL),

@@ -358,10 +358,10 @@ pub(crate) fn restore(
         )));
     }
     let headers = UpstreamHeaders {
-        cache_control: saved.cache_control,
-        expires: saved.expires,
-        etag: saved.etag,
-        last_modified: saved.last_modified,
+        cache_control: saved.cache_control.map(Box::from),
+        expires: saved.expires.map(Box::from),
+        etag: saved.etag.map(Box::from),
+        last_modified: saved.last_modified.map(Box::from),
         ..UpstreamHeaders::default()
     };
     // Served: until a fetch reads the metadata, the key set is refreshed

@@ -318,10 +318,10 @@ pub(crate) fn saved_copy(slot: &DocumentSlot, stored: &StoredDocument) -> SavedD
             .timing
             .stale_if_error_until_secs
             .map(|s| Duration::from_secs(s.into())),
-        cache_control: stored.headers.cache_control.clone(),
-        expires: stored.headers.expires.clone(),
-        etag: stored.headers.etag.clone(),
-        last_modified: stored.headers.last_modified.clone(),
+        cache_control: stored.headers.cache_control.as_deref().map(str::to_string),
+        expires: stored.headers.expires.as_deref().map(str::to_string),
+        etag: stored.headers.etag.as_deref().map(str::to_string),
+        last_modified: stored.headers.last_modified.as_deref().map(str::to_string),
         body: stored.document.body.clone(),
     }
 }

@@ -38,8 +38,8 @@ fn lifetime_sources_in_rfc_order() {
         (20, Source::SMaxAge)
     );
     let mut h = UpstreamHeaders {
-        expires: Some(http_date(at(40))),
-        date: Some(http_date(at(0))),
+        expires: Some(http_date(at(40)).into()),
+        date: Some(http_date(at(0)).into()),
         ..UpstreamHeaders::default()
     };
     assert_eq!(fresh_for(&h), (40, Source::Expires));
@@ -48,7 +48,7 @@ fn lifetime_sources_in_rfc_order() {
     assert_eq!(fresh_for(&h), (90, Source::MaxAge));
     // No Date: the receipt time stands in.
     let h = UpstreamHeaders {
-        expires: Some(http_date(at(50))),
+        expires: Some(http_date(at(50)).into()),
         ..UpstreamHeaders::default()
     };
     assert_eq!(fresh_for(&h), (50, Source::Expires));
