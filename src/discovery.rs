@@ -94,6 +94,12 @@ impl IdentifierPath {
     pub fn is_root(&self) -> bool {
         self.0.is_empty()
     }
+
+    /// A path taken from one checked before (kept as a string by
+    /// [`crate::upstream_urls::UpstreamUrls`]).
+    pub(crate) fn checked(path: &str) -> Self {
+        Self(path.to_string())
+    }
 }
 
 /// An http(s) URL split into origin and path, as well-known URIs need it.

@@ -4,7 +4,8 @@
 //! Module map, bottom to top (see ARCHITECTURE.md for the invariants):
 //! - pure rules: [`tenant`] (`{tenant}` templates and the tenant grammar),
 //!   [`discovery`] (well-known routes and upstream URLs, RFC 8414 §3,
-//!   RFC 9728 §3, OpenID Connect Discovery §4), [`document`] (RFC 8414
+//!   RFC 9728 §3, OpenID Connect Discovery §4), [`upstream_urls`] (a
+//!   document's upstream URLs, kept small), [`document`] (RFC 8414
 //!   validation), [`strict_json`] (JSON with unique member names, RFC 8259
 //!   §4), [`protected_resource`] (RFC 9728 metadata),
 //!   [`cache_rules`] (the HTTP caching model: `Cache-Control`, freshness
@@ -53,6 +54,7 @@ pub mod routes;
 pub mod strict_json;
 pub mod tenant;
 pub mod upstream;
+pub mod upstream_urls;
 
 use std::future::Future;
 use std::net::TcpListener;

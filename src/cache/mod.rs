@@ -879,7 +879,7 @@ impl MetadataCache {
                     .parent
                     .load()
                     .as_ref()
-                    .and_then(|p| p.upstream_urls().first().cloned()),
+                    .and_then(|p| p.upstream_urls().origin_text().map(Arc::from)),
             };
             return Cow::Owned(url.map_or_else(String::new, |u| {
                 crate::upstream::limiter::origin(&u).to_string()
@@ -887,8 +887,8 @@ impl MetadataCache {
         }
         Cow::Borrowed(
             slot.upstream_urls()
-                .first()
-                .map_or("", |url| crate::upstream::limiter::origin(url)),
+                .origin_text()
+                .map_or("", crate::upstream::limiter::origin),
         )
     }
 

@@ -17,6 +17,7 @@ use crate::discovery::DocumentKind;
 use crate::document::ExpectedIssuer;
 use crate::error::FetchError;
 use crate::metrics::GroupMetrics;
+use crate::upstream_urls::UpstreamUrls;
 
 use super::key_sets::KeySetState;
 
@@ -171,7 +172,7 @@ pub struct DocumentSlot {
     pub kind: DocumentKind,
     /// Its freshness, upstream-freshness and back-off rules.
     pub rules: Arc<SlotRules>,
-    urls: Arc<[Arc<str>]>,
+    urls: UpstreamUrls,
     issuer: ExpectedIssuer,
     failures: Mutex<FailureState>,
     refreshing: AtomicBool,
@@ -225,11 +226,7 @@ impl DocumentSlot {
             group,
             template.kind,
             rules,
-            template
-                .upstream_urls
-                .iter()
-                .map(|u| Arc::from(u.render(tenant)))
-                .collect(),
+            UpstreamUrls::listed(template.upstream_urls.iter().map(|u| u.render(tenant))),
             ExpectedIssuer::new(template.issuer.render(tenant)),
         );
         slot.key_set = template
@@ -245,7 +242,7 @@ impl DocumentSlot {
         group: Arc<GroupMetrics>,
         kind: DocumentKind,
         rules: Arc<SlotRules>,
-        urls: Arc<[Arc<str>]>,
+        urls: UpstreamUrls,
         issuer: ExpectedIssuer,
     ) -> Self {
         Self {
@@ -328,7 +325,7 @@ impl DocumentSlot {
     }
 
     /// The upstream URLs, in the order they are tried.
-    pub fn upstream_urls(&self) -> &[Arc<str>] {
+    pub fn upstream_urls(&self) -> &UpstreamUrls {
         &self.urls
     }
 
@@ -338,7 +335,7 @@ impl DocumentSlot {
     pub fn fetch_urls(&self) -> Arc<[Arc<str>]> {
         match self.key_set.as_deref() {
             Some(ks) if ks.follows().is_some() => ks.location().unwrap_or_else(|| Arc::from([])),
-            _ => self.urls.clone(),
+            _ => self.urls.to_list(),
         }
     }
 
@@ -423,7 +420,7 @@ impl DocumentSlot {
             name: Arc::from(name),
             kind: crate::discovery::DocumentKind::AuthorizationServer,
             routes: Box::new([]),
-            upstream_urls: Arc::from(vec![Arc::from(url)]),
+            upstream_urls: UpstreamUrls::listed([url]),
             issuer: crate::document::ExpectedIssuer::new(issuer),
             ttl: Duration::from_secs(300),
             max_stale: Duration::from_secs(3600),

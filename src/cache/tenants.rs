@@ -1072,7 +1072,7 @@ mod tests {
             r#"{{"issuer":"{issuer}","authorization_endpoint":"{issuer}/a","token_endpoint":"{issuer}/t","response_types_supported":["code"]}}"#
         ));
         let document = ValidatedDocument::validate(body, slot.issuer()).expect("valid");
-        let url: Arc<str> = Arc::from(slot.upstream_urls()[0].as_ref());
+        let url: Arc<str> = Arc::from(slot.upstream_urls().first().expect("a URL"));
         let stored = StoredDocument::new(
             document,
             url,

@@ -446,7 +446,7 @@ impl Cli {
                 .filter(|d| d.kind == DocumentKind::AuthorizationServer)
                 .flat_map(|d| d.upstream_urls.first())
                 .next()
-                .and_then(|u| Origin::of(u));
+                .and_then(|u| Origin::of(&u));
             for origin in [listen, imitated].into_iter().flatten() {
                 routes = routes.with_direct(origin);
             }
@@ -638,7 +638,7 @@ mod tests {
         assert_eq!(&*d.name, "oauth-authorization-server");
         assert_eq!(strs(&d.routes), [AS_METADATA_PATH]);
         assert_eq!(
-            strs(&d.upstream_urls),
+            strs(&d.upstream_urls.to_strings()),
             [
                 "http://localhost:7788/.well-known/oauth-authorization-server",
                 "http://localhost:7788/.well-known/openid-configuration"
@@ -708,7 +708,7 @@ mod tests {
         // The upstream is the issuer as seen from the gateway: the demo's
         // address, where it publishes the document of that issuer.
         assert_eq!(
-            &*d.upstream_urls[0],
+            d.upstream_urls.first().unwrap().as_str(),
             "http://localhost:18961/.well-known/oauth-authorization-server"
         );
         assert_eq!(&*d.routes[0], "/.well-known/oauth-authorization-server/t1");
@@ -723,7 +723,11 @@ mod tests {
     fn upstream_with_trailing_slash_or_path_builds_the_fetch_url() {
         let c = parse(&["--upstream", "https://as.example.com/"]).unwrap();
         assert_eq!(
-            &*c.documents.documents[0].upstream_urls[0],
+            c.documents.documents[0]
+                .upstream_urls
+                .first()
+                .unwrap()
+                .as_str(),
             "https://as.example.com/.well-known/oauth-authorization-server"
         );
         assert_eq!(
@@ -739,7 +743,7 @@ mod tests {
             ["/.well-known/oauth-authorization-server/tenant1"]
         );
         assert_eq!(
-            strs(&d.upstream_urls),
+            strs(&d.upstream_urls.to_strings()),
             [
                 "https://as.example.com/.well-known/oauth-authorization-server/tenant1",
                 "https://as.example.com/.well-known/openid-configuration/tenant1",
@@ -807,7 +811,11 @@ mod tests {
         .unwrap();
         assert_eq!(c.documents.documents.len(), 2);
         assert_eq!(
-            &*c.documents.documents[0].upstream_urls[0],
+            c.documents.documents[0]
+                .upstream_urls
+                .first()
+                .unwrap()
+                .as_str(),
             "http://auth.internal:8080/.well-known/oauth-authorization-server/t1"
         );
         assert_eq!(&*c.documents.documents[1].name, "openid-configuration/t1");
@@ -967,7 +975,7 @@ mod tests {
         let p = c
             .upstream
             .proxy
-            .proxy_for(&c.documents.documents[0].upstream_urls[0]);
+            .proxy_for(&c.documents.documents[0].upstream_urls.first().unwrap());
         assert_eq!(p.unwrap().to_string(), "http://u:***@proxy.corp:3128");
         assert!(!format!("{c:?}").contains("s3cretpw"));
         let c = parse_env(
@@ -1013,9 +1021,9 @@ mod tests {
     fn the_demo_server_is_never_proxied() {
         let env = proxy_env(&[("http_proxy", "http://proxy.corp:3128")]);
         let c = parse_env(&["--demo"], &env).unwrap();
-        let demo_url = &c.documents.documents[0].upstream_urls[0];
+        let demo_url = c.documents.documents[0].upstream_urls.first().unwrap();
         assert!(demo_url.starts_with("http://localhost:7788/"), "{demo_url}");
-        assert!(c.upstream.proxy.proxy_for(demo_url).is_none());
+        assert!(c.upstream.proxy.proxy_for(&demo_url).is_none());
         assert!(c
             .upstream
             .proxy
@@ -1028,7 +1036,7 @@ mod tests {
             .proxy_for("http://localhost:7789/x")
             .is_some());
         let c = parse_env(&[], &env).unwrap();
-        assert!(c.upstream.proxy.proxy_for(demo_url).is_some());
+        assert!(c.upstream.proxy.proxy_for(&demo_url).is_some());
     }
 
     #[test]

@@ -13,6 +13,7 @@ use std::time::Duration;
 use crate::discovery::{self, DocumentKind, SplitUrl};
 use crate::document::ExpectedIssuer;
 use crate::tenant::{Pattern, PLACEHOLDER};
+use crate::upstream_urls::UpstreamUrls;
 
 use super::{
     DocumentConfig, Documents, FollowedMetadata, KeySetConfig, TemplateConfig, TemplateLimits,
@@ -169,7 +170,7 @@ pub fn authorization_server(
                 name: kind.label(&issuer.path).into(),
                 kind,
                 routes: shared(discovery::served_routes(kind, &issuer.path)).into(),
-                upstream_urls: shared(discovery::upstream_urls(kind, &upstream)).into(),
+                upstream_urls: UpstreamUrls::discovered(kind, &upstream),
                 issuer: ExpectedIssuer::new(spec.issuer),
                 ttl: spec.ttl,
                 max_stale: spec.max_stale,
@@ -186,7 +187,7 @@ pub fn authorization_server(
                 name: key_set_name(&metadata).into(),
                 kind: DocumentKind::KeySet,
                 routes: shared(vec![ks.route.to_string()]).into(),
-                upstream_urls: shared(ks.jwks_uri.map(str::to_string).into_iter().collect()).into(),
+                upstream_urls: UpstreamUrls::listed(ks.jwks_uri),
                 issuer: ExpectedIssuer::new(spec.issuer),
                 ttl: ks.ttl.unwrap_or(spec.ttl),
                 max_stale: spec.max_stale,
@@ -360,7 +361,7 @@ mod tests {
         assert_eq!(docs.len(), 2);
         assert_eq!(&*docs[0].name, "oauth-authorization-server/tenant1");
         assert_eq!(
-            &*docs[0].upstream_urls[0],
+            docs[0].upstream_urls.first().unwrap().as_str(),
             "http://10.0.0.5:8080/.well-known/oauth-authorization-server/tenant1"
         );
         assert_eq!(docs[0].issuer.as_str(), "https://auth.example.com/tenant1");

@@ -382,7 +382,7 @@ pub fn parse(text: &str, path: &str, defaults: Defaults) -> Result<Documents, Co
             let urls: Vec<String> = match &issuer_docs {
                 IssuerDocuments::Fixed(docs) => docs
                     .iter()
-                    .flat_map(|d| d.upstream_urls.iter().map(|u| u.to_string()))
+                    .flat_map(|d| d.upstream_urls.to_strings())
                     .collect(),
                 IssuerDocuments::Templates(t) => t
                     .iter()
@@ -794,13 +794,13 @@ resource_name = "Example MCP"
         assert_eq!(d.documents[0].ttl, Duration::from_secs(600));
         assert_eq!(d.documents[0].max_stale, DEFAULTS.max_stale);
         assert_eq!(
-            &*d.documents[0].upstream_urls[0],
+            d.documents[0].upstream_urls.first().unwrap().as_str(),
             "http://auth.internal:8080/.well-known/oauth-authorization-server/tenant1"
         );
         assert_eq!(d.documents[1].ttl, DEFAULTS.ttl);
         assert_eq!(d.documents[1].max_stale, Duration::ZERO);
         assert_eq!(
-            &*d.documents[1].upstream_urls[0],
+            d.documents[1].upstream_urls.first().unwrap().as_str(),
             "https://auth.example.com/.well-known/oauth-authorization-server/tenant2"
         );
         let pr = &d.protected_resources[0];
@@ -1139,7 +1139,10 @@ issuer = "https://c.example"
         assert_eq!((&*f.issuer, &*f.upstream), ("https://a/t1", "http://in/t1"));
         // A configured jwks_uri is the one upstream URL; plain http allowed.
         let d = ok("[[authorization_server]]\nissuer = \"https://a\"\njwks_route = \"/keys\"\njwks_uri = \"http://k/jwks\"\n");
-        assert_eq!(&*d.documents[1].upstream_urls[0], "http://k/jwks");
+        assert_eq!(
+            d.documents[1].upstream_urls.first().unwrap().as_str(),
+            "http://k/jwks"
+        );
         assert_eq!(
             d.documents[1].key_set.as_deref().unwrap().refetch_cooldown,
             Duration::from_secs(30)

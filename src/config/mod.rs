@@ -29,6 +29,7 @@ use crate::listener::ListenerConfig;
 use crate::protected_resource::ProtectedResourceConfig;
 use crate::tenant::Pattern;
 use crate::upstream::proxy_rules::{Origin, ProxyRoutes, ProxySetting};
+use crate::upstream_urls::UpstreamUrls;
 
 /// RFC 8414 §3: the well-known suffix for authorization-server metadata.
 pub const AS_METADATA_PATH: &str = "/.well-known/oauth-authorization-server";
@@ -96,7 +97,7 @@ impl Config {
             .documents
             .iter()
             .find(|d| d.kind == DocumentKind::AuthorizationServer)?;
-        let url = url::Url::parse(doc.upstream_urls.first()?).ok()?;
+        let url = url::Url::parse(&doc.upstream_urls.first()?).ok()?;
         Some((doc.issuer.as_str(), url.path().to_string()))
     }
 }
@@ -164,7 +165,7 @@ impl Documents {
         let fixed = self
             .documents
             .iter()
-            .flat_map(|d| d.upstream_urls.iter().map(|u| u.to_string()));
+            .flat_map(|d| d.upstream_urls.to_strings());
         let templated = self
             .templates
             .iter()
@@ -189,7 +190,7 @@ pub struct DocumentConfig {
     /// Upstream URLs it is fetched from, tried in order (a 4xx moves on);
     /// shared with the cache slot (one copy per document, however many
     /// generations of the route table refer to it).
-    pub upstream_urls: Arc<[Arc<str>]>,
+    pub upstream_urls: UpstreamUrls,
     /// The issuer the document must declare.
     pub issuer: ExpectedIssuer,
     /// Freshness lifetime.

@@ -388,7 +388,7 @@ fn slot_view(
 /// The proxy (redacted) `slot`'s first upstream URL goes through.
 fn proxy_of(gw: &Generation, slot: &DocumentSlot) -> Option<String> {
     let url = slot.upstream_urls().first()?;
-    gw.cache.fetcher().proxy_for(url).map(|p| p.to_string())
+    gw.cache.fetcher().proxy_for(&url).map(|p| p.to_string())
 }
 
 /// Every document of `gw` matching `q`.

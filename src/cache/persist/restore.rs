@@ -306,6 +306,7 @@ pub(crate) fn restore(
         Some(_) => Arc::from(saved.upstream_url.as_str()),
         None => match slot
             .upstream_urls()
+            .to_list()
             .iter()
             .find(|u| ***u == *saved.upstream_url)
         {
