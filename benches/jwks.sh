@@ -124,20 +124,7 @@ for t in gateway-jwks nginx-jwks; do
 done
 log "both serve the upstream's $(wc -c <"$WORK/expected")-byte key set"
 
-for t in "${TARGETS[@]}"; do
-    timeout 31 ${WRK_CPUS:+taskset -c "$WRK_CPUS"} wrk -t "$WRK_THREADS" -c "$CONNECTIONS" -d 1s "${URL[$t]}" >/dev/null || die "warm-up of $t failed"
-done
-: >"$WORK/results"
-for round in $(seq "$ROUNDS"); do
-    log "round $round of $ROUNDS"
-    for t in "${TARGETS[@]}"; do
-        case $t in
-        gateway-*) pids=$GW_PID ;;
-        nginx-*) pids="$(cat "$WORK/nginx.pid") $(pgrep -P "$(cat "$WORK/nginx.pid")" | tr '\n' ' ')" ;;
-        esac
-        measure "$t" "${URL[$t]}" "$CONNECTIONS" "$DURATION" "$pids"
-    done
-done
+measure_rounds
 stop_pid "$GW_PID"
 stop_pid "$(cat "$WORK/nginx.pid")"
 

@@ -226,6 +226,29 @@ measure() { # target, url, conns, seconds[, server pids (space-separated)]
         "$target" "$conns" "$rps" "$p50" "$p99" "$errors" "$server_us" "${wrk_cpu:--}")"
 }
 
+# Warms each of TARGETS (keys of the URL map) for 1 s, then runs ROUNDS
+# rounds of `measure` over them in turn (CONNECTIONS, DURATION), into a fresh
+# $WORK/results. A target named gateway-* is the process GW_PID; nginx-* is
+# nginx's master ($WORK/nginx.pid) and its workers.
+measure_rounds() {
+    local t round pids
+    for t in "${TARGETS[@]}"; do
+        timeout 31 ${WRK_CPUS:+taskset -c "$WRK_CPUS"} wrk -t "$WRK_THREADS" -c "$CONNECTIONS" -d 1s "${URL[$t]}" >/dev/null || die "warm-up of $t failed"
+    done
+    : >"$WORK/results"
+    for round in $(seq "$ROUNDS"); do
+        log "round $round of $ROUNDS"
+        for t in "${TARGETS[@]}"; do
+            case $t in
+            gateway-*) pids=$GW_PID ;;
+            nginx-*) pids="$(cat "$WORK/nginx.pid") $(pgrep -P "$(cat "$WORK/nginx.pid")" | tr '\n' ' ')" ;;
+            *) die "measure_rounds: no process for target $t" ;;
+            esac
+            measure "$t" "${URL[$t]}" "$CONNECTIONS" "$DURATION" "$pids"
+        done
+    done
+}
+
 # awk: the median of a space-separated list of numbers (the rounds' figures).
 # shellcheck disable=SC2034 # used by the scripts that source this file
 AWK_MEDIAN='

@@ -202,20 +202,7 @@ code=$(http_code "${URL[gateway-unknown]}")
 [ "$code" = 404 ] || die "the gateway answered $code for the unknown path, not 404"
 log "the first and last tenant serve the upstream's $(wc -c <"$WORK/got") bytes; the unknown path is a 404"
 
-for t in "${TARGETS[@]}"; do
-    timeout 31 ${WRK_CPUS:+taskset -c "$WRK_CPUS"} wrk -t "$WRK_THREADS" -c "$CONNECTIONS" -d 1s "${URL[$t]}" >/dev/null || die "warm-up of $t failed"
-done
-: >"$WORK/results"
-for round in $(seq "$ROUNDS"); do
-    log "round $round of $ROUNDS"
-    for t in "${TARGETS[@]}"; do
-        case $t in
-        gateway-*) pids=$GW_PID ;;
-        nginx-*) pids="$(cat "$WORK/nginx.pid") $(pgrep -P "$(cat "$WORK/nginx.pid")" | tr '\n' ' ')" ;;
-        esac
-        measure "$t" "${URL[$t]}" "$CONNECTIONS" "$DURATION" "$pids"
-    done
-done
+measure_rounds
 
 GW_HWM=$(hwm_kib "$GW_PID")
 METRICS_T0=$(date +%s.%N)
