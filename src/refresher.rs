@@ -36,11 +36,17 @@ use tokio::time::Instant as TokioInstant;
 use crate::cache::{DocumentSlot, MetadataCache};
 
 /// Most refreshes in flight at once, all hosts together. Each host is
-/// also held to its background share of `--upstream-concurrency`, so this
-/// is reached only with many hosts busy at once; a place that frees goes
-/// to the next host in turn, so even then no host waits behind another's
-/// queue.
+/// also held to its background share of `--upstream-concurrency`, and a
+/// host whose last refresh could not reach it or timed out to one (see
+/// [`Hosts::finished`]), so this is reached only with many hosts busy at
+/// once (256 hung hosts, not 256 / share); a place that frees goes to the
+/// next host in turn, so even then no host waits behind another's queue.
 pub const MAX_IN_FLIGHT: usize = 256;
+
+/// Fetch outcomes (`FetchError::outcome_label`) after which a host counts
+/// as hung: it did not answer in time, or could not be reached (directly
+/// or through its proxy).
+const HUNG_OUTCOMES: [&str; 3] = ["timeout", "connect_error", "proxy_error"];
 
 /// What the scheduler can be told.
 #[derive(Debug)]
@@ -72,6 +78,12 @@ struct Hosts {
     turns: VecDeque<Arc<str>>,
     /// Most refreshes running per host (its background share).
     per_host: usize,
+    /// Hosts whose last refresh timed out or could not connect: one
+    /// refresh at a time until one gets through. A hung host then holds
+    /// one place of [`MAX_IN_FLIGHT`] for each `--upstream-timeout`, not
+    /// its whole share: its documents are served stale either way, and the
+    /// places go to hosts that answer.
+    hung: HashSet<Arc<str>>,
 }
 
 impl Hosts {
@@ -80,6 +92,16 @@ impl Hosts {
             queues: HashMap::new(),
             turns: VecDeque::new(),
             per_host: per_host.max(1),
+            hung: HashSet::new(),
+        }
+    }
+
+    /// Most refreshes of `host` to run at once now.
+    fn limit(&self, host: &str) -> usize {
+        if self.hung.contains(host) {
+            1
+        } else {
+            self.per_host
         }
     }
 
@@ -93,9 +115,10 @@ impl Hosts {
                 k
             }
         };
+        let limit = self.limit(host);
         if let Some(q) = self.queues.get_mut(&key) {
             q.due.push_back(id);
-            if !q.in_turn && q.running < self.per_host {
+            if !q.in_turn && q.running < limit {
                 q.in_turn = true;
                 self.turns.push_back(key);
             }
@@ -106,11 +129,12 @@ impl Hosts {
     /// turn that has room. `live` says whether an id is still scheduled.
     fn next(&mut self, mut live: impl FnMut(usize) -> bool) -> Option<(usize, Arc<str>)> {
         while let Some(host) = self.turns.pop_front() {
+            let limit = self.limit(&host);
             let Some(q) = self.queues.get_mut(&host) else {
                 continue;
             };
             q.in_turn = false;
-            if q.running >= self.per_host {
+            if q.running >= limit {
                 continue;
             }
             let mut started = None;
@@ -123,7 +147,7 @@ impl Hosts {
             match started {
                 Some(id) => {
                     q.running += 1;
-                    if !q.due.is_empty() && q.running < self.per_host {
+                    if !q.due.is_empty() && q.running < limit {
                         q.in_turn = true;
                         self.turns.push_back(host.clone());
                     }
@@ -139,8 +163,18 @@ impl Hosts {
         None
     }
 
-    /// A refresh of `host` ended: the host has room again.
-    fn finished(&mut self, host: &Arc<str>) {
+    /// A refresh of `host` ended: the host has room again. `hung`: it
+    /// timed out or could not connect (the host is held to one refresh at
+    /// a time until one that does not ends).
+    fn finished(&mut self, host: &Arc<str>, hung: bool) {
+        if hung {
+            if !self.hung.contains(host) {
+                self.hung.insert(host.clone());
+            }
+        } else {
+            self.hung.remove(host);
+        }
+        let limit = self.limit(host);
         let Some(q) = self.queues.get_mut(host) else {
             return;
         };
@@ -149,7 +183,7 @@ impl Hosts {
             if q.running == 0 {
                 self.queues.remove(host);
             }
-        } else if !q.in_turn {
+        } else if !q.in_turn && q.running < limit {
             q.in_turn = true;
             self.turns.push_back(host.clone());
         }
@@ -274,9 +308,14 @@ pub async fn run(
                     None => continue,
                 };
                 let Some((id, host)) = task_slot.remove(&task) else { continue };
-                s.hosts.finished(&host);
                 s.running.remove(&id);
-                let Some(slot) = s.slots.get(&id).cloned() else { continue };
+                let slot = s.slots.get(&id).cloned();
+                let hung = slot
+                    .as_ref()
+                    .and_then(|slot| slot.last_fetch())
+                    .is_some_and(|f| HUNG_OUTCOMES.contains(&f.outcome));
+                s.hosts.finished(&host, hung);
+                let Some(slot) = slot else { continue };
                 if s.again.remove(&id) {
                     s.forced.insert(id);
                     s.due(id, TokioInstant::now());
@@ -370,15 +409,46 @@ mod tests {
         // A refresh of the healthy host ends: its next one starts, while
         // the hung host (still at its share) gets nothing.
         let ok = started[1].1.clone();
-        h.finished(&ok);
+        h.finished(&ok, false);
         assert_eq!(h.next(|_| true).map(|(id, _)| id), Some(102));
         assert_eq!(h.next(|_| true), None);
         // Removed slots are skipped; an idle empty host is forgotten.
         let hung = started[0].1.clone();
-        h.finished(&hung);
+        h.finished(&hung, false);
         assert_eq!(h.next(|id| id != 2).map(|(id, _)| id), Some(3));
-        h.finished(&ok);
-        h.finished(&ok);
+        h.finished(&ok, false);
+        h.finished(&ok, false);
         assert!(!h.queues.contains_key(&ok));
+    }
+
+    #[test]
+    fn a_hung_host_runs_one_refresh_at_a_time_until_one_gets_through() {
+        let mut h = Hosts::new(3);
+        for id in 0..10 {
+            h.push("http://hung", id);
+        }
+        let mut running: Vec<usize> =
+            std::iter::from_fn(|| h.next(|_| true).map(|(id, _)| id)).collect();
+        assert_eq!(running, vec![0, 1, 2], "its share at first");
+        let host: Arc<str> = Arc::from("http://hung");
+        // The three time out: after the first, nothing new starts while
+        // two still run; after the third, one at a time.
+        h.finished(&host, true);
+        assert_eq!(h.next(|_| true), None, "two still running, limit one");
+        h.finished(&host, true);
+        assert_eq!(h.next(|_| true), None);
+        h.finished(&host, true);
+        running = std::iter::from_fn(|| h.next(|_| true).map(|(id, _)| id)).collect();
+        assert_eq!(running, vec![3], "one at a time while hung");
+        // Another host keeps its whole share meanwhile.
+        for id in 100..105 {
+            h.push("http://ok", id);
+        }
+        let ok: Vec<usize> = std::iter::from_fn(|| h.next(|_| true).map(|(id, _)| id)).collect();
+        assert_eq!(ok, vec![100, 101, 102]);
+        // The hung host's refresh gets through: its share is back.
+        h.finished(&host, false);
+        running = std::iter::from_fn(|| h.next(|_| true).map(|(id, _)| id)).collect();
+        assert_eq!(running, vec![4, 5, 6]);
     }
 }
