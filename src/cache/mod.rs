@@ -724,8 +724,18 @@ impl MetadataCache {
 
     /// The stored document for `slot` if it may still be served.
     pub async fn servable(&self, slot: &DocumentSlot) -> Option<(Arc<StoredDocument>, Duration)> {
+        self.servable_at(slot, Instant::now()).await
+    }
+
+    /// [`Self::servable`] as of `now` (a clock reading the caller already
+    /// made: one per request does).
+    pub async fn servable_at(
+        &self,
+        slot: &DocumentSlot,
+        now: Instant,
+    ) -> Option<(Arc<StoredDocument>, Duration)> {
         let stored = self.entries.get(&slot.id).await?;
-        let age = stored.resident();
+        let age = now.saturating_duration_since(stored.fetched_at);
         match stored.rules.classify(age) {
             FreshnessState::Expired => {
                 self.entries.invalidate(&slot.id).await;
@@ -737,13 +747,22 @@ impl MetadataCache {
 
     /// Answers one request for `slot`'s document.
     pub async fn lookup(self: &Arc<Self>, slot: &Arc<DocumentSlot>) -> Lookup {
+        self.lookup_at(slot, Instant::now()).await
+    }
+
+    /// [`Self::lookup`] for a request that arrived at `now` (the
+    /// dispatcher's one clock reading: ages count from it).
+    pub async fn lookup_at(self: &Arc<Self>, slot: &Arc<DocumentSlot>, now: Instant) -> Lookup {
         if self.mode == CacheMode::Bypass {
-            return self.lookup_uncached(slot).await;
+            // Boxed: the fetch's future would otherwise enlarge every
+            // lookup's, and with it every request's (actix-web moves a
+            // request's future into a box of its own).
+            return Box::pin(self.lookup_uncached(slot)).await;
         }
-        if let Some((stored, age)) = self.servable(slot).await {
+        if let Some((stored, age)) = self.servable_at(slot, now).await {
             return Lookup::stored(stored, age, slot);
         }
-        if let Some((error, retry_after)) = slot.backing_off(Instant::now()) {
+        if let Some((error, retry_after)) = slot.backing_off(now) {
             return Lookup::error(error, retry_after);
         }
         // The coalesced fetch runs in a task of its own: a client that

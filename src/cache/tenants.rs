@@ -319,7 +319,12 @@ impl TemplateCache {
     /// Answers one request for `tenant` (already checked by
     /// [`crate::tenant::valid_tenant`]).
     pub async fn lookup(self: &Arc<Self>, tenant: &str) -> Lookup {
-        let now = Instant::now();
+        self.lookup_at(tenant, Instant::now()).await
+    }
+
+    /// [`Self::lookup`] for a request that arrived at `now` (the
+    /// dispatcher's one clock reading: ages count from it).
+    pub async fn lookup_at(self: &Arc<Self>, tenant: &str, now: Instant) -> Lookup {
         if let Some(entry) = self.entries.get(tenant).await {
             if let Some(answer) = self.answer_from(&entry, now) {
                 return answer;

@@ -29,11 +29,13 @@ pub fn respond(req: &HttpRequest, doc: &LocalDocument) -> HttpResponse {
     } else {
         HttpResponse::with_body(StatusCode::OK, BoxBody::new(doc.document.body.clone()))
     };
+    // A new response: no name is there yet, so `append` (no search for
+    // old values to remove) gives what `insert` would.
     let headers = res.headers_mut();
-    headers.insert(header::CACHE_CONTROL, doc.cache_control.clone());
-    headers.insert(header::ETAG, etag.clone());
+    headers.append(header::CACHE_CONTROL, doc.cache_control.clone());
+    headers.append(header::ETAG, etag.clone());
     if !not_modified {
-        headers.insert(header::CONTENT_TYPE, JSON);
+        headers.append(header::CONTENT_TYPE, JSON);
     }
     res
 }

@@ -214,7 +214,7 @@ async fn dispatch(worker: Rc<Worker>, req: HttpRequest) -> HttpResponse {
         }
         found => match document_method(&req) {
             Some(res) => res,
-            None => serve(&gw, &req, found).await,
+            None => serve(&gw, &req, found, started).await,
         },
     };
     cors::add_response_headers(res.headers_mut());
@@ -249,16 +249,31 @@ async fn key_set_lookup(
     gw: &Generation,
     req: &HttpRequest,
     slot: &Arc<DocumentSlot>,
+    now: Instant,
 ) -> Result<Lookup, key_set::BadQuery> {
     let asked = key_set::parse(req)?;
     if asked.revalidate || asked.kid.is_some() {
-        let stored = gw.cache.servable(slot).await.map(|(s, _)| s);
-        if asked.wants_revalidation(stored.as_deref()) {
-            let limit = slot.freshness().fetch_budget;
-            return Ok(gw.cache.revalidate_on_demand(slot, limit).await);
-        }
+        // Boxed, like every path a cached request does not take: its
+        // future would otherwise enlarge every request's dispatch future,
+        // which actix-web moves into a box of its own per request.
+        return Ok(Box::pin(key_set_on_demand(gw, slot, asked)).await);
     }
-    Ok(gw.cache.lookup(slot).await)
+    Ok(gw.cache.lookup_at(slot, now).await)
+}
+
+/// [`key_set_lookup`] for a request that names a `kid` or asks for a
+/// revalidation.
+async fn key_set_on_demand(
+    gw: &Generation,
+    slot: &Arc<DocumentSlot>,
+    asked: key_set::KeySetRequest,
+) -> Lookup {
+    let stored = gw.cache.servable(slot).await.map(|(s, _)| s);
+    if asked.wants_revalidation(stored.as_deref()) {
+        let limit = slot.freshness().fetch_budget;
+        return gw.cache.revalidate_on_demand(slot, limit).await;
+    }
+    gw.cache.lookup(slot).await
 }
 
 /// [`key_set_lookup`] for a template tenant's key set.
@@ -266,32 +281,49 @@ async fn tenant_key_set_lookup(
     t: &Arc<TemplateCache>,
     req: &HttpRequest,
     tenant: &str,
+    now: Instant,
 ) -> Result<Lookup, key_set::BadQuery> {
     let asked = key_set::parse(req)?;
     if asked.revalidate || asked.kid.is_some() {
-        let stored = t.stored(tenant).await;
-        if asked.wants_revalidation(stored.as_deref()) {
-            let limit = t.freshness().fetch_budget;
-            return Ok(t.revalidate_on_demand(tenant, limit).await);
-        }
+        // Boxed: see `key_set_lookup`.
+        return Ok(Box::pin(tenant_key_set_on_demand(t, tenant, asked)).await);
     }
-    Ok(t.lookup(tenant).await)
+    Ok(t.lookup_at(tenant, now).await)
 }
 
-/// GET or HEAD of a document.
-async fn serve(gw: &Generation, req: &HttpRequest, resolved: Resolved<'_>) -> HttpResponse {
+/// [`key_set_on_demand`] for a template tenant's key set.
+async fn tenant_key_set_on_demand(
+    t: &Arc<TemplateCache>,
+    tenant: &str,
+    asked: key_set::KeySetRequest,
+) -> Lookup {
+    let stored = t.stored(tenant).await;
+    if asked.wants_revalidation(stored.as_deref()) {
+        let limit = t.freshness().fetch_budget;
+        return t.revalidate_on_demand(tenant, limit).await;
+    }
+    t.lookup(tenant).await
+}
+
+/// GET or HEAD of a document, for a request that arrived at `now`.
+async fn serve(
+    gw: &Generation,
+    req: &HttpRequest,
+    resolved: Resolved<'_>,
+    now: Instant,
+) -> HttpResponse {
     match resolved {
         Resolved::Exact(Target::Document(i)) => {
             let Some(slot) = gw.slots.get(i) else {
                 return errors::not_found();
             };
             let lookup = if slot.kind == DocumentKind::KeySet {
-                match key_set_lookup(gw, req, slot).await {
+                match key_set_lookup(gw, req, slot, now).await {
                     Ok(lookup) => lookup,
                     Err(bad) => return bad.response(),
                 }
             } else {
-                gw.cache.lookup(slot).await
+                gw.cache.lookup_at(slot, now).await
             };
             slot.metrics().record_lookup(lookup.outcome);
             tracing::debug!(document = &*slot.name, outcome = %lookup.outcome, "metadata request");
@@ -309,12 +341,12 @@ async fn serve(gw: &Generation, req: &HttpRequest, resolved: Resolved<'_>) -> Ht
                 return errors::not_found();
             };
             let lookup = if t.config.kind == DocumentKind::KeySet {
-                match tenant_key_set_lookup(t, req, tenant).await {
+                match tenant_key_set_lookup(t, req, tenant, now).await {
                     Ok(lookup) => lookup,
                     Err(bad) => return bad.response(),
                 }
             } else {
-                t.lookup(tenant).await
+                t.lookup_at(tenant, now).await
             };
             t.group.record_lookup(lookup.outcome);
             tracing::debug!(document = &*t.name, tenant, outcome = %lookup.outcome, "metadata request");
