@@ -22,7 +22,11 @@
 //! - One fetch tries the slot's upstream URLs in order ([`fetch`]).
 //! - moka drops an entry once it is older than TTL + max-stale (its
 //!   per-entry [`Expiry`] reads the lifetime stored in the entry), so memory
-//!   holds nothing that can no longer be served.
+//!   holds nothing that can no longer be served. A configured document's
+//!   requests read its slot's current copy instead (see
+//!   [`MetadataCache`]); that copy is dropped by the first request or
+//!   scheduled refresh (a retry, at the latest after the longest back-off)
+//!   that finds it past max-stale.
 //! - [`CacheMode::Bypass`] (`--no-cache`) turns all of this off: every
 //!   request fetches and validates on its own and nothing is stored
 //!   ([`CacheOutcome::Bypass`]). It exists as the baseline the benchmarks
@@ -396,6 +400,18 @@ pub enum CacheMode {
 }
 
 /// The cache of the configured documents.
+///
+/// Each slot holds its current copy (`DocumentSlot::current`, an arc-swap
+/// pointer set with every store and cleared with every removal here), and
+/// a request reads that: one atomic load, where moka's `get` cost about
+/// 900 instructions a request (its async read path, clock reading, expiry
+/// check and read log; benches/README.md, third pass). moka still keys the
+/// copies for what it is there for: the coalesced cold fetch (its per-key
+/// `or_try_insert_with`) and expiry. Reads it no longer sees change no
+/// eviction here: this cache has no capacity bound, so moka's TinyLFU never
+/// admits or evicts by frequency, and no idle expiry is set. (The template
+/// tenants' bounded cache still reads through moka, which counts every
+/// read.)
 pub struct MetadataCache {
     /// Keyed by slot id, hashed with foldhash (randomly seeded): the ids
     /// are the gateway's own, never a client's, and SipHash was a
@@ -434,7 +450,7 @@ impl MetadataCache {
         };
         let mut empty = Vec::new();
         for slot in slots {
-            if self.entries.get(&slot.id).await.is_none() {
+            if slot.current.load().is_none() {
                 empty.push(slot.clone());
             }
         }
@@ -468,10 +484,10 @@ impl MetadataCache {
             let Some(before) = by_name.get(&*slot.name) else {
                 continue;
             };
-            if before.id == slot.id || self.entries.get(&slot.id).await.is_some() {
+            if before.id == slot.id || slot.current.load().is_some() {
                 continue;
             }
-            let Some(stored) = self.entries.get(&before.id).await else {
+            let Some(stored) = before.current.load_full() else {
                 continue;
             };
             candidates.push((slot.clone(), persist::writer::saved_copy(before, &stored)));
@@ -524,6 +540,7 @@ impl MetadataCache {
 
     /// Drops `slot`'s stored document (its document was removed).
     pub async fn invalidate(&self, slot: &DocumentSlot) {
+        slot.current.store(None);
         self.entries.invalidate(&slot.id).await;
         self.ready.dropped(slot);
     }
@@ -531,8 +548,20 @@ impl MetadataCache {
     /// Stores `document` as `slot`'s, and notes until when it is servable.
     async fn store(&self, slot: &DocumentSlot, document: Arc<StoredDocument>) {
         let deadline = document.hard_deadline();
-        self.entries.insert(slot.id, document).await;
+        self.entries.insert(slot.id, document.clone()).await;
+        slot.current.store(Some(document));
         self.ready.stored(slot, deadline);
+    }
+
+    /// After a coalesced fetch for `slot` (the `entry` moka returned):
+    /// the document is `slot`'s current copy if this call stored it (the
+    /// call that stored an entry found here has done the same), and
+    /// servable until its deadline.
+    fn fetched(&self, slot: &DocumentSlot, entry: &moka::Entry<usize, Arc<StoredDocument>>) {
+        if entry.is_fresh() {
+            slot.current.store(Some(entry.value().clone()));
+        }
+        self.ready.stored(slot, entry.value().hard_deadline());
     }
 
     /// Starts tracking the readiness of `slots` in a cache with nothing
@@ -548,8 +577,8 @@ impl MetadataCache {
     pub async fn track_readiness(&self, slots: &[Arc<DocumentSlot>]) {
         let mut with_state = Vec::with_capacity(slots.len());
         for slot in slots {
-            let stored = self.entries.get(&slot.id).await;
-            with_state.push((slot.clone(), stored.map(|d| d.hard_deadline())));
+            let stored = slot.current.load();
+            with_state.push((slot.clone(), stored.as_ref().map(|d| d.hard_deadline())));
         }
         self.ready.track(&with_state);
     }
@@ -630,7 +659,7 @@ impl MetadataCache {
             ))
             .await;
         if let Ok(entry) = &fetched {
-            self.ready.stored(parent, entry.value().hard_deadline());
+            self.fetched(parent, entry);
         }
         self.drop_if_retired(parent).await;
         fetched.map(|entry| entry.into_value())
@@ -734,11 +763,15 @@ impl MetadataCache {
         slot: &DocumentSlot,
         now: Instant,
     ) -> Option<(Arc<StoredDocument>, Duration)> {
-        let stored = self.entries.get(&slot.id).await?;
+        let stored = slot.current.load_full()?;
         let age = now.saturating_duration_since(stored.fetched_at);
         match stored.rules.classify(age) {
             FreshnessState::Expired => {
-                self.entries.invalidate(&slot.id).await;
+                // Unless a newer copy took its place meanwhile.
+                let previous = slot.current.compare_and_swap(&stored, None);
+                if Arc::ptr_eq(previous.as_ref().unwrap_or(&stored), &stored) {
+                    self.entries.invalidate(&slot.id).await;
+                }
                 None
             }
             _ => Some((stored, age)),
@@ -778,7 +811,7 @@ impl MetadataCache {
                 .or_try_insert_with(cache.fetch_slot(slot, Priority::Client, None, None))
                 .await;
             if let Ok(entry) = &fetched {
-                cache.ready.stored(slot, entry.value().hard_deadline());
+                cache.fetched(slot, entry);
             }
             cache.drop_if_retired(slot).await;
             fetched.map(|entry| (entry.is_fresh(), entry.into_value()))
@@ -878,7 +911,7 @@ impl MetadataCache {
                     ))
                     .await;
                 if let Ok(entry) = &fetched {
-                    self.ready.stored(slot, entry.value().hard_deadline());
+                    self.fetched(slot, entry);
                 }
                 self.drop_if_retired(slot).await;
             }

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant, SystemTime};
 
-use arc_swap::ArcSwap;
+use arc_swap::{ArcSwap, ArcSwapOption};
 
 use crate::cache_rules::freshness::Freshness;
 use crate::cache_rules::upstream_freshness::{Policy, Settings};
@@ -186,6 +186,10 @@ pub struct DocumentSlot {
     /// For a key set: where it comes from and its on-demand state (see
     /// [`super::key_sets`]); `None` for metadata documents.
     pub key_set: Option<Box<KeySetState>>,
+    /// A configured document's copy held now: what
+    /// [`super::MetadataCache`] serves from (see its `current`); always
+    /// empty for a template tenant (its template's moka cache holds it).
+    pub(super) current: ArcSwapOption<super::StoredDocument>,
 }
 
 impl DocumentSlot {
@@ -259,6 +263,7 @@ impl DocumentSlot {
             retirement: Retirement::default(),
             pending: AtomicBool::new(false),
             key_set: None,
+            current: ArcSwapOption::empty(),
         }
     }
 
