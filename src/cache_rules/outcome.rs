@@ -110,6 +110,14 @@ impl CacheOutcome {
     /// `oauth-metadata-gateway; fwd=bypass; fwd-status=200`.
     pub fn cache_status(self, d: StatusDetail) -> HeaderValue {
         let mut s = String::with_capacity(64);
+        self.write_cache_status(d, &mut s);
+        // Only ASCII tokens and integers are written.
+        HeaderValue::from_str(&s).unwrap_or_else(|_| HeaderValue::from_static(CACHE_NAME))
+    }
+
+    /// Appends the text of [`Self::cache_status`] to `s` (for a caller
+    /// that renders several headers into one buffer).
+    pub fn write_cache_status(self, d: StatusDetail, s: &mut String) {
         s.push_str(CACHE_NAME);
         match self {
             Self::Hit | Self::NegativeHit | Self::DiskHit => s.push_str("; hit"),
@@ -139,8 +147,6 @@ impl CacheOutcome {
             (Self::DiskHit, None) => s.push_str("; detail=disk"),
             _ => {}
         }
-        // Only ASCII tokens and integers are written above.
-        HeaderValue::from_str(&s).unwrap_or_else(|_| HeaderValue::from_static(CACHE_NAME))
     }
 }
 

@@ -21,9 +21,10 @@
 //! is byte-identical to a fresh one (a property test checks it).
 
 use actix_web::http::header::HeaderValue;
+use bytes::Bytes;
 
 use crate::cache::memo::RenderMemo;
-use crate::cache_rules::outcome::{CacheOutcome, StatusDetail};
+use crate::cache_rules::outcome::{CacheOutcome, StatusDetail, CACHE_NAME};
 
 /// Everything the three headers are made from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -72,25 +73,36 @@ pub fn for_document(memo: &RenderMemo, inputs: Inputs) -> Rendered {
     .rendered
 }
 
-/// Renders the headers (no reuse).
+/// Renders the headers (no reuse). The three values share one buffer:
+/// one allocation per rendering, and a request that clones them touches
+/// one reference count and one or two cache lines, not three of each
+/// (what serving many documents in turn pays for: their lines are cold,
+/// benches/README.md, third pass).
 pub fn render(inputs: Inputs) -> Rendered {
-    let mut num = itoa::Buffer::new();
-    let age =
-        HeaderValue::from_str(num.format(inputs.age)).unwrap_or(HeaderValue::from_static("0"));
-    let text = if inputs.stale_if_error > 0 {
-        format!(
+    use std::fmt::Write as _;
+    let mut text = String::with_capacity(128);
+    let _ = write!(text, "{}", inputs.age);
+    let age_end = text.len();
+    if inputs.stale_if_error > 0 {
+        let _ = write!(
+            text,
             "public, max-age={}, stale-if-error={}",
             inputs.max_age, inputs.stale_if_error
-        )
+        );
     } else {
-        format!("public, max-age={}", inputs.max_age)
+        let _ = write!(text, "public, max-age={}", inputs.max_age);
+    }
+    let cache_control_end = text.len();
+    inputs.outcome.write_cache_status(inputs.detail, &mut text);
+    let shared = Bytes::from(text);
+    let part = |range: std::ops::Range<usize>, fallback: &'static str| {
+        HeaderValue::from_maybe_shared(shared.slice(range))
+            .unwrap_or(HeaderValue::from_static(fallback))
     };
-    let cache_control =
-        HeaderValue::from_str(&text).unwrap_or(HeaderValue::from_static("public, max-age=0"));
     Rendered {
-        age,
-        cache_control,
-        cache_status: inputs.outcome.cache_status(inputs.detail),
+        age: part(0..age_end, "0"),
+        cache_control: part(age_end..cache_control_end, "public, max-age=0"),
+        cache_status: part(cache_control_end..shared.len(), CACHE_NAME),
     }
 }
 
