@@ -565,10 +565,12 @@ impl MetadataCache {
 
     /// After a coalesced fetch for `slot` (the `entry` moka returned):
     /// the document is `slot`'s current copy if this call stored it (the
-    /// call that stored an entry found here has done the same), and
-    /// servable until its deadline.
+    /// call that stored an entry found here has done the same) or if the
+    /// slot holds none (a request that found its copy expired may have
+    /// cleared it just as a newer one was stored), and servable until its
+    /// deadline.
     fn fetched(&self, slot: &DocumentSlot, entry: &moka::Entry<usize, Arc<StoredDocument>>) {
-        if entry.is_fresh() {
+        if entry.is_fresh() || slot.current.load().is_none() {
             slot.current.store(Some(entry.value().clone()));
         }
         self.ready.stored(slot, entry.value().hard_deadline());
