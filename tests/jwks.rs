@@ -339,6 +339,22 @@ fn realdocs() -> Option<std::path::PathBuf> {
         .find(|p| p.is_dir())
 }
 
+/// `/acme/keys` and `/globex/keys` on `gw` answer the upstream's key sets
+/// of those tenants (one key each, `acme-1` and `globex-1`) byte for byte.
+async fn assert_acme_and_globex_key_sets(gw: &TestGateway) {
+    let acme = get(&gw.url("/acme/keys")).await;
+    assert_eq!(acme.status, 200, "{}", String::from_utf8_lossy(&acme.body));
+    assert_eq!(acme.body, key_set(&["acme-1"]).as_bytes());
+    let globex = get(&gw.url("/globex/keys")).await;
+    assert_eq!(
+        globex.status,
+        200,
+        "{}",
+        String::from_utf8_lossy(&globex.body)
+    );
+    assert_eq!(globex.body, key_set(&["globex-1"]).as_bytes());
+}
+
 #[actix_web::test]
 async fn template_key_sets_per_tenant_and_unknown_tenants_get_404() {
     let upstream = tenants_upstream().await;
@@ -352,11 +368,7 @@ async fn template_key_sets_per_tenant_and_unknown_tenants_get_404() {
     );
     let (_dir, path) = config_file_in_temp_dir(&config);
     let gw = TestGateway::start(&["--config", &path]).await;
-    let acme = get(&gw.url("/acme/keys")).await;
-    assert_eq!(acme.status, 200, "{}", String::from_utf8_lossy(&acme.body));
-    assert_eq!(acme.body, key_set(&["acme-1"]).as_bytes());
-    let globex = get(&gw.url("/globex/keys")).await;
-    assert_eq!(globex.body, key_set(&["globex-1"]).as_bytes());
+    assert_acme_and_globex_key_sets(&gw).await;
     let missing = get(&gw.url("/missing-x/keys")).await;
     assert_eq!(missing.status, 404);
     assert_eq!(get(&gw.url("/bad%20name/keys")).await.status, 404);
@@ -680,11 +692,7 @@ async fn template_tenants_follow_their_metadata_and_rotate_on_demand() {
     );
     let (_dir, path) = config_file_in_temp_dir(&config);
     let gw = TestGateway::start(&["--config", &path]).await;
-    let acme = get(&gw.url("/acme/keys")).await;
-    assert_eq!(acme.status, 200, "{}", String::from_utf8_lossy(&acme.body));
-    assert_eq!(acme.body, key_set(&["acme-1"]).as_bytes());
-    let globex = get(&gw.url("/globex/keys")).await;
-    assert_eq!(globex.body, key_set(&["globex-1"]).as_bytes());
+    assert_acme_and_globex_key_sets(&gw).await;
     assert_eq!(
         get(&gw.url("/initech/keys")).await.status,
         404,
