@@ -220,6 +220,16 @@ fn env(pairs: &[(&str, String)]) -> ProxyEnv {
     ProxyEnv::from_lookup(|k| pairs.iter().find(|(n, _)| *n == k).map(|(_, v)| v.clone()))
 }
 
+/// `r` is a failure with `status`, its `Cache-Status` naming `detail`.
+fn assert_failed(r: &Reply, status: u16, detail: &str) {
+    assert_eq!(r.status, status, "{}", text(r));
+    assert!(
+        r.cache_status().contains(&format!("detail={detail}")),
+        "{}",
+        r.cache_status()
+    );
+}
+
 fn text(r: &Reply) -> String {
     String::from_utf8_lossy(&r.body).into_owned()
 }
@@ -293,12 +303,7 @@ async fn an_https_upstream_through_a_connect_tunnel_is_byte_identical() {
     ])
     .await;
     let r = get(&untrusted.url(AS_PATH)).await;
-    assert_eq!(r.status, 503, "{}", text(&r));
-    assert!(
-        r.cache_status().contains("detail=connect_error"),
-        "{}",
-        r.cache_status()
-    );
+    assert_failed(&r, 503, "connect_error");
     assert!(text(&r).contains(&proxy.shown()), "{}", text(&r));
     assert!(!text(&r).contains(PASSWORD));
 }
@@ -490,18 +495,13 @@ async fn a_407_on_a_cold_fetch_is_a_json_5xx_naming_the_proxy_without_fall_throu
     ])
     .await;
     let r = get(&gw.url(AS_PATH)).await;
-    assert_eq!(r.status, 502, "{}", text(&r));
+    assert_failed(&r, 502, "proxy_error");
     r.assert_json_error_body();
     let description = r.json()["error_description"].as_str().unwrap().to_string();
     assert!(
         description.contains(&format!("the proxy {}", proxy.url()))
             && description.contains("answered 407"),
         "{description}"
-    );
-    assert!(
-        r.cache_status().contains("detail=proxy_error"),
-        "{}",
-        r.cache_status()
     );
     assert!(
         !r.cache_status().contains("fwd-status"),
@@ -557,12 +557,7 @@ async fn a_407_on_a_cold_fetch_is_a_json_5xx_naming_the_proxy_without_fall_throu
     .await;
     for _ in 0..2 {
         let r = get(&tenants.url(&format!("{AS_PATH}/realms/t1"))).await;
-        assert_eq!(r.status, 502, "{}", text(&r));
-        assert!(
-            r.cache_status().contains("detail=proxy_error"),
-            "{}",
-            r.cache_status()
-        );
+        assert_failed(&r, 502, "proxy_error");
     }
     assert_eq!(upstream.requests(), 0);
 }
@@ -593,12 +588,7 @@ async fn a_silent_proxy_is_a_504_naming_it_within_the_upstream_timeout() {
     // The tunnel's own deadline (a tenth under --upstream-timeout) names
     // the proxy; the whole fetch's would only say "timeout".
     let r = get(&gw.url(AS_PATH)).await;
-    assert_eq!(r.status, 504, "{}", text(&r));
-    assert!(
-        r.cache_status().contains("detail=proxy_error"),
-        "{}",
-        r.cache_status()
-    );
+    assert_failed(&r, 504, "proxy_error");
     assert!(
         text(&r).contains(&format!(
             "the proxy http://127.0.0.1:{port} did not answer within 900ms"
