@@ -127,11 +127,34 @@ async fn wait_for_body(dir: &Path, tenant: &str, body: &str) {
     }
 }
 
-/// The tenants of `all` not held in memory (only on disk).
-async fn only_on_disk<'a>(cache: &TemplateCache, all: &[&'a str]) -> Vec<&'a str> {
+/// Fetches each of `all` once (each a miss), waits until each has its
+/// file in `dir`, and returns those then held only on disk (not in memory).
+async fn fetched_then_only_on_disk<'a>(
+    cache: &Arc<TemplateCache>,
+    dir: &Path,
+    all: &[&'a str],
+) -> Vec<&'a str> {
+    for t in all {
+        assert_eq!(cache.lookup(t).await.outcome, CacheOutcome::Miss, "{t}");
+    }
+    wait_for_tenant_files(dir, all).await;
     cache.entry_count().await;
     all.iter().copied().filter(|t| !cache.holds(t)).collect()
 }
+
+/// `metadata_gateway_tenant_disk_loads_total` of the test template for
+/// `outcome`, from the metrics text `text`.
+fn disk_loads(text: &str, outcome: &str) -> f64 {
+    metric(
+        text,
+        &format!(
+            "metadata_gateway_tenant_disk_loads_total{{{TEMPLATE_LABEL},outcome=\"{outcome}\"}}"
+        ),
+    )
+}
+
+/// The metric label of the test template's documents.
+const TEMPLATE_LABEL: &str = "document=\"oauth-authorization-server/realms/{tenant}\"";
 
 fn metric(text: &str, series: &str) -> f64 {
     text.lines()
@@ -254,18 +277,11 @@ async fn a_fresh_tenant_from_disk_is_a_hit_without_an_upstream_fetch() {
         "a disk load is not an upstream fetch"
     );
     let text = String::from_utf8(get(&gw.url("/metrics")).await.body).unwrap();
-    let label = "document=\"oauth-authorization-server/realms/{tenant}\"";
+    assert_eq!(disk_loads(&text, "fresh"), f64::from(disk_hits));
     assert_eq!(
         metric(
             &text,
-            &format!("metadata_gateway_tenant_disk_loads_total{{{label},outcome=\"fresh\"}}")
-        ),
-        f64::from(disk_hits)
-    );
-    assert_eq!(
-        metric(
-            &text,
-            &format!("metadata_gateway_tenants_on_disk{{{label}}}")
+            &format!("metadata_gateway_tenants_on_disk{{{TEMPLATE_LABEL}}}")
         ),
         3.0
     );
@@ -279,11 +295,7 @@ async fn a_stale_tenant_from_disk_is_revalidated_or_served_stale() {
     let gw = assembled(&up, tmp.path(), ONE_IN_MEMORY_STALE_AFTER_1S);
     let cache = gw.templates[0].clone();
     let all = ["a", "b", "c"];
-    for t in all {
-        assert_eq!(cache.lookup(t).await.outcome, CacheOutcome::Miss);
-    }
-    wait_for_tenant_files(tmp.path(), &all).await;
-    let disk_only = only_on_disk(&cache, &all).await;
+    let disk_only = fetched_then_only_on_disk(&cache, tmp.path(), &all).await;
     assert!(disk_only.len() >= 2, "{disk_only:?}");
     tokio::time::sleep(Duration::from_millis(1300)).await;
 
@@ -305,10 +317,7 @@ async fn a_stale_tenant_from_disk_is_revalidated_or_served_stale() {
     assert_eq!(l.stored.unwrap().document.body, want(&up, y).as_bytes());
     assert!(l.error.is_some(), "with the upstream's failure");
     let text = String::from_utf8(gw.metrics.render().unwrap()).unwrap();
-    assert!(
-        text.contains("metadata_gateway_tenant_disk_loads_total{document=\"oauth-authorization-server/realms/{tenant}\",outcome=\"stale\"} 2"),
-        "{text}"
-    );
+    assert_eq!(disk_loads(&text, "stale"), 2.0);
 }
 
 #[actix_web::test]
@@ -318,11 +327,7 @@ async fn a_damaged_or_foreign_file_on_disk_is_never_served_and_is_refetched() {
     let gw = assembled(&up, tmp.path(), &["--max-tenants", "1"]);
     let cache = gw.templates[0].clone();
     let all = ["a", "b", "c"];
-    for t in all {
-        assert_eq!(cache.lookup(t).await.outcome, CacheOutcome::Miss);
-    }
-    wait_for_tenant_files(tmp.path(), &all).await;
-    let disk_only = only_on_disk(&cache, &all).await;
+    let disk_only = fetched_then_only_on_disk(&cache, tmp.path(), &all).await;
     let (x, y) = (disk_only[0], disk_only[1]);
     let other = all.iter().find(|t| **t != y).unwrap();
 
@@ -347,10 +352,7 @@ async fn a_damaged_or_foreign_file_on_disk_is_never_served_and_is_refetched() {
     wait_for_body(tmp.path(), x, &want(&up, x)).await;
     wait_for_body(tmp.path(), y, &want(&up, y)).await;
     let text = String::from_utf8(gw.metrics.render().unwrap()).unwrap();
-    assert!(
-        text.contains("metadata_gateway_tenant_disk_loads_total{document=\"oauth-authorization-server/realms/{tenant}\",outcome=\"corrupt\"} 2"),
-        "{text}"
-    );
+    assert_eq!(disk_loads(&text, "corrupt"), 2.0);
 }
 
 #[actix_web::test]
@@ -493,11 +495,7 @@ async fn gone_410_removes_the_file() {
     let gw = assembled(&up, tmp.path(), ONE_IN_MEMORY_STALE_AFTER_1S);
     let cache = gw.templates[0].clone();
     let all = ["a", "b"];
-    for t in all {
-        assert_eq!(cache.lookup(t).await.outcome, CacheOutcome::Miss);
-    }
-    wait_for_tenant_files(tmp.path(), &all).await;
-    let disk_only = only_on_disk(&cache, &all).await;
+    let disk_only = fetched_then_only_on_disk(&cache, tmp.path(), &all).await;
     up.set(Behaviour::status(410));
     tokio::time::sleep(Duration::from_millis(1300)).await;
 
