@@ -15,76 +15,12 @@
 
 mod support;
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
-
 use support::*;
 
-fn interop_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/interop")
-}
-
-/// Fails with instructions when node or the SDK is missing.
-fn require_node_and_sdk() {
-    match Command::new("node").arg("--version").output() {
-        Ok(out) if out.status.success() => {}
-        Ok(out) => panic!(
-            "`node --version` failed ({}): install Node.js 18+ (run .ci/install-deps.sh)",
-            out.status
-        ),
-        Err(e) => panic!(
-            "node is not installed ({e}): the MCP SDK interop test needs Node.js 18+; run .ci/install-deps.sh"
-        ),
-    }
-    let sdk = interop_dir().join("node_modules/@modelcontextprotocol/sdk/package.json");
-    assert!(
-        sdk.is_file(),
-        "the MCP TypeScript SDK is not installed at {}: run .ci/install-deps.sh (it runs `npm ci` in tests/interop)",
-        sdk.display()
-    );
-}
-
-/// Runs discover.mjs (bounded to 60 s; killed past that) and returns its
-/// parsed JSON output. Polls rather than blocking, so the test's own
-/// runtime keeps serving the upstream meanwhile.
+/// Runs discover.mjs (the MCP SDK's discovery; bounded to 60 s) and
+/// returns its parsed JSON output.
 async fn discover(server_url: &str, issuer: &str) -> serde_json::Value {
-    let mut child = Command::new("node")
-        .arg(interop_dir().join("discover.mjs"))
-        .arg(server_url)
-        .arg(issuer)
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start node");
-    let started = Instant::now();
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("wait for node") {
-            break status;
-        }
-        if started.elapsed() > Duration::from_secs(60) {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("node tests/interop/discover.mjs did not finish within 60 s");
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    };
-    let mut stdout = String::new();
-    let mut stderr = String::new();
-    use std::io::Read as _;
-    if let Some(mut s) = child.stdout.take() {
-        s.read_to_string(&mut stdout).expect("node stdout");
-    }
-    if let Some(mut s) = child.stderr.take() {
-        s.read_to_string(&mut stderr).expect("node stderr");
-    }
-    assert!(
-        status.success(),
-        "MCP SDK discovery failed ({status}):\n{stderr}\n{stdout}"
-    );
-    serde_json::from_str(stdout.trim()).unwrap_or_else(|e| panic!("bad output ({e}): {stdout}"))
+    support::node::run_json("discover.mjs", &[server_url, issuer]).await
 }
 
 /// The paths of the URLs the SDK fetched, with their statuses.
@@ -128,7 +64,7 @@ async fn gateway_for(upstream: &Upstream, extra: &[&str]) -> (TestGateway, Strin
 
 #[actix_web::test]
 async fn mcp_sdk_discovers_through_the_gateway() {
-    require_node_and_sdk();
+    support::node::require_node_package("@modelcontextprotocol/sdk");
     let upstream = Upstream::start(Behaviour::status(404)).await;
     // The document is set once the issuer (the gateway's address) is known.
     let (gw, issuer, resource) = gateway_for(&upstream, &[]).await;
@@ -162,7 +98,7 @@ async fn mcp_sdk_discovers_through_the_gateway() {
 
 #[actix_web::test]
 async fn mcp_sdk_gets_an_openid_only_upstream_at_the_rfc8414_path() {
-    require_node_and_sdk();
+    support::node::require_node_package("@modelcontextprotocol/sdk");
     let upstream = Upstream::start(Behaviour::status(404)).await;
     let (gw, issuer, resource) = gateway_for(&upstream, &["--openid-configuration"]).await;
     // The upstream publishes OpenID Provider metadata only (OpenID Connect
