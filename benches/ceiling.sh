@@ -75,8 +75,9 @@ PATH_AS=/.well-known/oauth-authorization-server
 for v in ROUNDS DURATION CONNECTIONS TENANTS NGINX_WORKERS RATE OPEN_SECONDS; do
     case "${!v}" in *[!0-9]* | "" | 0*) die "$v: \"${!v}\" is not a positive number" ;; esac
 done
-[ "$(nproc)" -ge 2 ] || die "this benchmark pins the load generator and the servers to CPUs 0 and 1: it needs 2 CPUs, this machine has $(nproc)"
-WRK_CPUS=0
+# Always pinned: the load generator on CPU 0, the servers on CPU 1.
+PIN=1
+check_pin
 
 RUN_STARTED=$(date +%s)
 LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
@@ -95,12 +96,6 @@ init_work gateway-ceiling
 mkdir -p "$WORK/cache" "$WORK/tmp"
 
 # Moves every thread of each PID and of its children to CPU 1.
-pin_servers() { # pid...
-    local pid
-    for pid in "$@" $(for p in "$@"; do pgrep -P "$p" || true; done); do
-        taskset -a -p -c 1 "$pid" >/dev/null || die "taskset of $pid failed"
-    done
-}
 
 P_UP_GW=$(free_port)
 P_UP_TPL=$(free_port)

@@ -56,18 +56,7 @@ PATH_AS=/.well-known/oauth-authorization-server
 for v in DURATION CONNECTIONS WRK_THREADS ROUNDS TENANTS MAX_TENANTS WORKERS NGINX_WORKERS; do
     case "${!v}" in *[!0-9]* | "" | 0*) die "$v: \"${!v}\" is not a positive number" ;; esac
 done
-case "$PIN" in "" | 1) ;; *) die "PIN: \"$PIN\" is neither empty nor 1" ;; esac
-if [ -n "$PIN" ]; then
-    [ "$(nproc)" -ge 2 ] || die "PIN=1 needs 2 CPUs, this machine has $(nproc)"
-    WRK_CPUS=0
-fi
-pin_servers() { # pid...
-    [ -n "$PIN" ] || return 0
-    local pid
-    for pid in "$@" $(for p in "$@"; do pgrep -P "$p"; done); do
-        taskset -a -p -c 1 "$pid" >/dev/null || die "taskset of $pid failed"
-    done
-}
+check_pin
 
 LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
 install_missing wrk nginx curl python3

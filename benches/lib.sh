@@ -226,6 +226,27 @@ measure() { # target, url, conns, seconds[, server pids (space-separated)]
         "$target" "$conns" "$rps" "$p50" "$p99" "$errors" "$server_us" "${wrk_cpu:--}")"
 }
 
+# PIN ("" or "1", the scripts' setting): with 1 the load generator runs on
+# CPU 0 (WRK_CPUS) and pin_servers moves the servers to CPU 1; it needs 2
+# CPUs.
+check_pin() {
+    case "$PIN" in "" | 1) ;; *) die "PIN: \"$PIN\" is neither empty nor 1" ;; esac
+    if [ -n "$PIN" ]; then
+        [ "$(nproc)" -ge 2 ] || die "PIN=1 needs 2 CPUs, this machine has $(nproc)"
+        WRK_CPUS=0
+    fi
+}
+
+# Moves every thread of each PID (and of its children: nginx's workers) to
+# CPU 1 when PIN is set.
+pin_servers() { # pid...
+    [ -n "${PIN:-}" ] || return 0
+    local pid
+    for pid in "$@" $(for p in "$@"; do pgrep -P "$p" || true; done); do
+        taskset -a -p -c 1 "$pid" >/dev/null || die "taskset of $pid failed"
+    done
+}
+
 # Warms each of TARGETS (keys of the URL map) for 1 s, then runs ROUNDS
 # rounds of `measure` over them in turn (CONNECTIONS, DURATION), into a fresh
 # $WORK/results. A target named gateway-* is the process GW_PID; nginx-* is

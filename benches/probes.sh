@@ -29,11 +29,7 @@ PIN=${PIN:-}
 for v in N DURATION ROUNDS CONNECTIONS WRK_THREADS WORKERS; do
     case "${!v}" in *[!0-9]* | "" | 0*) die "$v: \"${!v}\" is not a positive number" ;; esac
 done
-case "$PIN" in "" | 1) ;; *) die "PIN: \"$PIN\" is neither empty nor 1" ;; esac
-if [ -n "$PIN" ]; then
-    [ "$(nproc)" -ge 2 ] || die "PIN=1 needs 2 CPUs, this machine has $(nproc)"
-    WRK_CPUS=0
-fi
+check_pin
 install_missing wrk curl python3
 build_gateway
 init_work gateway-probes
@@ -49,10 +45,7 @@ awk -v n="$N" -v p="$P_UP" 'BEGIN {
 RUST_LOG=${RUST_LOG:-warn} start gateway "$GATEWAY_BIN" --config "$WORK/issuers.toml" \
     --listen "127.0.0.1:$P_GW" --workers "$WORKERS"
 GW_PID=$LAST_PID
-if [ -n "$PIN" ]; then
-    taskset -a -p -c 1 "$GW_PID" >/dev/null
-    taskset -a -p -c 1 "$UP_PID" >/dev/null
-fi
+pin_servers "$GW_PID" "$UP_PID"
 log "waiting for the $N documents (/readyz 200)"
 for _ in $(seq 600); do
     [ "$(http_code "http://127.0.0.1:$P_GW/readyz")" = 200 ] && break

@@ -80,20 +80,7 @@ for v in N NGINX_WORKERS DURATION CONNECTIONS WRK_THREADS ROUNDS TENANTS MAX_TEN
 done
 case "$WORKERS" in *[!0-9]* | 0*) die "WORKERS: \"$WORKERS\" is not a positive number" ;; esac
 
-case "$PIN" in "" | 1) ;; *) die "PIN: \"$PIN\" is neither empty nor 1" ;; esac
-if [ -n "$PIN" ]; then
-    [ "$(nproc)" -ge 2 ] || die "PIN=1 needs 2 CPUs, this machine has $(nproc)"
-    WRK_CPUS=0
-fi
-# Moves every thread of each PID (and of its children: nginx's workers) to
-# CPU 1 when PIN is set.
-pin_servers() { # pid...
-    [ -n "$PIN" ] || return 0
-    local pid
-    for pid in "$@" $(for p in "$@"; do pgrep -P "$p"; done); do
-        taskset -a -p -c 1 "$pid" >/dev/null || die "taskset of $pid failed"
-    done
-}
+check_pin
 
 RUN_STARTED=$(date +%s)
 LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
