@@ -451,6 +451,17 @@ mod tests {
 
     /// A writer on a fake disk, blocked inside a write of `blocker` until
     /// the returned sender is used (or dropped).
+    /// Lets a [`blocked_writer`] go on, and waits (up to 10 s) until it has
+    /// written everything queued.
+    fn release_and_flush(writer: &StateWriter, release: mpsc::Sender<()>) {
+        release.send(()).unwrap();
+        drop(release);
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        rt.block_on(writer.flush(Duration::from_secs(10)));
+    }
+
     fn blocked_writer() -> (StateWriter, Arc<FakeDisk>, mpsc::Sender<()>, Metrics) {
         blocked_writer_stalling_after(STALL_AFTER)
     }
@@ -522,12 +533,7 @@ mod tests {
             writer.shared.metrics.write_started.get() > 0.0,
             "a write is in progress"
         );
-        release.send(()).unwrap();
-        drop(release);
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .build()
-            .unwrap();
-        rt.block_on(writer.flush(Duration::from_secs(10)));
+        release_and_flush(&writer, release);
         assert_eq!(
             written(&disk),
             vec![
@@ -560,11 +566,7 @@ mod tests {
         // The key being written when more arrive: written again after.
         save("blocker", "b2");
         assert_eq!(writer.shared.metrics.merged_saves.get(), 3);
-        release.send(()).unwrap();
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .build()
-            .unwrap();
-        rt.block_on(writer.flush(Duration::from_secs(10)));
+        release_and_flush(&writer, release);
         assert_eq!(
             written(&disk),
             vec![
@@ -642,11 +644,7 @@ mod tests {
         }
         assert_eq!(logs.count("has not finished"), 1);
         assert_eq!(writer.shared.metrics.pending.get(), 7);
-        release.send(()).unwrap();
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .build()
-            .unwrap();
-        rt.block_on(writer.flush(Duration::from_secs(10)));
+        release_and_flush(&writer, release);
         assert_eq!(logs.count("the stuck write finished"), 1);
         assert_eq!(writer.shared.metrics.write_started.get(), 0.0);
     }
