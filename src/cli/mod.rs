@@ -664,22 +664,19 @@ mod tests {
                 .to_string()
         };
         assert_eq!(issuer(&["--demo"]), "http://localhost:7788");
-        assert_eq!(
-            issuer(&["--demo", "--demo-listen", "127.0.0.1:18961"]),
-            "http://localhost:18961"
-        );
-        assert_eq!(
-            issuer(&["--demo", "--demo-listen", "[::1]:5"]),
-            "http://localhost:5"
-        );
-        assert_eq!(
-            issuer(&["--demo", "--demo-listen", "0.0.0.0:6"]),
-            "http://localhost:6"
-        );
-        assert_eq!(
-            issuer(&["--demo", "--demo-listen", "10.1.2.3:7"]),
-            "http://10.1.2.3:7"
-        );
+        // A loopback or unspecified address is written `localhost`.
+        for (listen, want) in [
+            ("127.0.0.1:18961", "http://localhost:18961"),
+            ("[::1]:5", "http://localhost:5"),
+            ("0.0.0.0:6", "http://localhost:6"),
+            ("10.1.2.3:7", "http://10.1.2.3:7"),
+        ] {
+            assert_eq!(
+                issuer(&["--demo", "--demo-listen", listen]),
+                want,
+                "{listen}"
+            );
+        }
         // Explicit flags win; without --demo, --demo-listen changes nothing.
         assert_eq!(
             issuer(&[
