@@ -60,10 +60,7 @@ impl UpstreamUrls {
 
     /// The URLs as strings.
     pub fn to_strings(&self) -> Vec<String> {
-        match &self.0 {
-            Kept::Listed(urls) => urls.iter().map(|u| u.to_string()).collect(),
-            Kept::Discovered { .. } => self.built(),
-        }
+        self.built()
     }
 
     /// The first URL (the one tried first), if any.
