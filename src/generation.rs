@@ -667,7 +667,7 @@ impl Generation {
         for slot in &self.slots {
             if let Some((stored, age)) = self.cache.servable(slot).await {
                 let stale = usize::from(!matches!(
-                    stored.rules.classify(age),
+                    stored.rules().classify(age),
                     crate::cache_rules::freshness::FreshnessState::Fresh { .. }
                 ));
                 add(&slot.metrics(), 1, stale, Some(age));

@@ -57,6 +57,7 @@ use crate::upstream::{Fetcher, Priority, Validators};
 
 pub use persist::{RestoreReport, StateWriter};
 pub use readiness::{Readiness, ReadyIndex};
+use slot::SlotRules;
 pub use slot::{Backoff, DocumentSlot};
 
 use fetch::FetchContext;
@@ -65,6 +66,10 @@ use key_sets::OnDemandStart;
 /// Documents read back from the state directory per blocking task.
 const RESTORE_CHUNK: usize = 256;
 
+/// Where [`StoredDocument`]'s fields read by every request must end: three
+/// 64-byte cache lines, less the 16 bytes of the `Arc` counts before them.
+pub const HOT_PREFIX_LIMIT: usize = 3 * 64 - 16;
+
 /// A validated document as stored: its bytes, when and where it was
 /// received, the upstream headers its freshness and validators come from,
 /// and its freshness rules (the slot's, with the lifetime the upstream
@@ -72,19 +77,24 @@ const RESTORE_CHUNK: usize = 256;
 ///
 /// `repr(C)`, fields in the order a request reads them: what every request
 /// reads (its age, rules, timing, rendered headers, bytes and ETag) comes
-/// first, in about three cache lines, and what only fetches, saves and the
-/// status endpoint read (wall-clock receipt, URL, upstream headers) last.
-/// Serving many documents in turn, each request finds its document's lines
-/// cold: the fewer, the closer it costs to serving one (benches/README.md,
-/// third pass).
+/// first, in three cache lines with the `Arc`'s counts
+/// ([`HOT_PREFIX_LIMIT`], a test holds it), and what only fetches, saves
+/// and the status endpoint read (wall-clock receipt, URL, upstream headers)
+/// last. Serving many documents in turn, each request finds its
+/// document's lines cold: the fewer, the closer it costs to serving one
+/// (benches/README.md, third and fourth passes).
 #[derive(Debug)]
 #[repr(C)]
 pub struct StoredDocument {
     /// When the gateway received it (start of its resident time,
     /// RFC 9111 §4.2.3).
     pub fetched_at: Instant,
-    /// Its freshness rules: the slot's, with `ttl` = `timing.fresh_for`.
-    pub rules: Freshness,
+    /// The rules of the slot it was fetched for (shared by every document
+    /// of the slot, or of the template's tenants): its own freshness rules
+    /// are these with `ttl` = `timing.fresh_for` ([`Self::rules`]), kept
+    /// once per slot rather than copied into every document (48 bytes,
+    /// most of a cache line per document, benches/README.md, fourth pass).
+    slot_rules: Arc<SlotRules>,
     /// The upstream's `Age` at receipt and the freshness it allowed.
     pub timing: Timing,
     /// Its response headers as last rendered by the HTTP layer, reused
@@ -180,14 +190,20 @@ impl StoredDocument {
             fetched_at: now.checked_sub(resident).unwrap_or(now),
             received,
             timing,
-            rules: Freshness {
-                ttl: timing.fresh_for,
-                ..*slot.freshness()
-            },
+            slot_rules: slot.rules.clone(),
             url,
             headers,
             restored: false,
             rendered: memo::RenderMemo::default(),
+        }
+    }
+
+    /// Its freshness rules: its slot's, with `ttl` = `timing.fresh_for`
+    /// (the lifetime the upstream allowed, bounded by the slot's).
+    pub fn rules(&self) -> Freshness {
+        Freshness {
+            ttl: self.timing.fresh_for,
+            ..self.slot_rules.freshness
         }
     }
 
@@ -198,7 +214,7 @@ impl StoredDocument {
 
     /// Where it stands now.
     pub fn state(&self) -> FreshnessState {
-        self.rules.classify(self.resident())
+        self.rules().classify(self.resident())
     }
 
     /// Its `Age` (RFC 9111 §4.2.3): the upstream's at receipt plus the
@@ -223,7 +239,8 @@ impl StoredDocument {
     /// `max_stale`), and never after the upstream's own `stale-if-error`
     /// ends, so stale windows do not stack across tiers.
     pub fn stale_if_error_end(&self) -> Duration {
-        let own = self.rules.ttl.saturating_add(self.rules.max_stale);
+        let rules = self.rules();
+        let own = rules.ttl.saturating_add(rules.max_stale);
         match self.timing.stale_if_error_until_secs {
             Some(upstream) => own.min(Duration::from_secs(upstream.into())),
             None => own,
@@ -232,7 +249,7 @@ impl StoredDocument {
 
     /// When moka may drop it: past its freshness and `max_stale`.
     pub(crate) fn hard_deadline(&self) -> Instant {
-        self.fetched_at + self.rules.hard_lifetime()
+        self.fetched_at + self.rules().hard_lifetime()
     }
 
     /// The validators to send when refreshing it from `url`.
@@ -269,14 +286,14 @@ impl Lookup {
     /// Freshness state of the served document at lookup time.
     pub fn freshness(&self) -> FreshnessState {
         match &self.stored {
-            Some(stored) => stored.rules.classify(self.age),
+            Some(stored) => stored.rules().classify(self.age),
             None => FreshnessState::Expired,
         }
     }
 
     /// A servable stored document: hit or stale by its age.
     fn stored(stored: Arc<StoredDocument>, age: Duration, slot: &DocumentSlot) -> Self {
-        let fresh = matches!(stored.rules.classify(age), FreshnessState::Fresh { .. });
+        let fresh = matches!(stored.rules().classify(age), FreshnessState::Fresh { .. });
         let (outcome, error) = if fresh {
             (CacheOutcome::Hit, None)
         } else {
@@ -777,7 +794,7 @@ impl MetadataCache {
     ) -> Option<(Arc<StoredDocument>, Duration)> {
         let stored = slot.current.load_full()?;
         let age = now.saturating_duration_since(stored.fetched_at);
-        match stored.rules.classify(age) {
+        match stored.rules().classify(age) {
             FreshnessState::Expired => {
                 // Unless a newer copy took its place meanwhile.
                 let previous = slot.current.compare_and_swap(&stored, None);
@@ -869,7 +886,7 @@ impl MetadataCache {
             // and skipping that would put every refresh back in lockstep.
             if !force
                 && !stored.restored
-                && stored.fetched_at + stored.rules.earliest_refresh_age() > Instant::now()
+                && stored.fetched_at + stored.rules().earliest_refresh_age() > Instant::now()
                 && slot.retry_at().is_none()
             {
                 return;
@@ -975,10 +992,26 @@ impl MetadataCache {
         match self.servable(slot).await {
             Some((stored, _)) if stored.restored => Instant::now(),
             Some((stored, _)) if first => {
-                stored.fetched_at + stored.rules.first_refresh_age(spread)
+                stored.fetched_at + stored.rules().first_refresh_age(spread)
             }
-            Some((stored, _)) => stored.fetched_at + stored.rules.jittered_refresh_age(spread),
+            Some((stored, _)) => stored.fetched_at + stored.rules().jittered_refresh_age(spread),
             None => Instant::now(),
         }
+    }
+}
+
+#[cfg(test)]
+mod layout_tests {
+    use super::*;
+
+    #[test]
+    fn what_every_request_reads_fits_in_three_cache_lines() {
+        // `received` is the first field only fetches, saves and the status
+        // endpoint read: everything before it is read by every request.
+        let hot = std::mem::offset_of!(StoredDocument, received);
+        assert!(
+            hot <= HOT_PREFIX_LIMIT,
+            "the fields every request reads take {hot} bytes (limit {HOT_PREFIX_LIMIT})"
+        );
     }
 }

@@ -355,7 +355,7 @@ impl TemplateCache {
             return self.lookup(tenant).await;
         };
         let age = now.saturating_duration_since(stored.fetched_at);
-        if matches!(stored.rules.classify(age), FreshnessState::Expired)
+        if matches!(stored.rules().classify(age), FreshnessState::Expired)
             || entry.slot.backing_off(now).is_some()
         {
             return self.lookup(tenant).await;
@@ -398,7 +398,7 @@ impl TemplateCache {
             Ok((stored, status)) => Lookup::revalidated(stored, status),
             Err(error) => {
                 let age = Instant::now().saturating_duration_since(stored.fetched_at);
-                if matches!(stored.rules.classify(age), FreshnessState::Expired) {
+                if matches!(stored.rules().classify(age), FreshnessState::Expired) {
                     Lookup::failed(Arc::new(error), &entry.slot)
                 } else {
                     Lookup::revalidation_failed(stored.clone(), age, Arc::new(error))
@@ -412,11 +412,11 @@ impl TemplateCache {
         match &entry.state {
             TenantState::Document(stored) => {
                 let age = now.saturating_duration_since(stored.fetched_at);
-                if matches!(stored.rules.classify(age), FreshnessState::Expired) {
+                if matches!(stored.rules().classify(age), FreshnessState::Expired) {
                     return None;
                 }
                 // A restored copy is replaced at its first request.
-                if (stored.restored || age >= stored.rules.refresh_age())
+                if (stored.restored || age >= stored.rules().refresh_age())
                     && entry.slot.backing_off(now).is_none()
                 {
                     self.refresh_in_background(entry.clone());
@@ -661,7 +661,7 @@ impl TemplateCache {
                 // Waited for another request's lookup: what it stored,
                 // stale included, as a stale copy is served.
                 let age = stored.resident();
-                match stored.rules.classify(age) {
+                match stored.rules().classify(age) {
                     FreshnessState::Fresh { .. } => {
                         Lookup::fetched(CacheOutcome::Collapsed, stored.clone())
                     }
@@ -795,7 +795,7 @@ impl TemplateCache {
         for (_, entry) in self.entries.iter() {
             if let TenantState::Document(d) = &entry.state {
                 let age = now.saturating_duration_since(d.fetched_at);
-                match d.rules.classify(age) {
+                match d.rules().classify(age) {
                     FreshnessState::Fresh { .. } => cached += 1,
                     FreshnessState::Stale { .. } => {
                         cached += 1;

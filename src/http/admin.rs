@@ -342,7 +342,7 @@ fn slot_view(
 ) -> DocumentView {
     let (state, age, expires, servable) = match stored {
         Some((d, age)) => {
-            let f = &d.rules;
+            let f = d.rules();
             let state = match f.classify(age) {
                 FreshnessState::Fresh { .. } => DocumentState::Fresh,
                 FreshnessState::Stale { .. } | FreshnessState::Expired => DocumentState::Stale,

@@ -320,7 +320,8 @@ pub(crate) fn restore(
         },
     };
     let document = crate::cache::fetch::validate_for(slot, saved.body)
-        .map_err(|e| Refusal::Mismatch(format!("the saved document is not valid: {e}")))?;
+        .map_err(|e| Refusal::Mismatch(format!("the saved document is not valid: {e}")))?
+        .detached();
     let fresh_for = saved.lifetime.clamp(
         slot.policy().min_ttl.min(slot.policy().ttl),
         slot.policy().ttl,
@@ -421,7 +422,7 @@ mod tests {
     fn state_at_load(ahead: Duration) -> FreshnessState {
         let now = SystemTime::now();
         let stored = restore(&slot(), saved(now + ahead), now).expect("restored");
-        stored.rules.classify(stored.resident())
+        stored.rules().classify(stored.resident())
     }
 
     #[test]
