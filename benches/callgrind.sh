@@ -18,6 +18,12 @@
 # Settings: GATEWAY_BIN (default: build target/release), EXAMPLES_DIR (open_loop;
 # default: build it), REQUESTS=5000, RATE=250, TENANTS=1000, OUT=dir for the
 # callgrind file (default: a scratch directory, removed), TOP=25 functions shown.
+# CACHE_SIM=1 adds valgrind's cache simulation (L1 data D1 and last level LL
+# as "size,ways,line"; defaults: this machine's L1d and L2 per core, 32 KiB
+# and 1 MiB, 8-way, 64-byte lines) and prints the misses per request and
+# the functions with the most last-level misses: memory touched, which is
+# what serving many documents in turn costs (callgrind does not model the
+# hardware prefetchers, so a sequential copy counts more than it costs).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 MODE=${MODE:-one}
@@ -47,6 +53,9 @@ else
     printf '[[authorization_server]]\nissuer = "http://127.0.0.1:%s/{tenant}"\nmax_tenants = %s\n' "$P_UP" $((TENANTS * 2)) >"$WORK/gw.toml"
 fi
 VALGRIND=(valgrind --tool=callgrind --callgrind-out-file="$WORK/callgrind.out")
+if [ "${CACHE_SIM:-0}" = 1 ]; then
+    VALGRIND+=(--cache-sim=yes "--D1=${D1:-32768,8,64}" "--LL=${LL:-1048576,8,64}")
+fi
 PROFILED=$GATEWAY_BIN
 if [ "$MODE" = bare ]; then
     # The gateway (not profiled) once, for the response the handler sends.
@@ -91,4 +100,13 @@ dump=$(find "$WORK" -maxdepth 1 -name 'callgrind.out.*' | sort | tail -1)
 total=$(awk '/^summary:|^totals:/ {print $2; exit}' "$dump")
 echo "mode $MODE: $REQUESTS requests, $total instructions in user space: $((total / REQUESTS)) per request ($PROFILED)"
 callgrind_annotate --inclusive=no --threshold=100 "$dump" 2>/dev/null | sed -n "1,$((TOP + 25))p" | grep -E '^ *[0-9,]+ ' | grep -vE 'PROGRAM TOTALS|clone.S:clone|start_thread|thread_start|call_once{{vtable' | head -"$TOP"
+if [ "${CACHE_SIM:-0}" = 1 ]; then
+    # events: Ir Dr Dw I1mr D1mr D1mw ILmr DLmr DLmw
+    awk -v n="$REQUESTS" '/^events:/ { for (i = 2; i <= NF; i++) col[$i] = i - 1 }
+        /^summary:|^totals:/ { printf "per request: D1 misses %.1f read + %.1f write; last level %.1f read + %.1f write\n",
+            $(col["D1mr"] + 1) / n, $(col["D1mw"] + 1) / n, $(col["DLmr"] + 1) / n, $(col["DLmw"] + 1) / n; exit }' "$dump"
+    echo "functions by last-level read misses (self):"
+    callgrind_annotate --inclusive=no --sort=DLmr --threshold=100 "$dump" 2>/dev/null | grep -E '^ *[0-9,]+ ' |
+        grep -vE 'PROGRAM TOTALS' | head -"$TOP"
+fi
 [ -z "${OUT:-}" ] || { mkdir -p "$OUT"; cp "$dump" "$OUT/"; }

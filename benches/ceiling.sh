@@ -9,6 +9,10 @@
 #   bare       benches/comparators/bare_actix.rs: one actix-web worker whose
 #              only handler sends the gateway's response for "single" (status,
 #              headers, body read from a file once, at start-up)
+#   bare-tenants  the same with --responses: the template gateway's
+#              response for each of the TENANTS tenants, picked by the
+#              path's last segment (one HashMap lookup): the framework's
+#              floor for serving many documents in turn
 #   fixed      benches/comparators/fixed_responder.rs: a one-thread epoll
 #              loop (mio) writing the same bytes per request, no framework:
 #              the machine's ceiling
@@ -24,8 +28,14 @@
 # target once, then round 2, ...), with wrk -t1 -c CONNECTIONS for DURATION
 # seconds after a 1 s warm-up:
 #   gateway-one bare-one fixed-one nginx-one        the one document
-#   template-one template-rr template-zipf          tenant t1; t1..tTENANTS
-#                                                   round-robin; Zipf (s=1)
+#   template-one template-rr template-zipf          tenant t1 (through the
+#                                                   same wrk script as rr);
+#                                                   t1..tTENANTS round-robin;
+#                                                   Zipf (s=1)
+#   bare-tenant-one bare-tenant-rr                  bare_actix --responses:
+#                                                   the template's responses
+#                                                   for t1..tTENANTS, as
+#                                                   template-one and -rr
 #   nginx-zipf                                      the same Zipf on nginx
 #   (baseline-one baseline-rr baseline-zipf with BASELINE_BIN)
 # CPU per request = (utime + stime of the server's processes after the run
@@ -106,6 +116,7 @@ P_GW=$(free_port)
 P_TPL=$(free_port)
 P_BARE=$(free_port)
 P_FIXED=$(free_port)
+P_BARE_TPL=$(free_port)
 P_NGX=$(free_port)
 P_BASE=$(free_port)
 P_BASE_TPL=$(free_port)
@@ -182,19 +193,38 @@ warm_tenants() { # base url
 }
 warm_tenants "http://127.0.0.1:$P_TPL"
 warm_tenants "http://127.0.0.1:$P_NGX"
+# The bare handler's floor for many tenants: the template gateway's
+# response for each tenant, saved as tenants/tN, one lookup away.
+mkdir -p "$WORK/tenants"
+awk -v n="$TENANTS" -v u="http://127.0.0.1:$P_TPL$PATH_AS/t" -v d="$WORK/tenants/t" 'BEGIN {
+    for (i = 1; i <= n; i++) printf "url = \"%s%d\"\noutput = \"%s%d\"\n", u, i, d, i }' >"$WORK/save.curl"
+curl -s --no-progress-meter --include --raw --parallel --parallel-max 16 --max-time 30 --config "$WORK/save.curl" ||
+    die "saving the $TENANTS tenants' responses failed"
+start bare-tenants "$EXAMPLES_DIR/bare_actix" --responses "$WORK/tenants" --listen "127.0.0.1:$P_BARE_TPL"
+PID_bare_tenants=$LAST_PID
+wait_ready "http://127.0.0.1:$P_BARE_TPL$PATH_AS/t$TENANTS" bare_actix-tenants
 [ -z "${BASELINE_BIN:-}" ] || warm_tenants "http://127.0.0.1:$P_BASE_TPL"
 log "$TENANTS tenants fetched by the template gateway(s) and nginx"
 
-# wrk scripts: round-robin and Zipf (s = 1) over t1..tTENANTS; the Zipf
-# draws come from a table built before the run (the draw costs wrk's core,
-# not the server's).
-cat >"$WORK/rr.lua" <<EOF
-local n, i = $TENANTS, 0
+# wrk scripts: round-robin over t1 alone ("one") and over t1..tTENANTS,
+# and Zipf (s = 1) over t1..tTENANTS; the Zipf draws come from a table
+# built before the run (the draw costs wrk's core, not the server's).
+# template-one goes through the same Lua request function as template-rr
+# (with n = 1): a wrk that builds each request in Lua sends fewer requests
+# per read than one that repeats a fixed request, and the server's
+# per-request share of its reads and wake-ups grows with that (about 4 %
+# here, benches/README.md), which is not what many tenants cost.
+rotation_script() { # name, tenants
+    cat >"$WORK/$1.lua" <<EOF
+local n, i = $2, 0
 request = function()
     i = i % n + 1
     return wrk.format(nil, "$PATH_AS/t" .. i)
 end
 EOF
+}
+rotation_script one 1
+rotation_script rr "$TENANTS"
 cat >"$WORK/zipf.lua" <<EOF
 local n, cdf, total = $TENANTS, {}, 0
 for k = 1, n do total = total + 1 / k; cdf[k] = total end
@@ -214,7 +244,7 @@ EOF
 
 nginx_pids() { echo "$(cat "$WORK/nginx.pid") $(pgrep -P "$(cat "$WORK/nginx.pid")" | tr '\n' ' ')"; }
 # shellcheck disable=SC2154 # PID_<name> are set by eval in start_gateways
-pin_servers "$UP_PID" "$PID_gateway" "$PID_gateway_template" "$PID_bare" "$PID_fixed" "$(cat "$WORK/nginx.pid")"
+pin_servers "$UP_PID" "$PID_gateway" "$PID_gateway_template" "$PID_bare" "$PID_bare_tenants" "$PID_fixed" "$(cat "$WORK/nginx.pid")"
 # shellcheck disable=SC2154 # likewise
 [ -z "${BASELINE_BIN:-}" ] || pin_servers "$PID_baseline" "$PID_baseline_template"
 
@@ -230,9 +260,11 @@ add_target gateway-one "http://127.0.0.1:$P_GW$PATH_AS/single" "$PID_gateway" ""
 add_target bare-one "http://127.0.0.1:$P_BARE$PATH_AS/single" "$PID_bare" ""
 add_target fixed-one "http://127.0.0.1:$P_FIXED$PATH_AS/single" "$PID_fixed" ""
 add_target nginx-one "http://127.0.0.1:$P_NGX$PATH_AS/single" "$(nginx_pids)" ""
-add_target template-one "http://127.0.0.1:$P_TPL$PATH_AS/t1" "$PID_gateway_template" ""
+add_target template-one "http://127.0.0.1:$P_TPL" "$PID_gateway_template" one
 add_target template-rr "http://127.0.0.1:$P_TPL" "$PID_gateway_template" rr
 add_target template-zipf "http://127.0.0.1:$P_TPL" "$PID_gateway_template" zipf
+add_target bare-tenant-one "http://127.0.0.1:$P_BARE_TPL" "$PID_bare_tenants" one
+add_target bare-tenant-rr "http://127.0.0.1:$P_BARE_TPL" "$PID_bare_tenants" rr
 add_target nginx-zipf "http://127.0.0.1:$P_NGX" "$(nginx_pids)" zipf
 if [ -n "${BASELINE_BIN:-}" ]; then
     add_target baseline-one "http://127.0.0.1:$P_BASE$PATH_AS/single" "$PID_baseline" ""
@@ -293,6 +325,13 @@ stat_of() { # file, target, column: "median min max"
 }
 med() { stat_of "$@" | cut -d' ' -f1; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f", (b > 0) ? a / b : 0 }'; }
+# The median of each round's a / b (the two runs of a round are seconds
+# apart, so what slows the whole machine for a while cancels out).
+paired() { # target a, target b
+    awk -v a="$1" -v b="$2" "$AWK_MEDIAN"'
+        $1 == a { x[++na] = $4 } $1 == b { y[++nb] = $4 }
+        END { for (i = 1; i <= na && i <= nb; i++) if (y[i] > 0) l = l " " x[i] / y[i]; printf "%.3f", median(l) }' "$WORK/closed.log"
+}
 verdict() { awk -v a="$1" -v op="$2" -v b="$3" 'BEGIN { ok = (op == "<=") ? (a <= b) : (a >= b); print ok ? "PASS" : "FAIL" }'; }
 
 report() {
@@ -345,6 +384,8 @@ report() {
     open_verdict=$(verdict "$pn" ">=" "$pg")
     [ -z "$missed" ] || open_verdict="NO VERDICT: the rate was not sustained by ${missed% }"
     echo "| open loop at $RATE req/s: gateway p99 / nginx p99 | ${pg} / ${pn} us | gateway <= nginx | $open_verdict |"
+    echo "| (for scale) round-robin / one tenant, median of the rounds' own ratios | $(paired template-rr template-one)x | | |"
+    echo "| (for scale) bare actix-web, $TENANTS tenants round-robin / one tenant, CPU per request | $(ratio "$(med "$WORK/closed.log" bare-tenant-rr 4)" "$(med "$WORK/closed.log" bare-tenant-one 4)")x (rounds' own: $(paired bare-tenant-rr bare-tenant-one)x) | | |"
     echo "| (for scale) fixed responder / bare actix-web, CPU per request | $(ratio "$(med "$WORK/closed.log" fixed-one 4)" "$bare")x | | |"
     echo "| (for scale) nginx / gateway, one document, CPU per request | $(ratio "$(med "$WORK/closed.log" nginx-one 4)" "$gw")x | | |"
 }

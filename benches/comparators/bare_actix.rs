@@ -6,24 +6,34 @@
 //! allocator (mimalloc) and release profile as the gateway, no middleware,
 //! no routing beyond the default service.
 //!
+//! With `--responses DIR` it is the floor for many tenants instead: one
+//! precomputed response per file in DIR (the gateway's response for tenant
+//! NAME, saved as DIR/NAME), chosen by the request path's last segment
+//! through one `HashMap` lookup (404 when there is no such file). Serving
+//! many documents in turn costs it what their bytes cost in memory and
+//! nothing of a cache's bookkeeping.
+//!
 //!   bare_actix --response FILE --listen 127.0.0.1:PORT
+//!   bare_actix --responses DIR --listen 127.0.0.1:PORT
 
 #![forbid(unsafe_code)]
 
 #[path = "response.rs"]
 mod response;
 
+use std::collections::HashMap;
+use std::path::Path;
 use std::process::ExitCode;
 
 use actix_web::http::header::{HeaderName, HeaderValue};
 use actix_web::http::StatusCode;
-use actix_web::{web, App, HttpResponse, HttpServer};
+use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
 use bytes::Bytes;
 
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-/// The precomputed parts of the one response.
+/// The precomputed parts of one response.
 struct Fixed {
     status: StatusCode,
     headers: Vec<(HeaderName, HeaderValue)>,
@@ -50,25 +60,64 @@ fn fixed(raw: &response::RawResponse) -> Result<Fixed, String> {
     })
 }
 
+/// What the handler answers: one response for every path, or one per
+/// tenant by the path's last segment.
+enum Responses {
+    One(Fixed),
+    PerTenant(HashMap<Box<str>, Fixed>),
+}
+
+impl Responses {
+    fn read() -> Result<Self, String> {
+        if let Ok(file) = response::arg("response") {
+            return Ok(Self::One(fixed(&response::read(Path::new(&file))?)?));
+        }
+        let dir = response::arg("responses")
+            .map_err(|_| "missing --response FILE or --responses DIR".to_string())?;
+        let mut tenants = HashMap::new();
+        for entry in std::fs::read_dir(&dir).map_err(|e| format!("{dir}: {e}"))? {
+            let path = entry.map_err(|e| format!("{dir}: {e}"))?.path();
+            let name = path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .ok_or_else(|| format!("{}: not a UTF-8 file name", path.display()))?;
+            tenants.insert(Box::from(name), fixed(&response::read(&path)?)?);
+        }
+        if tenants.is_empty() {
+            return Err(format!("{dir}: no response files"));
+        }
+        Ok(Self::PerTenant(tenants))
+    }
+
+    fn for_path(&self, path: &str) -> Option<&Fixed> {
+        match self {
+            Self::One(fixed) => Some(fixed),
+            Self::PerTenant(tenants) => tenants.get(path.rsplit('/').next().unwrap_or(path)),
+        }
+    }
+}
+
 fn main() -> ExitCode {
-    let setup = (|| -> Result<(Fixed, String), String> {
-        let raw = response::read(std::path::Path::new(&response::arg("response")?))?;
-        Ok((fixed(&raw)?, response::arg("listen")?))
+    let setup = (|| -> Result<(Responses, String), String> {
+        Ok((Responses::read()?, response::arg("listen")?))
     })();
-    let (fixed, listen) = match setup {
+    let (responses, listen) = match setup {
         Ok(s) => s,
         Err(e) => {
             eprintln!("bare_actix: {e}");
             return ExitCode::FAILURE;
         }
     };
-    let fixed = web::Data::new(fixed);
+    let responses = web::Data::new(responses);
     let run = actix_web::rt::System::new().block_on(async move {
         HttpServer::new(move || {
-            let fixed = fixed.clone();
-            App::new().default_service(web::to(move || {
-                let fixed = fixed.clone();
+            let responses = responses.clone();
+            App::new().default_service(web::to(move |req: HttpRequest| {
+                let responses = responses.clone();
                 async move {
+                    let Some(fixed) = responses.for_path(req.path()) else {
+                        return HttpResponse::with_body(StatusCode::NOT_FOUND, Bytes::new());
+                    };
                     let mut res = HttpResponse::with_body(fixed.status, fixed.body.clone());
                     let headers = res.headers_mut();
                     for (name, value) in &fixed.headers {
