@@ -94,7 +94,6 @@ P_UP_NGX=$(free_port)  # upstream, as seen by nginx proxy_cache
 P_UP_TPL=$(free_port)  # upstream, as seen by the template gateway
 P_GW=$(free_port)
 P_PROXY=$(free_port)
-P_TPL=$(free_port)
 
 # --- the upstream, nginx and the gateway with N issuers ----------------------
 start upstream python3 benches/tenant_upstream.py --delay "$DELAY" --max-seconds 7200 \
@@ -213,6 +212,9 @@ issuer = "http://127.0.0.1:$P_UP_TPL/{tenant}"
 max_tenants = $MAX_TENANTS
 EOF
 log "template mode: one {tenant} issuer, max_tenants = $MAX_TENANTS, $TENANTS tenants"
+# Picked now, not with the others: minutes of runs lie between, and a port
+# checked free then was once taken by the time the gateway bound it.
+P_TPL=$(free_port)
 start template-gateway "$GATEWAY_BIN" --config "$WORK/template.toml" --listen "127.0.0.1:$P_TPL" "${gateway_args[@]}"
 TPL_PID=$LAST_PID
 for _ in $(seq 100); do
